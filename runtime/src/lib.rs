@@ -1,0 +1,12 @@
+//! The daemonless container runtime behind `dstack`.
+//!
+//! It knows images, root filesystems, containers and cgroups, and nothing of workflows: the CLI in `src/`
+//! turns a workflow into an OCI runtime `Spec` and hands it here. Each module owns one concern and its own
+//! error type.
+
+pub mod cgroup;
+pub mod container;
+pub mod image;
+pub mod paths;
+pub mod rootfs;
+pub mod userns;

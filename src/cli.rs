@@ -1,0 +1,181 @@
+//! The command line: every subcommand and flag, and nothing else. Each command's work lives in
+//! `commands/<name>.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dstack",
+    version,
+    about = "Run dstack workflows in containers, without a Docker daemon"
+)]
+pub struct Cli {
+    /// Show what happens underneath (repeat for more: -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow (`dstack run NAME [ARGS]`) or an image (`dstack run docker IMAGE [-c CMD]...`)
+    #[command(disable_help_flag = false)]
+    Run(RunArgs),
+    /// Pull an image into the local store
+    Pull(PullArgs),
+    /// List the images in the local store
+    Images(ListArgs),
+    /// Remove images from the local store
+    Rmi(RmiArgs),
+    /// Remove what is no longer needed
+    #[command(subcommand)]
+    Prune(PruneCommand),
+    /// List runs (running ones; -a for all)
+    Ps(PsArgs),
+    /// Show a run's output
+    Logs(LogsArgs),
+    /// Stop a running run
+    Stop(StopArgs),
+    /// Remove finished runs and their records
+    Rm(RmArgs),
+    /// List or download a run's artifacts
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+    /// Manage the project's secrets
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `dstack run`: flags first, then the workflow name (or `docker`), then everything else verbatim.
+/// The ad hoc `docker` form parses its own flags (see `commands::run`), so they may come before or after
+/// the image.
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Return at once and leave the run going in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Print the plan (image, command, environment, mounts, limits, ports) and stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// When to pull the image: missing (default), always, never
+    #[arg(long, value_name = "POLICY", default_value = "missing")]
+    pub pull: String,
+    /// The workflow to run, or `docker` for an ad hoc image run
+    pub target: String,
+    /// The workflow's arguments (`${{ run.args }}`), or the ad hoc form's image, command and flags
+    #[arg(allow_hyphen_values = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image, as Docker users write it: `ubuntu`, `ghcr.io/org/img:tag`, `host:5000/repo@sha256:...`
+    pub image: String,
+    /// Pick this platform from a multi-platform image: `os/arch[/variant]`
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Registry credentials, `USER:PASS` (else the usual credential files are used)
+    #[arg(long, value_name = "USER:PASS")]
+    pub creds: Option<String>,
+    /// Print only the image digest
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images to remove
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PruneCommand {
+    /// Remove blobs and layers that no image references
+    Images,
+    /// Empty the cache of a workflow in this project
+    Cache {
+        /// The workflow whose cache to remove
+        workflow: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show finished runs too
+    #[arg(short, long)]
+    pub all: bool,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub run: String,
+    /// Keep printing new output until the run ends
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The run to stop
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub run: Option<String>,
+    /// Stop every running run
+    #[arg(long)]
+    pub all: bool,
+    /// Abort: kill at once instead of a graceful stop (artifacts are still saved)
+    #[arg(short = 'x', long)]
+    pub abort: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The run to remove
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub run: Option<String>,
+    /// Remove every finished run
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// List a run's artifacts: path, files, size
+    List {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a run's artifacts to a directory
+    Download {
+        run: String,
+        /// Where to put them (default: the current directory)
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Add or replace a secret; prompts for the value (without echo) when it is not given
+    Add { name: String, value: Option<String> },
+    /// List the secrets' names
+    List,
+    /// Delete a secret
+    Delete { name: String },
+}
