@@ -134,8 +134,8 @@ pub enum ManifestError {
 
 /// A manifest classified by what it is.
 enum Parsed {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 /// Fetch `reference` (a tag or digest) from `source` and resolve it to one image for `platform`: an index or
@@ -229,10 +229,10 @@ fn parse(fetched: &FetchedManifest, what: &str) -> Result<Parsed, ManifestError>
     };
     match kind {
         OCI_INDEX | DOCKER_MANIFEST_LIST => serde_json::from_value(json)
-            .map(Parsed::Index)
+            .map(|i| Parsed::Index(Box::new(i)))
             .map_err(|e| invalid(e.to_string())),
         OCI_MANIFEST | DOCKER_MANIFEST => serde_json::from_value(json)
-            .map(Parsed::Manifest)
+            .map(|m| Parsed::Manifest(Box::new(m)))
             .map_err(|e| invalid(e.to_string())),
         DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(ManifestError::Schema1 {
             what: what.to_string(),
@@ -269,10 +269,10 @@ fn select<'a>(
     let mut best: Option<(u8, &OciDescriptor)> = None;
     for entry in index.manifests() {
         let Some(p) = entry.platform() else { continue };
-        if let Some(rank) = platform.match_rank(&oci_platform(p)) {
-            if best.is_none_or(|(r, _)| rank > r) {
-                best = Some((rank, entry));
-            }
+        if let Some(rank) = platform.match_rank(&oci_platform(p))
+            && best.is_none_or(|(r, _)| rank > r)
+        {
+            best = Some((rank, entry));
         }
     }
     if let Some((_, entry)) = best {
@@ -300,7 +300,7 @@ fn select<'a>(
 
 fn image_from(
     fetched: FetchedManifest,
-    manifest: ImageManifest,
+    manifest: Box<ImageManifest>,
     index_digest: Option<Digest>,
     platform: Option<Platform>,
     what: &str,

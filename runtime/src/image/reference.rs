@@ -189,13 +189,13 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
         return Err(ReferenceError::TooLong(input.to_string()));
     }
     let (registry, repository) = split_registry(name);
-    if let Some(registry) = &registry {
-        if !valid_domain(registry) {
-            return Err(malformed(
-                input,
-                format!("{registry:?} is not a valid registry host[:port]"),
-            ));
-        }
+    if let Some(registry) = &registry
+        && !valid_domain(registry)
+    {
+        return Err(malformed(
+            input,
+            format!("{registry:?} is not a valid registry host[:port]"),
+        ));
     }
     let mut registry = registry.unwrap_or_else(|| DOCKER_HUB.to_string());
     if registry == "index.docker.io" {
@@ -270,10 +270,10 @@ fn valid_domain(domain: &str) -> bool {
             None => (domain, None),
         }
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     if host.is_empty() {
         return domain.starts_with('[');
