@@ -1,0 +1,188 @@
+//! cgroup v1 (and hybrid hosts, which keep the controllers on v1): one `dstack/<name>` cgroup per controller
+//! hierarchy, with CFS quota, memory (and memory+swap) limits, `pids.max` and `devices.allow` lines.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::layout::Hierarchy;
+use super::limits::CPU_PERIOD_US;
+use super::{CgroupError, Limits, Outcome, fs, v2::fresh_dir};
+
+/// Controllers we place jobs under: the limits' and the ones we read (cpuacct) or filter with (devices).
+const USED: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
+
+/// One job's cgroups, one directory per hierarchy.
+#[derive(Debug)]
+pub(crate) struct V1 {
+    pub(crate) dirs: Vec<(Vec<String>, PathBuf)>,
+}
+
+pub(crate) fn create(
+    hierarchies: &[Hierarchy],
+    name: &str,
+    limits: &Limits,
+    as_root: bool,
+) -> Result<Outcome<V1>, CgroupError> {
+    if !as_root {
+        return Ok(Outcome::Unenforced(
+            "this host keeps its cgroup controllers on v1, which cannot be delegated to you: limits are not \
+             enforced; run as root, or on a cgroup v2 host with Delegate=yes, or pass --strict-limits to refuse"
+                .into(),
+        ));
+    }
+    let used: Vec<&Hierarchy> = hierarchies
+        .iter()
+        .filter(|h| USED.iter().any(|c| h.has(c)))
+        .collect();
+    let required = [
+        ("cpu", limits.cpu.is_some()),
+        ("memory", limits.memory.is_some()),
+        ("pids", limits.pids.is_some()),
+        ("devices", limits.devices.is_some()),
+    ];
+    if let Some((missing, _)) = required
+        .iter()
+        .find(|(c, asked)| *asked && !used.iter().any(|h| h.has(c)))
+    {
+        return Ok(Outcome::Unenforced(format!(
+            "the cgroup v1 {missing} controller is not mounted: limits are not enforced"
+        )));
+    }
+
+    let mut cgroup = V1 { dirs: Vec::new() };
+    for hierarchy in used {
+        let base = hierarchy.mount.join("dstack");
+        match std::fs::create_dir(&base) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+                    || e.raw_os_error() == Some(libc::EROFS) =>
+            {
+                let _ = cgroup.kill_and_remove();
+                return Ok(Outcome::Unenforced(format!(
+                    "cgroup v1 hierarchy {} is not writable ({e}): limits are not enforced",
+                    hierarchy.mount.display()
+                )));
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                let _ = cgroup.kill_and_remove();
+                return Err(CgroupError::Create {
+                    path: base,
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        let dir = base.join(name);
+        if let Err(e) = fresh_dir(&dir) {
+            let _ = cgroup.kill_and_remove();
+            return Err(e);
+        }
+        cgroup.dirs.push((hierarchy.controllers.clone(), dir));
+    }
+    if let Err(e) = cgroup.apply(limits) {
+        let _ = cgroup.kill_and_remove();
+        return Err(e);
+    }
+    Ok(Outcome::Placed(cgroup))
+}
+
+impl V1 {
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(list, _)| list.iter().any(|c| c == controller))
+            .map(|(_, d)| d.as_path())
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
+        if let (Some(quota), Some(dir)) = (limits.cpu_quota_us(), self.dir("cpu")) {
+            fs::write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+            fs::write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+        }
+        if let (Some(bytes), Some(dir)) = (limits.memory, self.dir("memory")) {
+            fs::write(dir, "memory.limit_in_bytes", &bytes.to_string())?;
+            // memory+swap equal to memory: no swap beyond the limit (the file exists only with swap accounting).
+            if dir.join("memory.memsw.limit_in_bytes").exists() {
+                fs::write(dir, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
+            }
+        }
+        if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {
+            fs::write(dir, "pids.max", &pids.to_string())?;
+        }
+        if let (Some(policy), Some(dir)) = (&limits.devices, self.dir("devices")) {
+            fs::write(dir, "devices.deny", "a")?;
+            for rule in policy.rules() {
+                fs::write(dir, "devices.allow", &rule.v1_line())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir("memory")
+            .or_else(|| self.dirs.first().map(|(_, d)| d.as_path()))
+            .unwrap_or(Path::new("/"))
+    }
+
+    pub(crate) fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+        self.dirs
+            .iter()
+            .try_for_each(|(_, dir)| fs::write(dir, "cgroup.procs", &pid.to_string()))
+    }
+
+    /// `oom_kill` in `memory.oom_control` (4.13+); older kernels only count limit hits in `memory.failcnt`,
+    /// which the caller should combine with a SIGKILL exit.
+    pub(crate) fn oom_killed(&self) -> bool {
+        let Some(dir) = self.dir("memory") else {
+            return false;
+        };
+        match fs::read_keyed(dir, "memory.oom_control", "oom_kill") {
+            Some(kills) => kills > 0,
+            None => fs::read_u64(dir, "memory.failcnt").is_some_and(|n| n > 0),
+        }
+    }
+
+    pub(crate) fn cpu_usage(&self) -> Option<Duration> {
+        fs::read_u64(self.dir("cpuacct")?, "cpuacct.usage").map(Duration::from_nanos)
+    }
+
+    pub(crate) fn memory_peak(&self) -> Option<u64> {
+        fs::read_u64(self.dir("memory")?, "memory.max_usage_in_bytes")
+    }
+
+    pub(crate) fn procs(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.dirs.iter().flat_map(|(_, d)| fs::procs(d)).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    pub(crate) fn kill_and_remove(&self) -> Result<(), CgroupError> {
+        kill_and_remove(&self.dirs.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>())
+    }
+}
+
+/// SIGKILLs what is left in the job's directories (all hierarchies, nested cgroups included) and removes them.
+pub(crate) fn kill_and_remove(dirs: &[PathBuf]) -> Result<(), CgroupError> {
+    let mut all = Vec::new();
+    for dir in dirs {
+        fs::collect_tree(dir, &mut all);
+    }
+    let refs: Vec<&Path> = all.iter().map(PathBuf::as_path).collect();
+    if !fs::kill_until_empty(&refs) {
+        return Err(CgroupError::StillBusy {
+            path: dirs.first().cloned().unwrap_or_default(),
+        });
+    }
+    dirs.iter().try_for_each(|d| fs::rmdir_tree(d))
+}
+
+/// The `dstack` directory of every hierarchy we use.
+pub(crate) fn dstack_dirs(hierarchies: &[Hierarchy]) -> Vec<PathBuf> {
+    hierarchies
+        .iter()
+        .filter(|h| USED.iter().any(|c| h.has(c)))
+        .map(|h| h.mount.join("dstack"))
+        .filter(|d| d.is_dir())
+        .collect()
+}
