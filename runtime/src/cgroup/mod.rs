@@ -197,10 +197,10 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        if !self.removed {
-            if let Err(e) = self.kill_and_remove() {
-                tracing::warn!("{e}");
-            }
+        if !self.removed
+            && let Err(e) = self.kill_and_remove()
+        {
+            tracing::warn!("{e}");
         }
     }
 }

@@ -344,3 +344,66 @@ fn denied(e: &CgroupError) -> bool {
         .and_then(io::Error::raw_os_error)
         .is_some_and(|n| [libc::EACCES, libc::EPERM, libc::EROFS].contains(&n))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::DevicePolicy;
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    /// The cgroup2 mount: /sys/fs/cgroup on v2 hosts, /sys/fs/cgroup/unified on hybrid ones like this machine.
+    fn cgroup2_mount() -> PathBuf {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mountinfo
+            .lines()
+            .find(|l| l.contains(" - cgroup2 "))
+            .expect("no cgroup2 mount on this host");
+        PathBuf::from(line.split(' ').nth(4).unwrap())
+    }
+
+    /// The BPF program loads, attaches and decides for a real process, on whatever kernel runs the tests
+    /// (the device controller of v2 needs no controller enabled, so this works on hybrid hosts too).
+    #[test]
+    fn the_bpf_device_filter_denies_unlisted_devices_to_a_real_process() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+        let mount = cgroup2_mount();
+        let limits = Limits {
+            devices: Some(DevicePolicy::docker_default()),
+            ..Limits::default()
+        };
+        let name = format!("test-bpf-{}", std::process::id());
+        let Outcome::Placed(cg) = create(&mount, &mount, &name, &limits, true).unwrap() else {
+            panic!("not enforced as root")
+        };
+        let script =
+            "read go; (: </dev/null) && echo null-ok; (: </dev/kmsg) && echo kmsg-ok; exit 0";
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cg.add_pid(child.id() as i32).unwrap();
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        child.wait().unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        cg.kill_and_remove().unwrap();
+        assert!(!cg.dir.exists());
+        assert_eq!(out.trim(), "null-ok", "stderr: {err}");
+        assert!(err.contains("Operation not permitted"), "{err}");
+    }
+}
