@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod error;
 mod plan;
+mod project;
 mod runs;
 mod secrets;
 mod workflow;
