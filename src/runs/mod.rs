@@ -1,1 +1,3 @@
-//! (being written)
+//! Run records: one directory per run under `<state root>/runs/`, with its state, output and artifacts.
+
+pub mod fsutil;
