@@ -1,6 +1,6 @@
 //! Small filesystem helpers the store needs: atomic writes, robust tree removal, unique temp names.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};

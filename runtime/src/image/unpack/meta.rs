@@ -28,6 +28,15 @@ impl Privilege {
         }
     }
 
+    /// The same process as if it were not the host's root: no device nodes, `user.` overlay xattrs, owners
+    /// kept only where the kernel allows. Used to exercise the rootless rules.
+    pub fn without_host_root(self) -> Privilege {
+        Privilege {
+            host_root: false,
+            ..self
+        }
+    }
+
     /// The xattr that marks an opaque directory for the overlay mount this process will make: `trusted.`
     /// needs CAP_SYS_ADMIN in the initial namespace, so everyone else uses `user.` (overlay `userxattr`).
     pub fn opaque_xattr(&self) -> &'static str {
