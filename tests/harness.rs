@@ -485,3 +485,25 @@ fn dstack_runner_kills_what_outlives_its_timeout() {
     let dstack = Dstack::root().timeout(Duration::from_millis(500));
     dstack.run_program("/bin/sleep", &["30"]);
 }
+
+#[test]
+fn dstack_runner_feeds_stdin_and_stopped_registries_refuse_connections() {
+    let dstack = Dstack::rootless();
+    let out = dstack.run_program("/bin/sh", &["-c", "exit 3"]);
+    assert_eq!(out.code(), 3);
+    let out = dstack.run_program_with_stdin("/bin/sh", &["-c", "id -un; cat"], "secret\n");
+    assert_eq!(out.assert_success().stdout, "dstack-test\nsecret\n");
+
+    let mut registry = TestRegistry::plain();
+    let url = format!("{}/v2/", registry.url());
+    assert_eq!(
+        registry
+            .client()
+            .request("GET", &url, &[], None)
+            .unwrap()
+            .status,
+        200
+    );
+    registry.stop();
+    assert!(registry.client().request("GET", &url, &[], None).is_err());
+}

@@ -260,16 +260,56 @@ impl Dstack {
         .wait()
     }
 
+    /// Runs `dstack ARGS` with `input` on its stdin (a pipe, closed after the input: not a terminal).
+    pub fn run_with_stdin(&self, args: &[&str], input: impl AsRef<[u8]>) -> Output {
+        let what = format!("dstack {}", args.join(" "));
+        self.spawn_with(self.command(args), &what, Some(input.as_ref()))
+            .wait()
+    }
+
+    /// Runs `program ARGS` with `input` on its stdin, like `run_with_stdin`.
+    pub fn run_program_with_stdin(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: impl AsRef<[u8]>,
+    ) -> Output {
+        let what = format!("{program} {}", args.join(" "));
+        self.spawn_with(
+            self.program_command(program, args),
+            &what,
+            Some(input.as_ref()),
+        )
+        .wait()
+    }
+
     /// Starts `dstack ARGS` (stdin closed) and returns at once.
     pub fn spawn(&self, args: &[&str]) -> Running {
         self.spawn_command(self.command(args), &format!("dstack {}", args.join(" ")))
     }
 
-    fn spawn_command(&self, mut cmd: Command, what: &str) -> Running {
-        cmd.stdin(Stdio::null())
+    fn spawn_command(&self, cmd: Command, what: &str) -> Running {
+        self.spawn_with(cmd, what, None)
+    }
+
+    fn spawn_with(&self, mut cmd: Command, what: &str, input: Option<&[u8]>) -> Running {
+        let stdin = if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+        if let Some(input) = input {
+            let mut pipe = child.stdin.take().unwrap();
+            let input = input.to_vec();
+            // A writer thread, so a child that never reads cannot block the test before the timeout applies.
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut pipe, &input);
+            });
+        }
         let stdout = capture(child.stdout.take().unwrap());
         let stderr = capture(child.stderr.take().unwrap());
         Running {

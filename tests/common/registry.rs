@@ -39,7 +39,7 @@ pub struct TestRegistry {
     kind: RegistryKind,
     port: u16,
     ca: Option<TestCa>,
-    _child: ChildGuard,
+    child: ChildGuard,
     token: Option<TokenServer>,
     // Dropped last: the processes above use it.
     dir: tempfile::TempDir,
@@ -207,6 +207,11 @@ impl TestRegistry {
             .unwrap_or_else(|e| panic!("overwrite {}: {e}", path.display()));
     }
 
+    /// Stops the registry (its port then refuses connections): for "registry unreachable" cases after a pull.
+    pub fn stop(&mut self) {
+        self.child.kill();
+    }
+
     /// The token server's request log (token registries; empty otherwise).
     pub fn token_requests(&self) -> Vec<serde_json::Value> {
         self.token
@@ -298,7 +303,7 @@ impl TestRegistry {
                         kind,
                         port,
                         ca,
-                        _child: child,
+                        child,
                         token,
                         dir,
                     };
