@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::runs::fsutil;
-use crate::workflow::project::Project;
+use crate::project::Project;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {

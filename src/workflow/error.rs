@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::workflow::project::ProjectError;
+use crate::project::ProjectError;
 
 /// A place in a workflow file: `.dstack/workflows/app.yaml:12`.
 #[derive(Debug, Clone, PartialEq, Eq)]

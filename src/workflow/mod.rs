@@ -5,10 +5,6 @@ mod error;
 mod locate;
 mod model;
 mod parse;
-// Until `mod project;` is declared at the crate root (src/main.rs), the project module is reached
-// through here.
-#[path = "../project.rs"]
-pub mod project;
 pub mod shell;
 pub mod size;
 mod suggest;
@@ -28,7 +24,7 @@ pub use model::{
 };
 pub use template::Context;
 
-use crate::workflow::project::Project;
+use crate::project::Project;
 use locate::{Target, YamlPath};
 use parse::{Mode, Source};
 
