@@ -1055,4 +1055,109 @@ mod tests {
         let e = RegistryClient::new(&"evil.example/x".parse().unwrap(), &options).unwrap_err();
         assert!(e.to_string().contains("blocked"), "{e}");
     }
+
+    #[test]
+    fn a_401_with_a_cached_token_runs_the_challenge_again_and_redirects_drop_authorization() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU16, AtomicUsize};
+
+        use super::super::fake_server::{FakeServer, Reply};
+
+        // Object storage on another port: ignores Range, as some do.
+        let storage = FakeServer::start(|_| Reply::new(200, "hello world"));
+        let storage_url = format!("http://{}/bucket/blob?sig=1", storage.host());
+        let generation = Arc::new(AtomicUsize::new(1));
+        let own_port = Arc::new(AtomicU16::new(0));
+        let registry = {
+            let (generation, own_port) = (generation.clone(), own_port.clone());
+            FakeServer::start(move |req| {
+                let generation = generation.load(Ordering::SeqCst);
+                // After the revocation the registry names another realm, as nvcr.io does.
+                let realm = if generation == 1 { "token" } else { "token2" };
+                let challenge = format!(
+                    "Bearer realm=\"http://127.0.0.1:{}/{realm}\",service=\"fake\",scope=\"repository:app:pull\"",
+                    own_port.load(Ordering::SeqCst)
+                );
+                let valid = format!("Bearer tok-{generation}");
+                if req.path.starts_with(&format!("/{realm}?")) {
+                    return Reply::new(
+                        200,
+                        format!("{{\"token\":\"tok-{generation}\",\"expires_in\":300}}"),
+                    );
+                }
+                if req.path == "/v2/" || req.header("authorization") != Some(valid.as_str()) {
+                    return Reply::new(401, "").header("WWW-Authenticate", &challenge);
+                }
+                if req.path.starts_with("/v2/app/manifests/") {
+                    return Reply::new(200, "{}")
+                        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json");
+                }
+                Reply::new(307, "").header("Location", &storage_url)
+            })
+        };
+        own_port.store(registry.port, Ordering::SeqCst);
+        let reference: Reference = format!("{}/app:1", registry.host()).parse().unwrap();
+        let options = RegistryOptions {
+            credentials: Some(Credentials::new("alice", "wonderland")),
+            registries_conf: Some(PathBuf::from("/nonexistent")),
+            cert_dirs: Some(Vec::new()),
+            auth_files: Some(Vec::new()),
+        };
+        let client = RegistryClient::new(&reference, &options).unwrap();
+        let m = client.manifest("1").unwrap();
+        assert_eq!(m.bytes, b"{}");
+
+        // The server revokes tok-1 long before its 300 s run out.
+        generation.store(2, Ordering::SeqCst);
+        let digest = Digest::of(b"hello world");
+        let mut body = String::new();
+        client
+            .blob(&digest, 0)
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(body, "hello world");
+        let mut rest = String::new();
+        client
+            .blob(&digest, 6)
+            .unwrap()
+            .read_to_string(&mut rest)
+            .unwrap();
+        assert_eq!(rest, "world");
+
+        let seen = registry.requests();
+        let token_requests: Vec<_> = seen
+            .iter()
+            .filter(|r| r.path.starts_with("/token"))
+            .collect();
+        assert_eq!(token_requests.len(), 2, "{seen:#?}");
+        assert!(
+            token_requests[1]
+                .path
+                .starts_with("/token2?service=fake&scope=repository%3Aapp%3Apull")
+        );
+        for r in &token_requests {
+            assert_eq!(
+                r.header("authorization"),
+                Some(
+                    Credentials::new("alice", "wonderland")
+                        .basic_header()
+                        .as_str()
+                )
+            );
+        }
+        let stored = storage.requests();
+        assert_eq!(stored.len(), 2);
+        assert!(
+            stored.iter().all(|r| r.header("authorization").is_none()),
+            "{stored:#?}"
+        );
+        assert_eq!(stored[1].header("range"), Some("bytes=6-"));
+        assert!(
+            stored[0]
+                .header("user-agent")
+                .unwrap()
+                .starts_with("dstack/")
+        );
+    }
 }

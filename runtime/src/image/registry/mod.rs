@@ -33,6 +33,8 @@ mod challenge;
 mod client;
 mod config;
 mod credentials;
+#[cfg(test)]
+mod fake_server;
 mod tls;
 
 use std::path::PathBuf;
