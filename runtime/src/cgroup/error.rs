@@ -37,7 +37,7 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
-    #[error("{reason} (refusing to run without limits, as strict limits were asked for)")]
+    #[error("{reason}")]
     NotEnforced { reason: String },
     #[error("cannot install the device filter on {path} ({step}): {source}")]
     DeviceFilter {

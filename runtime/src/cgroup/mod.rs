@@ -12,6 +12,7 @@
 //! ```
 
 mod bpf;
+mod container_seam;
 mod devices;
 mod error;
 mod fs;
@@ -48,13 +49,49 @@ pub enum Version {
 
 pub(crate) enum Outcome<T> {
     Placed(T),
-    Unenforced(String),
+    Unenforced(Unenforceable),
+}
+
+/// Why limits cannot be enforced here, and what the user can do about it.
+pub(crate) struct Unenforceable {
+    pub(crate) why: String,
+    pub(crate) hint: Option<&'static str>,
+}
+
+/// Shorthand for an `Outcome::Unenforced`.
+pub(crate) fn unenforced<T>(why: String, hint: Option<&'static str>) -> Outcome<T> {
+    Outcome::Unenforced(Unenforceable { why, hint })
+}
+
+impl Unenforceable {
+    /// The one-line warning for `Placement::Unenforced`.
+    fn warning(&self) -> String {
+        match self.hint {
+            Some(hint) => format!(
+                "{}: limits are not enforced; {hint}, or pass --strict-limits to refuse",
+                self.why
+            ),
+            None => format!("{}: limits are not enforced", self.why),
+        }
+    }
+
+    /// The error when strict limits were asked for.
+    fn refusal(&self) -> String {
+        match self.hint {
+            Some(hint) => format!(
+                "{}, so the limits asked for cannot be enforced; {hint}",
+                self.why
+            ),
+            None => format!("{}, so the limits asked for cannot be enforced", self.why),
+        }
+    }
 }
 
 /// A job's cgroup. Dropping it (or `remove`) kills whatever still runs in it and removes it.
 #[derive(Debug)]
 pub struct Cgroup {
     name: String,
+    memory_limit: Option<u64>,
     backend: Backend,
     removed: bool,
 }
@@ -86,20 +123,23 @@ pub fn create(name: &str, limits: &Limits, strict: bool) -> Result<Placement, Cg
                 Outcome::Unenforced(reason) => Outcome::Unenforced(reason),
             }
         }
-        Layout::Missing => {
-            Outcome::Unenforced("no cgroup filesystem is mounted: limits are not enforced".into())
-        }
+        Layout::Missing => unenforced("no cgroup filesystem is mounted".into(), None),
     };
     match outcome {
         Outcome::Placed(backend) => Ok(Placement::Enforced(Cgroup {
             name: name.to_string(),
+            memory_limit: limits.memory,
             backend,
             removed: false,
         })),
-        Outcome::Unenforced(reason) if strict && !limits.is_unlimited() => {
-            Err(CgroupError::NotEnforced { reason })
+        Outcome::Unenforced(why) if strict && !limits.is_unlimited() => {
+            Err(CgroupError::NotEnforced {
+                reason: why.refusal(),
+            })
         }
-        Outcome::Unenforced(reason) => Ok(Placement::Unenforced { reason }),
+        Outcome::Unenforced(why) => Ok(Placement::Unenforced {
+            reason: why.warning(),
+        }),
     }
 }
 
@@ -121,6 +161,11 @@ impl Cgroup {
             Backend::V2(cg) => &cg.dir,
             Backend::V1(cg) => cg.path(),
         }
+    }
+
+    /// The memory limit it enforces, for the out-of-memory message.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
     }
 
     /// Every directory of this cgroup: one on v2, one per controller hierarchy on v1.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::layout::Hierarchy;
 use super::limits::CPU_PERIOD_US;
-use super::{CgroupError, Limits, Outcome, fs, v2::fresh_dir};
+use super::{CgroupError, Limits, Outcome, fs, unenforced, v2::fresh_dir};
 
 /// Controllers we place jobs under: the limits' and the ones we read (cpuacct) or filter with (devices).
 const USED: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
@@ -24,10 +24,9 @@ pub(crate) fn create(
     as_root: bool,
 ) -> Result<Outcome<V1>, CgroupError> {
     if !as_root {
-        return Ok(Outcome::Unenforced(
-            "this host keeps its cgroup controllers on v1, which cannot be delegated to you: limits are not \
-             enforced; run as root, or on a cgroup v2 host with Delegate=yes, or pass --strict-limits to refuse"
-                .into(),
+        return Ok(unenforced(
+            "this host keeps its cgroup controllers on v1, which cannot be delegated to you".into(),
+            Some("run as root, or on a cgroup v2 host with Delegate=yes"),
         ));
     }
     let used: Vec<&Hierarchy> = hierarchies
@@ -44,9 +43,10 @@ pub(crate) fn create(
         .iter()
         .find(|(c, asked)| *asked && !used.iter().any(|h| h.has(c)))
     {
-        return Ok(Outcome::Unenforced(format!(
-            "the cgroup v1 {missing} controller is not mounted: limits are not enforced"
-        )));
+        return Ok(unenforced(
+            format!("the cgroup v1 {missing} controller is not mounted"),
+            None,
+        ));
     }
 
     let mut cgroup = V1 { dirs: Vec::new() };
@@ -58,10 +58,11 @@ pub(crate) fn create(
                     || e.raw_os_error() == Some(libc::EROFS) =>
             {
                 let _ = cgroup.kill_and_remove();
-                return Ok(Outcome::Unenforced(format!(
-                    "cgroup v1 hierarchy {} is not writable ({e}): limits are not enforced",
+                let why = format!(
+                    "cgroup v1 hierarchy {} is not writable ({e})",
                     hierarchy.mount.display()
-                )));
+                );
+                return Ok(unenforced(why, None));
             }
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 let _ = cgroup.kill_and_remove();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::limits::CPU_PERIOD_US;
-use super::{CgroupError, Limits, Outcome, bpf, fs};
+use super::{CgroupError, Limits, Outcome, Unenforceable, bpf, fs, unenforced};
 
 /// Where the processes of a cgroup go when we must enable controllers in it ("no internal processes").
 const LEAF: &str = "leaf";
@@ -36,15 +36,16 @@ pub(crate) fn create(
     } else {
         match delegated_parent(mount, own, &required) {
             Ok(parent) => parent,
-            Err(reason) => return Ok(Outcome::Unenforced(reason)),
+            Err(why) => return Ok(Outcome::Unenforced(why)),
         }
     };
     let available = controllers(&parent);
     if let Some(missing) = required.iter().find(|c| !available.iter().any(|a| a == *c)) {
-        return Ok(Outcome::Unenforced(format!(
-            "the cgroup v2 {missing} controller is not available in {}: limits are not enforced",
+        let why = format!(
+            "the cgroup v2 {missing} controller is not available in {}",
             parent.display()
-        )));
+        );
+        return Ok(unenforced(why, None));
     }
     // memory and pids are worth having without a limit too: OOM readings and a bounded cleanup.
     let wanted: Vec<&str> = ["cpu", "memory", "pids"]
@@ -54,11 +55,12 @@ pub(crate) fn create(
 
     match enable_in(&parent, &wanted) {
         Err(e) if as_root && denied(&e) => {
-            return Ok(Outcome::Unenforced(format!(
-                "cgroup v2 hierarchy {} is not writable ({}): limits are not enforced",
-                mount.display(),
-                io_of(&e).map(|e| e.to_string()).unwrap_or_default()
-            )));
+            let cause = io_of(&e).map(|e| e.to_string()).unwrap_or_default();
+            let why = format!(
+                "cgroup v2 hierarchy {} is not writable ({cause})",
+                mount.display()
+            );
+            return Ok(unenforced(why, None));
         }
         other => other?,
     }
@@ -208,14 +210,16 @@ fn writable_chain(mount: &Path, own: &Path) -> Vec<PathBuf> {
 
 /// The nearest delegated ancestor-or-self with the required controllers, preferring one without processes of
 /// its own (so nobody has to move), else a reason that names the subtree.
-fn delegated_parent(mount: &Path, own: &Path, required: &[&str]) -> Result<PathBuf, String> {
+fn delegated_parent(mount: &Path, own: &Path, required: &[&str]) -> Result<PathBuf, Unenforceable> {
     let chain = writable_chain(mount, own);
     if chain.is_empty() {
-        return Err(format!(
-            "cgroup v2 subtree {} is not delegated to you: limits are not enforced; ask for Delegate=yes (systemd) \
-             or run inside a Slurm job, or pass --strict-limits to refuse",
-            own.display()
-        ));
+        return Err(Unenforceable {
+            why: format!(
+                "cgroup v2 subtree {} is not delegated to you",
+                own.display()
+            ),
+            hint: Some("ask for Delegate=yes (systemd) or run inside a Slurm job"),
+        });
     }
     let has_all = |dir: &Path| {
         let available = controllers(dir);
@@ -231,11 +235,13 @@ fn delegated_parent(mount: &Path, own: &Path, required: &[&str]) -> Result<PathB
         .last()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
-    Err(format!(
-        "cgroup v2 subtree {top} is delegated to you without the {} controller(s): limits are not enforced; ask \
-         for Delegate=yes with them (systemd), or pass --strict-limits to refuse",
-        required.join(", ")
-    ))
+    Err(Unenforceable {
+        why: format!(
+            "cgroup v2 subtree {top} is delegated to you without the {} controller(s)",
+            required.join(", ")
+        ),
+        hint: Some("ask for Delegate=yes with them (systemd)"),
+    })
 }
 
 /// Enables `wanted` in `dir/cgroup.subtree_control`. When `dir` holds processes (v2 forbids controllers then,
