@@ -220,10 +220,24 @@ fn token_registry_private_repository_needs_credentials() {
 
     let resolved = pull(&name, &home.with_creds(REGISTRY_USER, REGISTRY_PASSWORD)).unwrap();
     assert_is(&resolved, &image);
+    // One client, several threads at once (as the puller downloads layers), one token between them.
     let client = client(&name, &home.with_creds(REGISTRY_USER, REGISTRY_PASSWORD));
+    let before = registry.token_requests().len();
+    assert_eq!(read_blob(&client, &image.config_digest, 0), image.config);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                assert_eq!(
+                    read_blob(&client, &image.layers[0].digest, 0),
+                    image.layers[0].blob
+                );
+            });
+        }
+    });
     assert_eq!(
-        read_blob(&client, &image.layers[0].digest, 0),
-        image.layers[0].blob
+        registry.token_requests().len() - before,
+        1,
+        "the token was not shared"
     );
 }
 

@@ -660,7 +660,7 @@ impl Endpoint {
         if host != self.registry && host != self.api_host {
             certs.extend(&HostCerts::load(&self.cert_dirs, host)?);
         }
-        let agent = tls::agent(&certs, self.insecure);
+        let agent = tls::agent(&certs, self.insecure, is_loopback(host));
         agents.insert(host.to_string(), agent.clone());
         Ok(agent)
     }

@@ -100,11 +100,10 @@ impl RegistriesConf {
             conf.read_file(&path)?;
             return Ok(conf);
         }
-        let user_dir = std::env::var_os("XDG_CONFIG_HOME")
+        // podman reads the per-user file under $HOME, whatever XDG_CONFIG_HOME says.
+        let user_dir = std::env::var_os("HOME")
             .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-            .map(|d| d.join("containers"));
+            .map(|h| PathBuf::from(h).join(".config/containers"));
         let user_file = user_dir.as_ref().map(|d| d.join("registries.conf"));
         match user_file.filter(|f| f.exists()) {
             Some(f) => conf.read_file(&f)?,

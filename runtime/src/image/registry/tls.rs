@@ -14,15 +14,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A read that stalls this long fails (and the puller retries); a long body as such has no limit.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The certs.d roots podman and Docker read, the per-user one first.
+/// The certs.d roots podman and Docker read, the per-user one (`$HOME/.config/containers/certs.d`, as
+/// podman names it whatever `XDG_CONFIG_HOME` says) first.
 pub(crate) fn default_cert_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    let user = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-    if let Some(d) = user {
-        dirs.push(d.join("containers/certs.d"));
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        dirs.push(PathBuf::from(home).join(".config/containers/certs.d"));
     }
     dirs.push(PathBuf::from("/etc/containers/certs.d"));
     dirs.push(PathBuf::from("/etc/docker/certs.d"));
@@ -147,8 +144,9 @@ fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// An HTTP agent (keep-alive pool, shared by all threads) trusting the system roots plus `extra`, or
 /// nothing at all when `skip_verify` (registries marked insecure). Redirects are left to the caller, so
-/// it can decide where credentials go; statuses are answers, not errors.
-pub(crate) fn agent(extra: &HostCerts, skip_verify: bool) -> Agent {
+/// it can decide where credentials go; statuses are answers, not errors. `direct` ignores
+/// `HTTPS_PROXY`/`HTTP_PROXY` (for loopback hosts, as Go's clients do).
+pub(crate) fn agent(extra: &HostCerts, skip_verify: bool, direct: bool) -> Agent {
     let roots: Vec<Certificate<'static>> = system_roots()
         .iter()
         .cloned()
@@ -161,8 +159,11 @@ pub(crate) fn agent(extra: &HostCerts, skip_verify: bool) -> Agent {
         .client_cert(extra.client.clone())
         .disable_verification(skip_verify)
         .build();
-    Agent::config_builder()
-        .tls_config(tls)
+    let mut config = Agent::config_builder().tls_config(tls);
+    if direct {
+        config = config.proxy(None);
+    }
+    config
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("dstack/", env!("CARGO_PKG_VERSION")))
@@ -225,7 +226,7 @@ PtVsDzFFfrjt6ebZr7jRgZeyN7/pt/L7iUn5Fc5XJpFZhhJFjJWKPA+E
                 .is_empty()
         );
         // Building an agent with them works (the PEM parsed into usable DER).
-        let _ = agent(&certs, false);
+        let _ = agent(&certs, false, true);
     }
 
     #[test]
