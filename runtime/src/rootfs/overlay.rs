@@ -53,26 +53,29 @@ fn mount_new_api(
     }
     // SAFETY: `raw` is a new fd that nothing else owns.
     let fs = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-    let config =
-        |cmd: libc::c_uint, key: &std::ffi::CStr, value: Option<&CString>| -> Result<(), i32> {
-            let value_ptr = value.map_or(std::ptr::null(), |v| v.as_ptr());
-            // SAFETY: fsconfig on our fs context fd with NUL-terminated key and value (or NULL for flags).
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_fsconfig,
-                    fs.as_raw_fd(),
-                    cmd,
-                    key.as_ptr(),
-                    value_ptr,
-                    0,
-                )
-            };
-            if r < 0 {
-                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-            } else {
-                Ok(())
-            }
+    let config = |cmd: libc::c_uint,
+                  key: Option<&std::ffi::CStr>,
+                  value: Option<&CString>|
+     -> Result<(), i32> {
+        let key_ptr = key.map_or(std::ptr::null(), |k| k.as_ptr());
+        let value_ptr = value.map_or(std::ptr::null(), |v| v.as_ptr());
+        // SAFETY: fsconfig on our fs context fd with NUL-terminated key and value (or NULL for flags).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key_ptr,
+                value_ptr,
+                0,
+            )
         };
+        if r < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(())
+        }
+    };
     let failed = |what: &str, errno: i32| {
         let log = context_log(&fs);
         NewApiError::Failed(format!(
@@ -86,7 +89,11 @@ fn mount_new_api(
         ))
     };
     for (i, lower) in lowers.iter().enumerate() {
-        if let Err(errno) = config(FSCONFIG_SET_STRING, c"lowerdir+", Some(&cstring(lower))) {
+        if let Err(errno) = config(
+            FSCONFIG_SET_STRING,
+            Some(c"lowerdir+"),
+            Some(&cstring(lower)),
+        ) {
             if i == 0 && errno == libc::EINVAL && context_log(&fs).contains("Unknown parameter") {
                 return Err(NewApiError::Unsupported);
             }
@@ -96,14 +103,18 @@ fn mount_new_api(
             ));
         }
     }
-    config(FSCONFIG_SET_STRING, c"upperdir", Some(&cstring(upper)))
-        .map_err(|e| failed("upperdir", e))?;
-    config(FSCONFIG_SET_STRING, c"workdir", Some(&cstring(work)))
+    config(
+        FSCONFIG_SET_STRING,
+        Some(c"upperdir"),
+        Some(&cstring(upper)),
+    )
+    .map_err(|e| failed("upperdir", e))?;
+    config(FSCONFIG_SET_STRING, Some(c"workdir"), Some(&cstring(work)))
         .map_err(|e| failed("workdir", e))?;
     if rootless {
-        config(FSCONFIG_SET_FLAG, c"userxattr", None).map_err(|e| failed("userxattr", e))?;
+        config(FSCONFIG_SET_FLAG, Some(c"userxattr"), None).map_err(|e| failed("userxattr", e))?;
     }
-    config(FSCONFIG_CMD_CREATE, c"", None).map_err(|e| failed("creating the overlay", e))?;
+    config(FSCONFIG_CMD_CREATE, None, None).map_err(|e| failed("creating the overlay", e))?;
     // SAFETY: fsmount of a created context; the returned mount fd is owned below.
     let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0) };
     if m < 0 {

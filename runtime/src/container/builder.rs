@@ -1,0 +1,273 @@
+//! `ContainerBuilder`: the one complicated object, set up in sentences and checked in `build()`.
+//!
+//! ```no_run
+//! # use runtime::container::*;
+//! # fn f(spec: oci_spec::runtime::Spec, layers: Vec<std::path::PathBuf>) -> Result<(), ContainerError> {
+//! let status = ContainerBuilder::new("abc123").spec(spec).rootfs(layers).build()?.start()?.wait()?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{MountBuilder, Spec};
+
+use super::cgroup::CgroupPlacement;
+use super::init::{self, InitContext};
+use super::message::{Channel, Message};
+use super::scratch::ScratchDir;
+use super::supervise::{Container, SignalGuard};
+use super::{ContainerError, StdioMode, spawn, stdio};
+use crate::rootfs::Rootfs;
+
+pub struct ContainerBuilder {
+    id: String,
+    spec: Option<Spec>,
+    layers: Option<Vec<PathBuf>>,
+    state_root: Option<PathBuf>,
+    cgroup: Option<Box<dyn CgroupPlacement>>,
+    stdio: StdioMode,
+    log_file: Option<PathBuf>,
+    grace: Duration,
+}
+
+/// A container whose scratch directory and files exist, ready to start.
+pub struct PreparedContainer {
+    spec: Spec,
+    rootfs: Rootfs,
+    scratch: ScratchDir,
+    cgroup: Option<Box<dyn CgroupPlacement>>,
+    stdio: StdioMode,
+    log_file: Option<PathBuf>,
+    grace: Duration,
+}
+
+impl ContainerBuilder {
+    /// `id` names the scratch directory `<state_root>/containers/<id>/`.
+    pub fn new(id: impl Into<String>) -> ContainerBuilder {
+        ContainerBuilder {
+            id: id.into(),
+            spec: None,
+            layers: None,
+            state_root: None,
+            cgroup: None,
+            stdio: StdioMode::Auto,
+            log_file: None,
+            grace: Duration::from_secs(10),
+        }
+    }
+
+    pub fn spec(mut self, spec: Spec) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
+    /// The image's layer directories, bottom to top.
+    pub fn rootfs(mut self, layer_dirs: Vec<PathBuf>) -> Self {
+        self.layers = Some(layer_dirs);
+        self
+    }
+
+    /// Where `containers/` lives; `paths::state_root()` by default.
+    pub fn state_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.state_root = Some(root.into());
+        self
+    }
+
+    pub fn cgroup(mut self, placement: Box<dyn CgroupPlacement>) -> Self {
+        self.cgroup = Some(placement);
+        self
+    }
+
+    pub fn stdio(mut self, mode: StdioMode) -> Self {
+        self.stdio = mode;
+        self
+    }
+
+    /// Also write the job's output, line by line, to this file (appended).
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+
+    /// How long a stop signal may take before SIGKILL (10 s by default).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Checks the settings, creates the scratch directory and the files bound into the container.
+    pub fn build(self) -> Result<PreparedContainer, ContainerError> {
+        let mut spec = self
+            .spec
+            .ok_or_else(|| ContainerError::Invalid("no spec: call .spec(..)".into()))?;
+        let has_args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .is_some_and(|a| !a.is_empty());
+        if !has_args {
+            return Err(ContainerError::Invalid(
+                "the spec has no command to run".into(),
+            ));
+        }
+        let layers = self.layers.ok_or_else(|| {
+            ContainerError::Invalid("no root filesystem: call .rootfs(..)".into())
+        })?;
+        let state_root = self.state_root.unwrap_or_else(crate::paths::state_root);
+        let scratch = ScratchDir::create(&state_root, &self.id)?;
+        let rootfs = Rootfs::new(layers, scratch.path())?;
+        rootfs.prepare()?;
+        write_etc_files(&mut spec, scratch.path())?;
+        Ok(PreparedContainer {
+            spec,
+            rootfs,
+            scratch,
+            cgroup: self.cgroup,
+            stdio: self.stdio,
+            log_file: self.log_file,
+            grace: self.grace,
+        })
+    }
+}
+
+/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, written in the scratch directory and bound
+/// into the container unless the spec already mounts something there.
+fn write_etc_files(spec: &mut Spec, dir: &Path) -> Result<(), ContainerError> {
+    let hostname = spec.hostname().clone().unwrap_or_else(|| "dstack".into());
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    // A loopback-only network cannot reach the host's local resolver; keep the other nameservers.
+    let resolv: String = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (name, text) in [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
+        let dest = PathBuf::from("/etc").join(name);
+        if mounts.iter().any(|m| m.destination() == &dest) {
+            continue;
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(ContainerError::io("cannot write", &path))?;
+        let m = MountBuilder::default()
+            .destination(dest)
+            .typ("bind")
+            .source(path)
+            .options(vec!["rbind".to_string(), "rprivate".to_string()])
+            .build()
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
+}
+
+impl PreparedContainer {
+    /// Clones init into its namespaces (and cgroup), lets it set up, and returns once the job has
+    /// exec'd; a failure inside comes back as an error naming the cause.
+    pub fn start(self) -> Result<Container, ContainerError> {
+        let stdio = stdio::open(self.stdio)?;
+        let (channel, init_end) = Channel::pair()?;
+        let log = match &self.log_file {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(ContainerError::io("cannot open the log file", path))?,
+            ),
+            None => None,
+        };
+        let signals = SignalGuard::new()?;
+        let clone_fd = self.cgroup.as_ref().and_then(|c| c.dir_fd()).map(|fd| {
+            use std::os::fd::AsRawFd;
+            fd.as_raw_fd()
+        });
+        let ctx = InitContext {
+            spec: self.spec,
+            rootfs: self.rootfs,
+            channel: init_end,
+            stdio: stdio.child,
+            rootless: crate::paths::in_child_user_namespace(),
+            setgroups_allowed: setgroups_allowed(),
+            unshare_cgroupns: clone_fd.is_none(),
+        };
+        let flags = spawn::NAMESPACES
+            | if clone_fd.is_some() {
+                libc::CLONE_NEWCGROUP as u64
+            } else {
+                0
+            };
+        let spawned = spawn::clone_child(flags, clone_fd, || init::run(ctx));
+        // (`ctx` moved into the closure; the child has its copy, ours is gone with the closure.)
+        let (pid, placed) = match spawned {
+            Ok(pid) => (pid, clone_fd.is_some()),
+            Err(e) => return Err(e),
+        };
+        drop(stdio.child_ends);
+        let container = Container {
+            pid,
+            channel,
+            stdio: stdio.parent,
+            log,
+            grace: self.grace,
+            signals,
+            reaped: false,
+            cgroup: self.cgroup,
+            scratch: self.scratch,
+        };
+        if !placed {
+            if let Some(c) = &container.cgroup {
+                c.add_pid(pid).map_err(ContainerError::Cgroup)?;
+            }
+        }
+        container
+            .channel
+            .send(&Message::Go)
+            .map_err(ContainerError::Channel)?;
+        loop {
+            match container.channel.recv().map_err(ContainerError::Channel)? {
+                Some(Message::Rootfs {
+                    driver,
+                    fallback_reason: Some(why),
+                }) => {
+                    tracing::info!("root filesystem: {driver} (overlay not used: {why})")
+                }
+                Some(Message::Rootfs { driver, .. }) => {
+                    tracing::debug!("root filesystem: {driver}")
+                }
+                Some(Message::Started) => return Ok(container),
+                Some(Message::Failed { message, exit_code }) => {
+                    return Err(ContainerError::Start { message, exit_code });
+                }
+                Some(_) => {}
+                None => {
+                    let status = container.wait()?;
+                    return Err(ContainerError::Start {
+                        message: format!(
+                            "the container's init exited during set-up (status {})",
+                            status.code
+                        ),
+                        exit_code: 125,
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn scratch_dir(&self) -> &Path {
+        self.scratch.path()
+    }
+}

@@ -1,0 +1,419 @@
+//! Inside the container's mount namespace: the spec's mounts under the new root, pivot_root, then the
+//! masked and read-only paths. Every mount lives and dies with the namespace.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use oci_spec::runtime::{Mount, Spec};
+
+use super::dev;
+
+type Step = Result<(), String>;
+
+/// Stops mount events from leaking out to the host (and in from it).
+pub(super) fn make_private() -> Step {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private in the container's mount namespace: {e}"))
+}
+
+/// Mounts the spec's mounts under `root`, in order, and fills `/dev` when it is a tmpfs.
+pub(super) fn mount_all(spec: &Spec, root: &Path, rootless: bool) -> Step {
+    let devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        mount_one(m, root, rootless)?;
+        if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
+            dev::populate(&root.join("dev"), &devices, rootless)?;
+        }
+    }
+    Ok(())
+}
+
+/// Mount flags and the remaining data string of an OCI options list.
+fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "async"
+            | "atime" => (MsFlags::empty(), MsFlags::empty()),
+            _ => {
+                data.push(o.clone());
+                (MsFlags::empty(), MsFlags::empty())
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    (flags, data)
+}
+
+fn mount_one(m: &Mount, root: &Path, rootless: bool) -> Step {
+    let dest = resolve_in_root(root, m.destination());
+    let typ = m.typ().clone().unwrap_or_else(|| "bind".into());
+    let options = m.options().clone().unwrap_or_default();
+    let (flags, data) = parse_options(&options);
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    let what =
+        |e: &dyn std::fmt::Display| format!("mounting {} ({typ}): {e}", m.destination().display());
+    if typ == "bind" || flags.contains(MsFlags::MS_BIND) {
+        if !source.exists() {
+            return Err(what(&format!("{} does not exist", source.display())));
+        }
+        make_mountpoint(&dest, source.is_dir()).map_err(|e| what(&e))?;
+        let rec = flags & MsFlags::MS_REC;
+        mount(
+            Some(&source),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND | rec,
+            None::<&str>,
+        )
+        .map_err(|e| what(&e))?;
+        if flags.contains(MsFlags::MS_RDONLY) {
+            remount_readonly(&dest).map_err(|e| what(&e))?;
+        }
+        return Ok(());
+    }
+    make_mountpoint(&dest, true).map_err(|e| what(&e))?;
+    match typ.as_str() {
+        "cgroup" | "cgroup2" => return mount_cgroup(&dest, flags).map_err(|e| what(&e)),
+        "sysfs" => {
+            if mount(Some("sysfs"), &dest, Some("sysfs"), flags, None::<&str>).is_err() {
+                // Refused where the network namespace is not ours: bind the host's, read-only.
+                mount(
+                    Some("/sys"),
+                    &dest,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .map_err(|e| what(&e))?;
+                remount_readonly(&dest).map_err(|e| what(&e))?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let joined = data.join(",");
+    let result = mount(
+        Some(&source),
+        &dest,
+        Some(typ.as_str()),
+        flags,
+        Some(joined.as_str()),
+    );
+    match result {
+        Ok(()) => Ok(()),
+        // A rootless namespace without a subordinate range has no gid 5 for devpts.
+        Err(_) if typ == "devpts" && rootless => {
+            let data: Vec<_> = data
+                .iter()
+                .filter(|d| !d.starts_with("gid="))
+                .cloned()
+                .collect();
+            mount(
+                Some(&source),
+                &dest,
+                Some("devpts"),
+                flags,
+                Some(data.join(",").as_str()),
+            )
+            .map_err(|e| what(&e))
+        }
+        // Without an IPC namespace of its own a rootless user may not mount mqueue; it is optional.
+        Err(_) if typ == "mqueue" && rootless => Ok(()),
+        Err(e) => Err(what(&e)),
+    }
+}
+
+fn make_mountpoint(dest: &Path, dir: bool) -> std::io::Result<()> {
+    if dir {
+        return std::fs::create_dir_all(dest);
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if std::fs::symlink_metadata(dest).is_err() {
+        std::fs::File::create(dest)?;
+    }
+    Ok(())
+}
+
+/// `path` (absolute, as the container sees it) resolved under `root`, following symlinks as if `root`
+/// were `/`: neither `..` nor a symlink can lead out of it.
+pub(super) fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
+    let mut todo: VecDeque<OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut current = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = todo.pop_front() {
+        if part == ".." {
+            current.pop();
+            continue;
+        }
+        let candidate = current.join(&part);
+        match std::fs::read_link(root.join(&candidate)) {
+            Ok(target) if hops < 40 => {
+                hops += 1;
+                if target.is_absolute() {
+                    current = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push_front(n.to_os_string()),
+                        Component::ParentDir => todo.push_front("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => current = candidate,
+        }
+    }
+    root.join(current)
+}
+
+/// Bind-remounts `path` read-only, keeping the flags the kernel locks in a user namespace.
+fn remount_readonly(path: &Path) -> nix::Result<()> {
+    let locked = nix::sys::statvfs::statvfs(path)
+        .map(|s| s.flags())
+        .unwrap_or(nix::sys::statvfs::FsFlags::empty());
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    use nix::sys::statvfs::FsFlags as F;
+    for (f, m) in [
+        (F::ST_NOSUID, MsFlags::MS_NOSUID),
+        (F::ST_NODEV, MsFlags::MS_NODEV),
+        (F::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (F::ST_NOATIME, MsFlags::MS_NOATIME),
+        (F::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (F::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if locked.contains(f) {
+            flags |= m;
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+}
+
+const CGROUP2_MAGIC: i64 = 0x6367_7270;
+
+/// `/sys/fs/cgroup` as the job's cgroup namespace shows it: cgroup2 on unified hosts; on v1/hybrid
+/// hosts a tmpfs holding each v1 hierarchy (and the unified one), all read-only.
+fn mount_cgroup(dest: &Path, flags: MsFlags) -> Result<(), String> {
+    let flags = flags | MsFlags::MS_RDONLY;
+    let host = Path::new("/sys/fs/cgroup");
+    let unified =
+        nix::sys::statfs::statfs(host).map(|s| s.filesystem_type().0 as i64 == CGROUP2_MAGIC);
+    if unified.unwrap_or(false) {
+        if mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>).is_ok() {
+            return Ok(());
+        }
+        return bind_readonly(host, dest);
+    }
+    mount(
+        Some("tmpfs"),
+        dest,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .map_err(|e| e.to_string())?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    for line in mountinfo.lines() {
+        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
+        let (left, right) = line.split_once(" - ").unwrap_or((line, ""));
+        let point = left.split_whitespace().nth(4).unwrap_or("");
+        let mut r = right.split_whitespace();
+        let (fstype, superopts) = (r.next().unwrap_or(""), r.nth(1).unwrap_or(""));
+        let Some(name) = point.strip_prefix("/sys/fs/cgroup/") else {
+            continue;
+        };
+        if name.contains('/') || !(fstype == "cgroup" || fstype == "cgroup2") {
+            continue;
+        }
+        let target = dest.join(name);
+        std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+        let data: Vec<&str> = superopts
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect();
+        let data = data.join(",");
+        if mount(
+            Some(fstype),
+            &target,
+            Some(fstype),
+            flags,
+            Some(data.as_str()),
+        )
+        .is_err()
+        {
+            bind_readonly(&Path::new("/sys/fs/cgroup").join(name), &target)?;
+        }
+    }
+    remount_tmpfs_readonly(dest)
+}
+
+fn bind_readonly(src: &Path, dest: &Path) -> Result<(), String> {
+    mount(
+        Some(src),
+        dest,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| e.to_string())?;
+    remount_readonly(dest).map_err(|e| e.to_string())
+}
+
+fn remount_tmpfs_readonly(dest: &Path) -> Result<(), String> {
+    let flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), dest, Some("tmpfs"), flags, Some("mode=755")).map_err(|e| e.to_string())
+}
+
+/// Makes `root` the root directory and detaches the old one. With `keep_daemon_root` (fuse-overlayfs
+/// serves `root` from this namespace), init first moves into a recursive bind of `/`: pivot_root only
+/// re-roots the processes whose root was the caller's, so the daemon keeps the real one instead of
+/// being re-rooted into its own mount, where its first path lookup would wait on itself.
+pub(super) fn pivot(root: &Path, keep_daemon_root: bool) -> Step {
+    let fail = |what: &str, e: nix::Error| format!("pivot_root to {}: {what}: {e}", root.display());
+    if keep_daemon_root {
+        let host = root.with_file_name("host");
+        std::fs::create_dir_all(&host).map_err(|e| format!("creating {}: {e}", host.display()))?;
+        mount(
+            Some("/"),
+            &host,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| fail("binding /", e))?;
+        nix::unistd::chroot(&host).map_err(|e| fail("chroot", e))?;
+    }
+    nix::unistd::chdir(root).map_err(|e| fail("chdir", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detaching the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))
+}
+
+/// Docker's masking: files get `/dev/null` bound over them, directories an empty read-only tmpfs.
+/// Runs after pivot_root, on the container's paths.
+pub(super) fn mask(paths: &[String]) -> Step {
+    for p in paths {
+        let path = Path::new(p);
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let r = if meta.is_dir() {
+            mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0k"),
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        r.map_err(|e| format!("masking {p}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Bind-remounts each existing path read-only. Runs after pivot_root.
+pub(super) fn readonly(paths: &[String]) -> Step {
+    for p in paths {
+        let path = Path::new(p);
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|()| remount_readonly(path))
+        .map_err(|e| format!("making {p} read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_escape_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/../../../host", r.join("etc/abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", r.join("etc/rel")).unwrap();
+        assert_eq!(
+            resolve_in_root(r, Path::new("/../../etc/hosts")),
+            r.join("etc/hosts")
+        );
+        assert_eq!(
+            resolve_in_root(r, Path::new("/etc/abs/x")),
+            r.join("host/x")
+        );
+        assert_eq!(resolve_in_root(r, Path::new("/etc/rel/x")), r.join("x"));
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let (flags, data) = parse_options(&[
+            "nosuid".into(),
+            "ro".into(),
+            "size=65536k".into(),
+            "mode=755".into(),
+        ]);
+        assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_RDONLY));
+        assert_eq!(
+            data,
+            vec!["size=65536k".to_string(), "mode=755".to_string()]
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! The job's side of the fork in init: stdio, session, rlimits, user, capabilities, no_new_privs,
+//! umask, working directory, then exec with `PATH` looked up in the container's environment. A failure
+//! is written as JSON to the error pipe (init passes it on) and ends the process with 126 or 127.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{PosixRlimit, Process};
+use serde::{Deserialize, Serialize};
+
+use super::caps;
+use super::stdio::ChildStdio;
+
+/// What the job sends back when it could not exec.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct JobError {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+fn fail(message: String, exit_code: i32) -> JobError {
+    JobError { message, exit_code }
+}
+
+/// Sets the job up and execs it; only returns the reason it could not.
+pub(super) fn exec_job(process: &Process, stdio: &ChildStdio, setgroups_allowed: bool) -> JobError {
+    match prepare(process, stdio, setgroups_allowed) {
+        Ok(()) => {}
+        Err(e) => return e,
+    }
+    exec(process)
+}
+
+fn prepare(process: &Process, stdio: &ChildStdio, setgroups_allowed: bool) -> Result<(), JobError> {
+    let os = |what: &str, e: &dyn std::fmt::Display| fail(format!("{what}: {e}"), 126);
+    stdio
+        .install()
+        .map_err(|e| os("setting up the job's standard streams", &e))?;
+    reset_signals();
+    for rl in process.rlimits().as_deref().unwrap_or_default() {
+        set_rlimit(rl).map_err(|e| os("setting a resource limit", &e))?;
+    }
+    let user = process.user();
+    let cwd = process.cwd();
+    // As Docker does, a missing working directory is created (as root, before the user switch).
+    std::fs::create_dir_all(cwd)
+        .map_err(|e| os(&format!("working directory {}", cwd.display()), &e))?;
+    let capabilities = process.capabilities().clone().unwrap_or_default();
+    caps::drop_bounding(&capabilities).map_err(|e| os("dropping capabilities", &e))?;
+    let gids: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    if setgroups_allowed {
+        nix::unistd::setgroups(&gids).map_err(|e| unmapped("supplementary groups", &e))?;
+    }
+    let gid = nix::unistd::Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| unmapped(&format!("group {}", user.gid()), &e))?;
+    let uid = nix::unistd::Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| unmapped(&format!("user {}", user.uid()), &e))?;
+    caps::apply(&capabilities, user.uid()).map_err(|e| os("setting capabilities", &e))?;
+    if process.no_new_privileges().unwrap_or(true) {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(os("setting no_new_privs", &std::io::Error::last_os_error()));
+        }
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        user.umask().unwrap_or(0o022),
+    ));
+    nix::unistd::chdir(cwd).map_err(|e| os(&format!("working directory {}", cwd.display()), &e))?;
+    Ok(())
+}
+
+fn unmapped(what: &str, e: &nix::Error) -> JobError {
+    let hint = if *e == nix::Error::EINVAL && crate::paths::in_child_user_namespace() {
+        ": it is not mapped in this rootless namespace (add ranges for your user to /etc/subuid and /etc/subgid and install the uidmap package)"
+    } else {
+        ""
+    };
+    fail(format!("cannot switch to {what}: {e}{hint}"), 126)
+}
+
+/// Default actions and an empty mask: init blocked signals, and Rust ignores SIGPIPE.
+fn reset_signals() {
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: restoring the default action of a standard signal.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: an empty, initialised set given to sigprocmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Applies a spec rlimit, never raising the hard limit past the current one (raising needs
+/// CAP_SYS_RESOURCE, which a container's root usually lacks).
+fn set_rlimit(rl: &PosixRlimit) -> std::io::Result<()> {
+    let name = serde_json::to_string(&rl.typ()).unwrap_or_default();
+    let resource = match name.trim_matches('"') {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return Ok(()),
+    };
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let hard = rl.hard().min(current.rlim_max);
+    let new = libc::rlimit {
+        rlim_cur: rl.soft().min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(resource, &new) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `PATH` from the container's environment (Docker's default when it has none).
+fn env_path(env: &[String]) -> String {
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(super::spec::DEFAULT_PATH)
+        .to_string()
+}
+
+/// Finds `name` as a shell would: as given when it has a slash, else in each `PATH` directory.
+fn lookup(name: &str, path: &str) -> Result<PathBuf, (i32, &'static str)> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let mut denied = false;
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(name);
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
+            return Ok(candidate);
+        }
+        denied = true;
+    }
+    if denied {
+        Err((126, "permission denied"))
+    } else {
+        Err((127, "command not found"))
+    }
+}
+
+fn exec(process: &Process) -> JobError {
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let Some(name) = args.first() else {
+        return fail("the job has no command".into(), 127);
+    };
+    let program = match lookup(name, &env_path(&env)) {
+        Ok(p) => p,
+        Err((code, why)) => return fail(format!("exec \"{name}\": {why}"), code),
+    };
+    let cstrings = |v: &[String]| {
+        v.iter()
+            .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let (argv, envp) = (cstrings(&args), cstrings(&env));
+    let path = CString::new(program.as_os_str().as_bytes()).unwrap_or_default();
+    let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+    let shell_missing = name == "/bin/sh" && err == nix::Error::ENOENT;
+    if shell_missing {
+        return fail(
+            "the image has no shell: commands (-c) run through /bin/sh, which it lacks; use --entrypoint with a program the image has".into(),
+            127,
+        );
+    }
+    let (code, why) = match err {
+        nix::Error::ENOENT if program.exists() => (
+            127,
+            "no such file or directory (its interpreter or dynamic loader is missing)".to_string(),
+        ),
+        nix::Error::ENOENT => (127, "no such file or directory".to_string()),
+        nix::Error::EACCES => (126, "permission denied".to_string()),
+        nix::Error::ENOEXEC => (
+            126,
+            "exec format error (not a program for this machine)".to_string(),
+        ),
+        other => (126, other.desc().to_lowercase()),
+    };
+    fail(format!("exec \"{name}\": {why}"), code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_lookup_says_not_found() {
+        assert_eq!(
+            lookup("definitely-not-a-command-xyz", "/usr/bin:/bin")
+                .unwrap_err()
+                .0,
+            127
+        );
+        assert!(lookup("sh", "/nonexistent:/bin").unwrap().ends_with("sh"));
+        assert_eq!(env_path(&["A=1".into(), "PATH=/x".into()]), "/x");
+    }
+}

@@ -1,0 +1,208 @@
+//! A Docker-like default runtime `Spec`: Docker's default capabilities, masked and read-only paths and
+//! mounts. The planner starts from it and fills in the process, limits and extra mounts.
+
+use std::path::PathBuf;
+
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DOCKER_DEFAULT_CAPS: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+pub const MASKED_PATHS: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The default `PATH` when the image sets none (Docker's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn default_capabilities() -> LinuxCapabilities {
+    let set: Capabilities = DOCKER_DEFAULT_CAPS.into_iter().collect();
+    LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .expect("all fields set")
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    MountBuilder::default()
+        .destination(PathBuf::from(dest))
+        .typ(typ)
+        .source(PathBuf::from(source))
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .expect("all fields set")
+}
+
+/// Docker's default mounts; `/dev/shm` is `shm_size` bytes.
+pub fn default_mounts(shm_size: u64) -> Vec<Mount> {
+    let shm = format!("size={}k", shm_size.div_ceil(1024).max(1));
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm],
+        ),
+    ]
+}
+
+/// A spec that runs `args` as root in `/` with Docker's defaults; callers adjust it.
+pub fn default_spec(args: Vec<String>, shm_size: u64) -> Spec {
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .expect("all fields set"),
+        )
+        .args(args)
+        .env(vec![format!("PATH={DEFAULT_PATH}")])
+        .cwd(PathBuf::from("/"))
+        .capabilities(default_capabilities())
+        .no_new_privileges(true)
+        .rlimits(Vec::new())
+        .build()
+        .expect("all fields set");
+    let linux = LinuxBuilder::default()
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .expect("all fields set");
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(false)
+                .build()
+                .expect("all fields set"),
+        )
+        .process(process)
+        .hostname("dstack")
+        .mounts(default_mounts(shm_size))
+        .linux(linux)
+        .build()
+        .expect("all fields set")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_spec_has_dockers_caps_and_sized_shm() {
+        let spec = default_spec(vec!["true".into()], 1 << 30);
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
+        let shm = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination().to_str() == Some("/dev/shm"));
+        assert!(
+            shm.unwrap()
+                .options()
+                .as_ref()
+                .unwrap()
+                .contains(&"size=1048576k".to_string())
+        );
+    }
+}

@@ -1,0 +1,393 @@
+//! The supervisor: `dstack` itself, as conmon is for podman. It streams the job's output live to the
+//! terminal and, line by line, to a log file; forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT (SIGKILL after the
+//! grace period, or at a second signal); passes terminal input and size to the pty; reaps init; reports
+//! out-of-memory kills; and returns the job's exit status.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::ContainerError;
+use super::cgroup::CgroupPlacement;
+use super::message::{Channel, Message};
+use super::scratch::ScratchDir;
+use super::stdio::{ParentStdio, window_size};
+
+/// How the job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code, or 128+N when signal N killed it.
+    pub code: i32,
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer ended it.
+    pub oom_killed: bool,
+}
+
+/// The signals the supervisor takes through a signalfd, blocked from before the clone until it is done.
+pub(super) struct SignalGuard {
+    fd: SignalFd,
+    old: SigSet,
+}
+
+impl SignalGuard {
+    pub(super) fn new() -> Result<SignalGuard, ContainerError> {
+        let mut set = SigSet::empty();
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGCHLD,
+            Signal::SIGWINCH,
+        ] {
+            set.add(s);
+        }
+        let mut old = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+        Ok(SignalGuard { fd, old })
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}
+
+/// The job's output in the log file: whole lines, stdout and stderr interleaved as they complete.
+struct LogSink {
+    file: File,
+    partial: [Vec<u8>; 2],
+}
+
+impl LogSink {
+    fn write(&mut self, stream: usize, bytes: &[u8]) {
+        let buf = &mut self.partial[stream];
+        buf.extend_from_slice(bytes);
+        if let Some(end) = buf.iter().rposition(|b| *b == b'\n') {
+            let _ = self.file.write_all(&buf[..=end]);
+            buf.drain(..=end);
+        }
+    }
+
+    fn finish(&mut self) {
+        for i in 0..2 {
+            if !self.partial[i].is_empty() {
+                let mut rest = std::mem::take(&mut self.partial[i]);
+                rest.push(b'\n');
+                let _ = self.file.write_all(&rest);
+            }
+        }
+    }
+}
+
+/// A running container; [`Container::wait`] supervises it to the end. Dropping it unwaited kills it.
+pub struct Container {
+    pub(super) pid: i32,
+    pub(super) channel: Channel,
+    pub(super) stdio: ParentStdio,
+    pub(super) log: Option<File>,
+    pub(super) grace: Duration,
+    pub(super) signals: SignalGuard,
+    pub(super) reaped: bool,
+    pub(super) cgroup: Option<Box<dyn CgroupPlacement>>,
+    pub(super) scratch: ScratchDir,
+}
+
+/// Puts a terminal in raw mode for the pty's sake and restores it.
+struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl RawMode {
+    fn enter(active: bool) -> RawMode {
+        if !active {
+            return RawMode(None);
+        }
+        let stdin = std::io::stdin();
+        let Ok(old) = nix::sys::termios::tcgetattr(stdin.as_fd()) else {
+            return RawMode(None);
+        };
+        let mut raw = old.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        let _ =
+            nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &raw);
+        RawMode(Some(old))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin().as_fd(),
+                nix::sys::termios::SetArg::TCSANOW,
+                old,
+            );
+        }
+    }
+}
+
+fn write_fd(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: write from a valid slice to one of our fds.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+fn read_fd(fd: RawFd, buf: &mut [u8]) -> isize {
+    loop {
+        // SAFETY: read into a valid buffer from one of our fds.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return n;
+    }
+}
+
+/// Bytes as a person reads a limit: `64 MiB`, `1.5 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+impl Container {
+    /// init's pid (PID 1 of the container), as the host sees it.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The container's scratch directory (`<state_root>/containers/<id>/`), removed when it ends.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self.scratch.path()
+    }
+
+    /// Sends `signal` to the container's init, which passes it on to the job.
+    pub fn signal(&self, signal: i32) -> Result<(), ContainerError> {
+        // SAFETY: kill with our own child's pid (not yet reaped, so not reused).
+        if !self.reaped && unsafe { libc::kill(self.pid, signal) } != 0 {
+            return Err(ContainerError::Sys(nix::Error::last()));
+        }
+        Ok(())
+    }
+
+    /// Streams output and forwards signals until the job has ended, then cleans up; returns its status.
+    pub fn wait(mut self) -> Result<ExitStatus, ContainerError> {
+        let mut log = self.log.take().map(|file| LogSink {
+            file,
+            partial: [Vec::new(), Vec::new()],
+        });
+        let tty_in = matches!(self.stdio, ParentStdio::Pty { .. }) && super::stdio::stdin_is_tty();
+        let _raw = RawMode::enter(tty_in);
+        // (fd, stream: 0 stdout / 1 stderr)
+        let mut outputs: Vec<(RawFd, usize)> = match &self.stdio {
+            ParentStdio::Pipes { stdout, stderr } => {
+                vec![(stdout.as_raw_fd(), 0), (stderr.as_raw_fd(), 1)]
+            }
+            ParentStdio::Pty { master } => vec![(master.as_raw_fd(), 0)],
+        };
+        let master = match &self.stdio {
+            ParentStdio::Pty { master } => Some(master.as_raw_fd()),
+            _ => None,
+        };
+        let mut stdin_open = tty_in;
+        let mut job: Option<(i32, Option<i32>)> = None;
+        let mut init_status: Option<i32> = None;
+        let mut channel_open = true;
+        let mut deadline: Option<Instant> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if init_status.is_some()
+                && (outputs.is_empty() || drain_until.is_some_and(|d| Instant::now() >= d))
+            {
+                break;
+            }
+            let mut fds: Vec<libc::pollfd> = Vec::new();
+            let mut push = |fd: RawFd| {
+                fds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+            };
+            push(self.signals.fd.as_raw_fd());
+            push(if channel_open { self.channel.raw() } else { -1 });
+            push(if stdin_open { 0 } else { -1 });
+            for (fd, _) in &outputs {
+                push(*fd);
+            }
+            let timeout = [deadline, drain_until]
+                .iter()
+                .flatten()
+                .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as i32 + 1)
+                .min()
+                .unwrap_or(-1);
+            // SAFETY: poll over a valid array of pollfds.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return Err(ContainerError::Sys(nix::Error::last()));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::info!("the job did not stop within {:?}: killing it", self.grace);
+                let _ = self.signal(libc::SIGKILL);
+                deadline = None;
+            }
+            let ready = |i: usize| fds[i].revents != 0;
+            if ready(0) {
+                while let Ok(Some(info)) = self.signals.fd.read_signal() {
+                    let sig = info.ssi_signo as i32;
+                    match sig {
+                        libc::SIGCHLD => {
+                            if init_status.is_none() {
+                                init_status = self.try_reap();
+                                if init_status.is_some() {
+                                    drain_until = Some(Instant::now() + Duration::from_secs(2));
+                                }
+                            }
+                        }
+                        libc::SIGWINCH => {
+                            if let (Some(m), Some(ws)) = (master, window_size(0)) {
+                                // SAFETY: TIOCSWINSZ with a valid winsize on our pty master.
+                                unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &ws) };
+                            }
+                        }
+                        _ if deadline.is_some() => {
+                            tracing::info!("second signal: killing the job");
+                            let _ = self.signal(libc::SIGKILL);
+                        }
+                        _ => {
+                            let _ = self.signal(sig);
+                            deadline = Some(Instant::now() + self.grace);
+                        }
+                    }
+                }
+            }
+            if ready(1) {
+                match self.channel.recv() {
+                    Ok(Some(Message::Exited { code, signal })) => job = Some((code, signal)),
+                    Ok(Some(_)) => {}
+                    _ => channel_open = false,
+                }
+            }
+            if ready(2) {
+                let n = read_fd(0, &mut buf);
+                match (n, master) {
+                    (n, Some(m)) if n > 0 => write_fd(m, &buf[..n as usize]),
+                    _ => stdin_open = false,
+                }
+            }
+            let mut closed = Vec::new();
+            for (i, (fd, stream)) in outputs.iter().enumerate() {
+                if !ready(3 + i) {
+                    continue;
+                }
+                let n = read_fd(*fd, &mut buf);
+                if n <= 0 {
+                    // EOF, or EIO from a pty whose last slave closed.
+                    closed.push(*fd);
+                    continue;
+                }
+                let bytes = &buf[..n as usize];
+                write_fd(if *stream == 0 { 1 } else { 2 }, bytes);
+                if let Some(log) = log.as_mut() {
+                    log.write(*stream, bytes);
+                }
+            }
+            outputs.retain(|(fd, _)| !closed.contains(fd));
+        }
+        let (code, signal) = job.unwrap_or_else(|| {
+            let status = init_status.unwrap_or(0);
+            if libc::WIFSIGNALED(status) {
+                (128 + libc::WTERMSIG(status), Some(libc::WTERMSIG(status)))
+            } else {
+                (libc::WEXITSTATUS(status), None)
+            }
+        });
+        let oom_killed =
+            signal == Some(libc::SIGKILL) && self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        if oom_killed {
+            let limit = self
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.memory_limit())
+                .map(human_size);
+            let line = match limit {
+                Some(l) => format!("out of memory: the job exceeded its memory limit of {l}\n"),
+                None => "out of memory: the kernel killed the job\n".to_string(),
+            };
+            write_fd(2, line.as_bytes());
+            if let Some(log) = log.as_mut() {
+                log.write(1, line.as_bytes());
+            }
+        }
+        if let Some(log) = log.as_mut() {
+            log.finish();
+        }
+        Ok(ExitStatus {
+            code,
+            signal,
+            oom_killed,
+        })
+    }
+
+    /// init's wait status once it has exited.
+    fn try_reap(&mut self) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: non-blocking wait for our own child into a local status word.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if r == self.pid {
+            self.reaped = true;
+            Some(status)
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: killing and reaping our own child, which is not reaped yet.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+            self.reaped = true;
+        }
+        // The cgroup goes before the scratch directory (field order drops the rest).
+        self.cgroup.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_size(64 << 20), "64 MiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
+    }
+}
