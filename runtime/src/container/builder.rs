@@ -228,10 +228,8 @@ impl PreparedContainer {
             cgroup: self.cgroup,
             scratch: self.scratch,
         };
-        if !placed {
-            if let Some(c) = &container.cgroup {
-                c.add_pid(pid).map_err(ContainerError::Cgroup)?;
-            }
+        if let (false, Some(c)) = (placed, &container.cgroup) {
+            c.add_pid(pid).map_err(ContainerError::Cgroup)?;
         }
         container
             .channel

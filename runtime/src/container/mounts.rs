@@ -233,8 +233,7 @@ const CGROUP2_MAGIC: i64 = 0x6367_7270;
 fn mount_cgroup(dest: &Path, flags: MsFlags) -> Result<(), String> {
     let flags = flags | MsFlags::MS_RDONLY;
     let host = Path::new("/sys/fs/cgroup");
-    let unified =
-        nix::sys::statfs::statfs(host).map(|s| s.filesystem_type().0 as i64 == CGROUP2_MAGIC);
+    let unified = nix::sys::statfs::statfs(host).map(|s| s.filesystem_type().0 == CGROUP2_MAGIC);
     if unified.unwrap_or(false) {
         if mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>).is_ok() {
             return Ok(());

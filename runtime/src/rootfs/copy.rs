@@ -123,10 +123,10 @@ fn copy_metadata(meta: &fs::Metadata, s: &Path, d: &Path) -> io::Result<()> {
         if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
             continue;
         }
-        if let Some(value) = xattr::get(s, &name) {
-            if let Err(e) = xattr::set(d, &name, &value) {
-                tracing::debug!("xattr {name} on {}: {e}", d.display());
-            }
+        if let Some(value) = xattr::get(s, &name)
+            && let Err(e) = xattr::set(d, &name, &value)
+        {
+            tracing::debug!("xattr {name} on {}: {e}", d.display());
         }
     }
     if !meta.file_type().is_symlink() {
