@@ -1,26 +1,237 @@
 //! `dstack ps`, `logs`, `stop`, `rm`, `prune cache`: everything that reads or changes run records.
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use crate::cli::{LogsArgs, PsArgs, RmArgs, StopArgs};
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, Context as _};
+use crate::project::Project;
+use crate::runs::record::{self, RunRecord};
+use crate::runs::{RunStore, RunView, StopRequest, cache, logs};
+use crate::secrets::SecretStore;
 
-pub fn ps(_args: PsArgs) -> CliResult<ExitCode> {
-    Err(CliError::new("dstack ps: not implemented yet"))
+fn store() -> RunStore {
+    RunStore::new(&runtime::paths::state_root())
 }
 
-pub fn logs(_args: LogsArgs) -> CliResult<ExitCode> {
-    Err(CliError::new("dstack logs: not implemented yet"))
+pub fn ps(args: PsArgs) -> CliResult<ExitCode> {
+    let runs: Vec<RunView> = store()
+        .list()?
+        .into_iter()
+        .filter(|v| args.all || !v.record.status.is_finished())
+        .collect();
+    let now = record::now();
+    if args.json {
+        let rows: Vec<PsJson<'_>> = runs.iter().map(|v| PsJson::new(&v.record, now)).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![[
+        "RUN".to_string(),
+        "WORKFLOW".to_string(),
+        "STATUS".to_string(),
+        "EXIT".to_string(),
+        "STARTED".to_string(),
+        "DURATION".to_string(),
+    ]];
+    for view in &runs {
+        let r = &view.record;
+        rows.push([
+            r.name.clone(),
+            r.workflow.clone(),
+            r.status.to_string(),
+            r.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            record::ago(now - r.submitted_at),
+            record::duration(r.duration(now)),
+        ]);
+    }
+    print_table(&rows);
+    if runs.is_empty() && !args.all {
+        eprintln!("(no runs going; `dstack ps -a` shows finished ones too)");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn stop(_args: StopArgs) -> CliResult<ExitCode> {
-    Err(CliError::new("dstack stop: not implemented yet"))
+/// One row of `ps --json`.
+#[derive(Serialize)]
+struct PsJson<'a> {
+    run: &'a str,
+    workflow: &'a str,
+    status: String,
+    exit_code: Option<i32>,
+    project: &'a Path,
+    image: &'a str,
+    submitted_at: f64,
+    started_at: Option<f64>,
+    finished_at: Option<f64>,
+    duration_seconds: f64,
+    ports: &'a [u16],
+    message: Option<&'a str>,
 }
 
-pub fn rm(_args: RmArgs) -> CliResult<ExitCode> {
-    Err(CliError::new("dstack rm: not implemented yet"))
+impl<'a> PsJson<'a> {
+    fn new(r: &'a RunRecord, now: f64) -> PsJson<'a> {
+        PsJson {
+            run: &r.name,
+            workflow: &r.workflow,
+            status: r.status.to_string(),
+            exit_code: r.exit_code,
+            project: &r.project,
+            image: &r.image,
+            submitted_at: r.submitted_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_seconds: (r.duration(now) * 10.0).round() / 10.0,
+            ports: &r.ports,
+            message: r.message.as_deref(),
+        }
+    }
 }
 
-pub fn prune_cache(_workflow: &str) -> CliResult<ExitCode> {
-    Err(CliError::new("dstack prune cache: not implemented yet"))
+/// Left-aligned columns, two spaces apart.
+pub(super) fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub fn logs(args: LogsArgs) -> CliResult<ExitCode> {
+    let store = store();
+    let view = store.get(&args.run)?;
+    let secrets = project_secret_values(&view.record.project);
+    let name = view.record.name.clone();
+    let live = || store.get(&name).map(|v| v.live).unwrap_or(false);
+    let mut out = std::io::stdout().lock();
+    let result = logs::print(
+        &view.log_path(),
+        &mut out,
+        &secrets,
+        args.follow,
+        Duration::from_millis(200),
+        live,
+    );
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `dstack logs RUN | head`: the reader went away.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e).context(format!("reading the output of {name}")),
+    }
+}
+
+/// The values of the secrets of the project a run belongs to, for masking; none if they cannot be read.
+pub(super) fn project_secret_values(project_dir: &Path) -> Vec<String> {
+    let Ok(project) = Project::at(project_dir) else {
+        return Vec::new();
+    };
+    SecretStore::for_project(&runtime::paths::state_root(), &project)
+        .load()
+        .map(|s| s.into_values().collect())
+        .unwrap_or_default()
+}
+
+pub fn stop(args: StopArgs) -> CliResult<ExitCode> {
+    let store = store();
+    let how = if args.abort {
+        StopRequest::Abort
+    } else {
+        StopRequest::Graceful
+    };
+    let targets: Vec<String> = match &args.run {
+        Some(run) => vec![store.get(run)?.record.name],
+        None => store
+            .list()?
+            .into_iter()
+            .filter(|v| v.live)
+            .map(|v| v.record.name)
+            .collect(),
+    };
+    if targets.is_empty() {
+        eprintln!("no runs are going");
+    }
+    let mut asked = Vec::new();
+    for name in targets {
+        if store.request_stop(&name, how)? {
+            asked.push(name);
+        } else {
+            let status = store.get(&name)?.record.status;
+            eprintln!("{name} has already ended ({status})");
+        }
+    }
+    // A graceful stop gives the job the runtime's grace period (10 s) before SIGKILL.
+    let patience = match how {
+        StopRequest::Graceful => Duration::from_secs(20),
+        StopRequest::Abort => Duration::from_secs(10),
+    };
+    let deadline = Instant::now() + patience;
+    for name in asked {
+        loop {
+            let view = store.get(&name)?;
+            if !view.live {
+                eprintln!("{name} {}", view.record.status);
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(CliError::new(format!(
+                    "{name} has not ended yet after {}s; try `dstack stop -x {name}`",
+                    patience.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rm(args: RmArgs) -> CliResult<ExitCode> {
+    let store = store();
+    match &args.run {
+        Some(run) => {
+            store.remove(run)?;
+            eprintln!("removed {run}");
+        }
+        None => {
+            let mut removed = 0;
+            for view in store.list()?.into_iter().filter(|v| !v.live) {
+                store.remove(&view.record.name)?;
+                removed += 1;
+            }
+            eprintln!(
+                "removed {removed} finished run{}",
+                if removed == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prune_cache(workflow: &str) -> CliResult<ExitCode> {
+    let project = Project::current()?;
+    if cache::prune(&runtime::paths::state_root(), &project, workflow)? {
+        eprintln!(
+            "removed the cache of `{workflow}` in {}",
+            project.dir().display()
+        );
+    } else {
+        eprintln!("`{workflow}` has no cache in {}", project.dir().display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,3 +1,434 @@
-//! Run records: one directory per run under `<state root>/runs/`, with its state, output and artifacts.
+//! Run records: one directory per run under `<state root>/runs/`:
+//! ```text
+//! runs/.lock, runs/.counter     name allocation (flock) and the run counter
+//! runs/<name>/state.json        the record (written atomically)
+//! runs/<name>/lock              held (flock) by the supervisor for the run's whole life
+//! runs/<name>/output.log        the job's output
+//! runs/<name>/artifacts/<path>  saved artifacts
+//! runs/<name>/workflow/         the run's copy of the project, seen at /workflow (removed at the end)
+//! runs/<name>/stop-request      `stop` or `abort`, written by `dstack stop`
+//! ```
+//! A run whose record says it is unfinished but whose lock nobody holds lost its supervisor (killed, or
+//! the machine rebooted): it is shown, and recorded, as `aborted` rather than running forever.
 
+pub mod artifacts;
+pub mod cache;
+pub mod copy;
 pub mod fsutil;
+pub mod logs;
+pub mod name;
+pub mod record;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use record::{ArtifactRecord, RunRecord, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error("no run named `{name}`{hint}")]
+    NotFound { name: String, hint: String },
+    #[error("run `{0}` is still going: stop it first with `dstack stop {0}`")]
+    StillRunning(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: the run record is damaged ({source}); remove the run with `dstack rm`", path.display())]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Copy(#[from] copy::CopyError),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RunsError + '_ {
+    move |source| RunsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+const STATE: &str = "state.json";
+const LOCK: &str = "lock";
+const LOG: &str = "output.log";
+const ARTIFACTS: &str = "artifacts";
+const PROJECT_COPY: &str = "workflow";
+const STOP_REQUEST: &str = "stop-request";
+
+/// How `dstack stop` asked a run to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// SIGTERM, a grace period, then SIGKILL; the run ends `stopped`.
+    Graceful,
+    /// Killed at once; the run ends `aborted`.
+    Abort,
+}
+
+impl StopRequest {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopRequest::Graceful => "stop",
+            StopRequest::Abort => "abort",
+        }
+    }
+
+    pub fn status(self) -> Status {
+        match self {
+            StopRequest::Graceful => Status::Stopped,
+            StopRequest::Abort => Status::Aborted,
+        }
+    }
+}
+
+/// The runs directory of one state root.
+#[derive(Debug, Clone)]
+pub struct RunStore {
+    dir: PathBuf,
+}
+
+/// A run as others see it: its record (with the end filled in if its supervisor died) and whether its
+/// supervisor is alive.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub record: RunRecord,
+    pub live: bool,
+    pub dir: PathBuf,
+}
+
+impl RunView {
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG)
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.dir.join(ARTIFACTS)
+    }
+}
+
+impl RunStore {
+    pub fn new(state_root: &Path) -> RunStore {
+        RunStore {
+            dir: state_root.join("runs"),
+        }
+    }
+
+    /// Allocates a new run: a unique name (under the store's lock), its directory, its record (status
+    /// `submitted`), and its lock, held by the returned [`ActiveRun`] until the run ends.
+    pub fn create(&self, template: RunRecord) -> Result<ActiveRun, RunsError> {
+        fs::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
+        let store_lock_path = self.dir.join(".lock");
+        let _store_lock = fsutil::lock(&store_lock_path).map_err(io_at(&store_lock_path))?;
+        let counter_path = self.dir.join(".counter");
+        let last: u64 = match fs::read_to_string(&counter_path) {
+            Ok(text) => text.trim().parse().unwrap_or(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_at(&counter_path)(e)),
+        };
+        let mut number = last + 1;
+        let (name, dir) = loop {
+            let name = name::generate(number);
+            let dir = self.dir.join(&name);
+            match fs::create_dir(&dir) {
+                Ok(()) => break (name, dir),
+                // A counter file lost or reset: skip numbers in use.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => number += 1,
+                Err(e) => return Err(io_at(&dir)(e)),
+            }
+        };
+        fsutil::write_atomic(&counter_path, number.to_string().as_bytes(), 0o644)
+            .map_err(io_at(&counter_path))?;
+        let lock_path = dir.join(LOCK);
+        let lock = fsutil::lock(&lock_path).map_err(io_at(&lock_path))?;
+        let mut record = template;
+        record.name = name;
+        let run = ActiveRun { dir, record, lock };
+        run.save()?;
+        Ok(run)
+    }
+
+    /// Every run, oldest first.
+    pub fn list(&self) -> Result<Vec<RunView>, RunsError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_at(&self.dir)(e)),
+        };
+        let mut runs = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name::looks_like_run_name(&name) {
+                continue;
+            }
+            match self.view(&name) {
+                Ok(Some(view)) => runs.push(view),
+                Ok(None) => {}
+                // One damaged record should not hide the others.
+                Err(err) => tracing::warn!("{err}"),
+            }
+        }
+        runs.sort_by(|a, b| {
+            a.record
+                .submitted_at
+                .total_cmp(&b.record.submitted_at)
+                .then_with(|| a.record.name.cmp(&b.record.name))
+        });
+        Ok(runs)
+    }
+
+    /// One run by name.
+    pub fn get(&self, name: &str) -> Result<RunView, RunsError> {
+        let found = if name::looks_like_run_name(name) {
+            self.view(name)?
+        } else {
+            None
+        };
+        found.ok_or_else(|| self.not_found(name))
+    }
+
+    fn not_found(&self, name: &str) -> RunsError {
+        let names: Vec<String> = self
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.record.name)
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let hint = match crate::workflow::suggest_closest(name, &refs) {
+            Some(near) => format!(": did you mean `{near}`?"),
+            None => " (see `dstack ps -a`)".to_string(),
+        };
+        RunsError::NotFound {
+            name: name.to_string(),
+            hint,
+        }
+    }
+
+    /// Reads a run's record; finishes the record of a run whose supervisor is gone.
+    fn view(&self, name: &str) -> Result<Option<RunView>, RunsError> {
+        let dir = self.dir.join(name);
+        let Some(record) = read_record(&dir)? else {
+            return Ok(None);
+        };
+        if record.status.is_finished() {
+            return Ok(Some(RunView {
+                record,
+                live: false,
+                dir,
+            }));
+        }
+        let lock_path = dir.join(LOCK);
+        let Some(lock) = fsutil::try_lock(&lock_path).map_err(io_at(&lock_path))? else {
+            return Ok(Some(RunView {
+                record,
+                live: true,
+                dir,
+            }));
+        };
+        // Nobody holds the lock: the supervisor is gone. Read again under the lock (it may have just
+        // finished properly), then record the end it did not.
+        let Some(record) = read_record(&dir)? else {
+            return Ok(None);
+        };
+        let mut run = ActiveRun { dir, record, lock };
+        if !run.record.status.is_finished() {
+            let status = run
+                .stop_request()
+                .map_or(Status::Aborted, StopRequest::status);
+            let _ = run.save_artifacts();
+            run.finish(
+                status,
+                None,
+                Some("the run's supervisor ended before the run did (killed, or the machine restarted)"),
+            )?;
+        }
+        Ok(Some(RunView {
+            record: run.record.clone(),
+            live: false,
+            dir: run.dir.clone(),
+        }))
+    }
+
+    /// Removes a finished run and everything it kept.
+    pub fn remove(&self, name: &str) -> Result<(), RunsError> {
+        let view = self.get(name)?;
+        if view.live {
+            return Err(RunsError::StillRunning(name.to_string()));
+        }
+        // Hold the run's lock while removing, so a racing `dstack run` cannot be mistaken for it.
+        let lock_path = view.dir.join(LOCK);
+        let _lock = fsutil::try_lock(&lock_path)
+            .map_err(io_at(&lock_path))?
+            .ok_or_else(|| RunsError::StillRunning(name.to_string()))?;
+        // Rename first so that a half-removed run never shows in `ps`.
+        let doomed = self
+            .dir
+            .join(format!(".removing-{name}-{}", std::process::id()));
+        fs::rename(&view.dir, &doomed).map_err(io_at(&view.dir))?;
+        copy::remove_tree(&doomed)?;
+        Ok(())
+    }
+
+    /// Asks a live run to end: records the request (so the run ends `stopped` or `aborted` even if its
+    /// supervisor dies on the signal) and signals it. Returns false when the run had already ended.
+    pub fn request_stop(&self, name: &str, how: StopRequest) -> Result<bool, RunsError> {
+        let view = self.get(name)?;
+        if !view.live {
+            return Ok(false);
+        }
+        let path = view.dir.join(STOP_REQUEST);
+        fsutil::write_atomic(&path, how.as_str().as_bytes(), 0o644).map_err(io_at(&path))?;
+        let record = &view.record;
+        let signal_pid = |pid: i32, sig: nix::sys::signal::Signal| {
+            // ESRCH: it ended meanwhile, which is what we want.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        };
+        use nix::sys::signal::Signal;
+        match (how, record.container_pid, record.supervisor_pid) {
+            // Killing the container's init ends its whole pid namespace at once; the supervisor then
+            // saves the artifacts and records `aborted`.
+            (StopRequest::Abort, Some(init), _) if record.status == Status::Running => {
+                signal_pid(init, Signal::SIGKILL)
+            }
+            (StopRequest::Abort, _, Some(supervisor)) => {
+                signal_pid(supervisor as i32, Signal::SIGKILL)
+            }
+            (StopRequest::Graceful, _, Some(supervisor)) => {
+                signal_pid(supervisor as i32, Signal::SIGTERM)
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+}
+
+fn read_record(dir: &Path) -> Result<Option<RunRecord>, RunsError> {
+    let path = dir.join(STATE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| RunsError::Damaged { path, source }),
+        // A directory being created or removed.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_at(&path)(e)),
+    }
+}
+
+/// A run held by its supervisor: the only writer of its record.
+#[derive(Debug)]
+pub struct ActiveRun {
+    dir: PathBuf,
+    record: RunRecord,
+    lock: fsutil::Lock,
+}
+
+impl ActiveRun {
+    pub fn name(&self) -> &str {
+        &self.record.name
+    }
+
+    pub fn record(&self) -> &RunRecord {
+        &self.record
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG)
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.dir.join(ARTIFACTS)
+    }
+
+    /// Where the run's copy of the project goes (bound at `/workflow`).
+    pub fn project_copy_dir(&self) -> PathBuf {
+        self.dir.join(PROJECT_COPY)
+    }
+
+    /// Changes the record and writes it (atomically).
+    pub fn update(&mut self, change: impl FnOnce(&mut RunRecord)) -> Result<(), RunsError> {
+        change(&mut self.record);
+        self.save()
+    }
+
+    /// Moves the run forward to `status` (never back, never out of an end).
+    pub fn set_status(&mut self, status: Status) -> Result<(), RunsError> {
+        if !self.record.status.can_become(status) {
+            return Ok(());
+        }
+        self.update(|r| {
+            r.status = status;
+            if status == Status::Running {
+                r.started_at = Some(record::now());
+            }
+        })
+    }
+
+    /// Records the end: status, exit code, time, and why (already masked of secrets).
+    pub fn finish(
+        &mut self,
+        status: Status,
+        exit_code: Option<i32>,
+        message: Option<&str>,
+    ) -> Result<(), RunsError> {
+        if !self.record.status.can_become(status) {
+            return Ok(());
+        }
+        self.update(|r| {
+            r.status = status;
+            r.exit_code = exit_code;
+            r.finished_at = Some(record::now());
+            r.message = message.map(str::to_string);
+        })
+    }
+
+    /// What `dstack stop` asked for, if anything.
+    pub fn stop_request(&self) -> Option<StopRequest> {
+        match fs::read_to_string(self.dir.join(STOP_REQUEST)).ok()?.trim() {
+            "abort" => Some(StopRequest::Abort),
+            "stop" => Some(StopRequest::Graceful),
+            _ => None,
+        }
+    }
+
+    /// The path the stop request is written to (a signal handler may create it: see `run_workflow`).
+    pub fn stop_request_path(&self) -> PathBuf {
+        self.dir.join(STOP_REQUEST)
+    }
+
+    /// Moves artifacts the job wrote into the project copy to `artifacts/`, then removes the copy.
+    /// Bind-mounted artifacts are there already.
+    pub fn save_artifacts(&mut self) -> Result<(), RunsError> {
+        artifacts::collect(
+            &self.dir.join(PROJECT_COPY),
+            &self.dir.join(ARTIFACTS),
+            &self.record.artifacts,
+        )?;
+        copy::remove_tree(&self.dir.join(PROJECT_COPY))?;
+        Ok(())
+    }
+
+    /// For the process that forks a detached supervisor: leaves the lock to the child (which shares the
+    /// locked file description) instead of unlocking it on drop.
+    pub fn hand_over_lock(self) {
+        std::mem::forget(self.lock);
+    }
+
+    fn save(&self) -> Result<(), RunsError> {
+        let path = self.dir.join(STATE);
+        let bytes =
+            serde_json::to_vec_pretty(&self.record).expect("a run record always serializes");
+        fsutil::write_atomic(&path, &bytes, 0o644).map_err(io_at(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,7 @@ pub use error::{At, WorkflowError};
 pub use model::{
     Artifact, ContainerPath, EnvVar, GpuRequest, RegistryAuth, Resources, WORKFLOW_DIR, Workflow,
 };
+pub use suggest::closest as suggest_closest;
 pub use template::Context;
 
 use crate::project::Project;

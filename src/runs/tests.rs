@@ -1,0 +1,209 @@
+//! The run store as `dstack run`, `ps`, `stop` and `rm` use it.
+
+use std::collections::BTreeSet;
+
+use super::*;
+
+fn template() -> RunRecord {
+    RunRecord::new("", "train", "/project".into(), "busybox")
+}
+
+#[test]
+fn each_run_gets_a_unique_name_a_directory_and_a_record() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let a = store.create(template()).unwrap();
+    let b = store.create(template()).unwrap();
+    assert_ne!(a.name(), b.name());
+    assert!(
+        a.name().ends_with("-1") && b.name().ends_with("-2"),
+        "{} {}",
+        a.name(),
+        b.name()
+    );
+    let view = store.get(a.name()).unwrap();
+    assert!(view.live, "the creator holds the run's lock");
+    assert_eq!(view.record.status, Status::Submitted);
+    assert_eq!(view.record.workflow, "train");
+    assert_eq!(view.record.supervisor_pid, Some(std::process::id()));
+}
+
+#[test]
+fn runs_created_at_once_never_clash() {
+    let state = tempfile::tempdir().unwrap();
+    let names: BTreeSet<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let store = RunStore::new(state.path());
+                    let run = store.create(template()).unwrap();
+                    run.name().to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(names.len(), 8);
+    let numbers: BTreeSet<String> = names
+        .iter()
+        .map(|n| n.rsplit('-').next().unwrap().to_string())
+        .collect();
+    assert_eq!(numbers.len(), 8, "{names:?}");
+}
+
+#[test]
+fn statuses_are_recorded_forward_only() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let mut run = store.create(template()).unwrap();
+    run.set_status(Status::Pulling).unwrap();
+    run.set_status(Status::Running).unwrap();
+    let view = store.get(run.name()).unwrap();
+    assert_eq!(view.record.status, Status::Running);
+    assert!(view.record.started_at.is_some());
+    run.set_status(Status::Pulling).unwrap();
+    assert_eq!(
+        store.get(run.name()).unwrap().record.status,
+        Status::Running
+    );
+    run.finish(Status::Failed, Some(3), Some("exit 3")).unwrap();
+    run.finish(Status::Done, Some(0), None).unwrap();
+    let view = store.get(run.name()).unwrap();
+    assert_eq!(
+        (view.record.status, view.record.exit_code),
+        (Status::Failed, Some(3))
+    );
+    assert!(!view.live || view.record.status.is_finished());
+    assert!(view.record.finished_at.is_some());
+}
+
+#[test]
+fn a_run_whose_supervisor_died_is_aborted_not_running_forever() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let mut run = store.create(template()).unwrap();
+    run.set_status(Status::Running).unwrap();
+    let name = run.name().to_string();
+    drop(run); // the lock goes with the supervisor
+    let view = store.get(&name).unwrap();
+    assert!(!view.live);
+    assert_eq!(view.record.status, Status::Aborted);
+    assert!(
+        view.record
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("supervisor ended")
+    );
+    // And it is recorded, not only shown.
+    let again = read_record(&view.dir).unwrap().unwrap();
+    assert_eq!(again.status, Status::Aborted);
+}
+
+#[test]
+fn a_stop_request_decides_how_an_orphaned_run_ends() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let mut run = store.create(template()).unwrap();
+    run.set_status(Status::Pulling).unwrap();
+    // No pids to signal: only the request is recorded.
+    run.update(|r| r.supervisor_pid = None).unwrap();
+    assert!(
+        store
+            .request_stop(run.name(), StopRequest::Graceful)
+            .unwrap()
+    );
+    assert_eq!(run.stop_request(), Some(StopRequest::Graceful));
+    let name = run.name().to_string();
+    drop(run);
+    assert_eq!(store.get(&name).unwrap().record.status, Status::Stopped);
+    assert!(
+        !store.request_stop(&name, StopRequest::Abort).unwrap(),
+        "already ended"
+    );
+}
+
+#[test]
+fn orphaned_runs_keep_the_artifacts_they_wrote() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let mut run = store.create(template()).unwrap();
+    run.update(|r| {
+        r.artifacts = vec![ArtifactRecord {
+            path: "output".into(),
+            mount: false,
+            from_project_copy: Some("output".into()),
+        }]
+    })
+    .unwrap();
+    std::fs::create_dir_all(run.project_copy_dir().join("output")).unwrap();
+    std::fs::write(run.project_copy_dir().join("output/partial.txt"), "half").unwrap();
+    let name = run.name().to_string();
+    drop(run);
+    let view = store.get(&name).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(view.artifacts_dir().join("output/partial.txt")).unwrap(),
+        "half"
+    );
+    assert!(
+        !view.dir.join("workflow").exists(),
+        "the project copy is removed"
+    );
+}
+
+#[test]
+fn rm_removes_finished_runs_and_refuses_live_ones() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let live = store.create(template()).unwrap();
+    let err = store.remove(live.name()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "run `{0}` is still going: stop it first with `dstack stop {0}`",
+            live.name()
+        )
+    );
+    let mut done = store.create(template()).unwrap();
+    done.finish(Status::Done, Some(0), None).unwrap();
+    let name = done.name().to_string();
+    drop(done);
+    store.remove(&name).unwrap();
+    assert!(store.get(&name).is_err());
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn unknown_names_suggest_a_close_one() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let run = store.create(template()).unwrap();
+    let typo = run.name().replacen('-', "", 1);
+    let err = store.get(&typo).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("did you mean `{}`?", run.name())),
+        "{err}"
+    );
+    let err = store.get("../../etc-passwd-1").unwrap_err().to_string();
+    assert!(
+        err.starts_with("no run named `../../etc-passwd-1`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn listing_is_oldest_first_and_skips_strangers() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let first = store.create(template()).unwrap();
+    let second = store.create(template()).unwrap();
+    std::fs::create_dir_all(state.path().join("runs/not-a-run")).unwrap();
+    std::fs::create_dir_all(state.path().join("runs/half-made-9")).unwrap();
+    let names: Vec<String> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.record.name)
+        .collect();
+    assert_eq!(names, [first.name(), second.name()]);
+}
