@@ -770,3 +770,28 @@ fn values_checked_after_rendering_are_still_checked() {
     let w = c.get("w").unwrap().resolve(&ctx(&secrets)).unwrap();
     assert_eq!(w.resources.memory, Some(2_000_000_000));
 }
+
+#[test]
+fn the_repository_examples_load() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let project = crate::project::Project::at(repo).unwrap();
+    let catalog = Catalog::load(&project).unwrap_or_else(|e| panic!("{e}"));
+    let mut names = catalog.names();
+    names.sort();
+    assert_eq!(names, ["hello-app", "hello-docker", "private-registry"]);
+    let hello = catalog.get("hello-docker").unwrap().unresolved();
+    assert_eq!(
+        hello.artifacts[0].path,
+        ContainerPath::Relative("output".into())
+    );
+    assert_eq!(catalog.get("hello-app").unwrap().unresolved().ports, 1);
+    let err = catalog
+        .get("private-registry")
+        .unwrap()
+        .resolve(&ctx(&BTreeMap::new()))
+        .unwrap_err();
+    assert!(
+        matches!(err, WorkflowError::MissingSecret { ref name, .. } if name == "REGISTRY_USER"),
+        "{err}"
+    );
+}
