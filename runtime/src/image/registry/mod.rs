@@ -33,6 +33,8 @@ mod challenge;
 mod client;
 mod config;
 mod credentials;
+mod endpoint;
+mod errors;
 #[cfg(test)]
 mod fake_server;
 mod tls;
