@@ -15,7 +15,9 @@ pub mod artifacts;
 pub mod cache;
 pub mod copy;
 pub mod fsutil;
+pub mod job;
 pub mod logs;
+pub mod machine;
 pub mod name;
 pub mod record;
 
