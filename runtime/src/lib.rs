@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod container;
 pub mod image;
+pub mod net;
 pub mod paths;
 pub mod rootfs;
 pub mod userns;

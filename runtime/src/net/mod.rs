@@ -1,0 +1,376 @@
+//! Networking for a run: its own network namespace joined to the host, outbound access, DNS, and
+//! `ports: N` forwarded from the host. The container start path makes a few calls:
+//!
+//! ```no_run
+//! # use runtime::net::*;
+//! # fn f(init_pid: i32) -> Result<(), NetError> {
+//! let mut net = Network::prepare(&NetworkConfig::new("run-1").ports(2))?; // before planning: ports, env
+//! let env = net.env();                       // PORT_i / JOB_PORT_i for the job
+//! let (resolv, hosts) = (net.resolv_conf(), net.hosts("job")); // files bound into the container
+//! let clone_with_newnet = net.needs_netns();
+//! net.attach(init_pid)?;                    // after the clone, before init goes on
+//! net.start_forwarding()?;                  // once the job has started (threads from here on)
+//! drop(net);                                // after init is reaped: removes veth, NAT, lease
+//! # Ok(()) }
+//! ```
+//!
+//! As host root a run gets a veth pair (`dst<12 hex>` on the host, `eth0` inside) with a /30 of the
+//! pool, a default route via the host end, and masquerading for outbound (`nat`). Rootless, pasta or
+//! slirp4netns give outbound access when usable; otherwise the job shares the host's network (said
+//! once). Ports are forwarded by the supervisor itself (`forward`), the same way for root and
+//! rootless. One concern per file: `netlink`, `netns`, `pool`, `lease`, `nat`, `dns`, `ports`,
+//! `forward`, `usermode`.
+
+mod dns;
+mod error;
+mod forward;
+mod lease;
+mod nat;
+mod netlink;
+mod netns;
+mod pool;
+mod ports;
+mod usermode;
+
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use error::NetError;
+pub use lease::lease_dir;
+pub use pool::{POOL_ENV, Pool};
+pub use usermode::USERMODE_ENV;
+
+/// Host-side veth names start with this; nothing else of ours does.
+pub const HOST_IF_PREFIX: &str = "dst";
+/// The job's end of the veth.
+const JOB_IF: &str = "eth0";
+const MTU: u32 = 1500;
+
+/// How a run is networked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Its own namespace with outbound access (veth and NAT as root; pasta/slirp4netns rootless, or the
+    /// host network when neither is usable).
+    #[default]
+    Private,
+    /// The host's network namespace (`network: host`, `--network host`): for MPI/NCCL.
+    Host,
+    /// Its own namespace with loopback only; published ports still reach it.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The container id; names the host interface and NAT table (hashed to 12 hex digits).
+    pub id: String,
+    pub mode: NetworkMode,
+    /// Host ports to publish: 0 picks a free one; the job listens on the same number inside.
+    pub ports: Vec<u16>,
+    /// The address pool; `DSTACK_NETWORK_POOL`, else the first free of 10.89.0.0/16, 10.90.0.0/16, ...
+    pub pool: Option<Pool>,
+}
+
+impl NetworkConfig {
+    pub fn new(id: impl Into<String>) -> NetworkConfig {
+        NetworkConfig {
+            id: id.into(),
+            mode: NetworkMode::Private,
+            ports: Vec::new(),
+            pool: None,
+        }
+    }
+
+    pub fn mode(mut self, mode: NetworkMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Publishes `n` ports chosen by the kernel.
+    pub fn ports(mut self, n: usize) -> Self {
+        self.ports = vec![0; n];
+        self
+    }
+}
+
+/// What `prepare` decided.
+enum Kind {
+    /// No namespace of its own.
+    Host,
+    Loopback,
+    Veth {
+        lease: lease::Lease,
+        nl: netlink::Netlink,
+        nat: Option<nat::NatTool>,
+    },
+    UserMode {
+        tools: Vec<usermode::Tool>,
+        net: Option<usermode::UserNet>,
+    },
+}
+
+/// One run's network; dropping it removes everything it created.
+pub struct Network {
+    kind: Kind,
+    ports: Vec<u16>,
+    listeners: Vec<(u16, OwnedFd)>,
+    netns: Option<OwnedFd>,
+    forwarder: Option<forward::Forwarder>,
+}
+
+static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
+
+fn short_id(id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))[..12].to_string()
+}
+
+fn enable_forwarding() -> Result<(), NetError> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    tracing::info!(
+        "enabling IPv4 forwarding (net.ipv4.ip_forward=1) for the jobs' outbound traffic"
+    );
+    std::fs::write(PATH, "1").map_err(NetError::netlink("enabling net.ipv4.ip_forward"))
+}
+
+impl Network {
+    /// Before the clone: decides the mode, takes an address (host root), and opens the published ports.
+    /// Starts no thread.
+    pub fn prepare(config: &NetworkConfig) -> Result<Network, NetError> {
+        let root = crate::paths::running_as_host_root();
+        let kind = match config.mode {
+            NetworkMode::Host => Kind::Host,
+            NetworkMode::None => Kind::Loopback,
+            NetworkMode::Private if root && std::env::var_os(USERMODE_ENV).is_none() => {
+                let mut nl = netlink::Netlink::open()
+                    .map_err(NetError::netlink("opening a netlink socket"))?;
+                let short = short_id(&config.id);
+                let host_if = format!("{HOST_IF_PREFIX}{short}");
+                let lease = lease::allocate(&lease_dir(), &mut nl, config.pool, &short, &host_if)?;
+                Kind::Veth {
+                    lease,
+                    nl,
+                    nat: None,
+                }
+            }
+            NetworkMode::Private => match usermode::candidates() {
+                Ok(tools) => Kind::UserMode { tools, net: None },
+                Err(why) => {
+                    if !FALLBACK_SAID.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(
+                            "no user-mode network ({why}): the job shares the host's network (install passt or slirp4netns with a usable /dev/net/tun for a private one)"
+                        );
+                    }
+                    Kind::Host
+                }
+            },
+        };
+        let (ports, listeners) = match kind {
+            Kind::Host => (ports::pick_free(&config.ports)?, Vec::new()),
+            _ => {
+                let l = ports::listen(&config.ports)?;
+                (l.iter().map(|(p, _)| *p).collect(), l)
+            }
+        };
+        Ok(Network {
+            kind,
+            ports,
+            listeners,
+            netns: None,
+            forwarder: None,
+        })
+    }
+
+    /// Whether the job gets a network namespace of its own (clone with `CLONE_NEWNET`, bring `lo` up).
+    pub fn needs_netns(&self) -> bool {
+        !matches!(self.kind, Kind::Host)
+    }
+
+    /// The published host ports, in order; the job listens on the same numbers.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// `PORT_i` and `JOB_PORT_i` for the job's environment.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            env.push((format!("PORT_{i}"), p.to_string()));
+            env.push((format!("JOB_PORT_{i}"), p.to_string()));
+        }
+        env
+    }
+
+    /// The job's address and its gateway (the host end), where it has a veth.
+    pub fn addresses(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        match &self.kind {
+            Kind::Veth { lease, .. } => Some((lease.job_ip(), lease.host_ip())),
+            _ => None,
+        }
+    }
+
+    /// The host interface (`dst<12 hex>`), where there is one.
+    pub fn host_interface(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Veth { lease, .. } => Some(&lease.record.host_if),
+            _ => None,
+        }
+    }
+
+    /// Which user-mode network carries the job's outbound traffic, if any.
+    pub fn user_mode_tool(&self) -> Option<&'static str> {
+        match &self.kind {
+            Kind::UserMode { net: Some(n), .. } => Some(n.tool.name()),
+            _ => None,
+        }
+    }
+
+    /// The content for the job's `/etc/resolv.conf`.
+    pub fn resolv_conf(&self) -> String {
+        match self.kind {
+            Kind::Host => dns::resolv_conf_host(),
+            _ => dns::resolv_conf_private(),
+        }
+    }
+
+    /// The content for the job's `/etc/hosts`; `host.dstack.internal` names the host where it is reachable.
+    pub fn hosts(&self, hostname: &str) -> String {
+        match &self.kind {
+            Kind::Host => dns::hosts(hostname, None, Some(Ipv4Addr::LOCALHOST)),
+            Kind::Veth { lease, .. } => {
+                dns::hosts(hostname, Some(lease.job_ip()), Some(lease.host_ip()))
+            }
+            _ => dns::hosts(hostname, None, None),
+        }
+    }
+
+    /// After the clone, while init waits: connects the namespace of `pid` (veth, address, route, NAT; or
+    /// the user-mode helper). Nothing to do for the host network.
+    pub fn attach(&mut self, pid: i32) -> Result<(), NetError> {
+        if !self.needs_netns() {
+            return Ok(());
+        }
+        let ns = netns::open(pid).map_err(|source| NetError::Netns { pid, source })?;
+        match &mut self.kind {
+            Kind::Host | Kind::Loopback => {}
+            Kind::Veth { lease, nl, nat } => {
+                let (host_if, short) = (lease.record.host_if.clone(), lease.record.short.clone());
+                let (host_ip, job_ip) = (lease.host_ip(), lease.job_ip());
+                use std::os::fd::{AsFd, AsRawFd};
+                let op = |what: &str| NetError::netlink(format!("{what} ({host_if})"));
+                nl.create_veth(&host_if, JOB_IF, ns.as_raw_fd(), MTU)
+                    .map_err(op("creating the veth pair"))?;
+                let index = nl
+                    .link_index(&host_if)
+                    .map_err(op("finding the host end"))?;
+                nl.add_address(index, host_ip, 30)
+                    .map_err(op("addressing the host end"))?;
+                nl.set_up(index).map_err(op("bringing the host end up"))?;
+                netns::run_in(ns.as_fd(), || {
+                    let mut inner = netlink::Netlink::open()?;
+                    let index = inner.link_index(JOB_IF)?;
+                    inner.add_address(index, job_ip, 30)?;
+                    inner.set_up(index)?;
+                    inner.add_default_route(host_ip, index)
+                })
+                .map_err(op("configuring the job's eth0"))?;
+                enable_forwarding()?;
+                *nat = Some(nat::install(&short, &host_if, job_ip)?);
+            }
+            Kind::UserMode { tools, net } => {
+                let mut last = None;
+                for tool in tools.iter() {
+                    match usermode::start(*tool, pid, &ns) {
+                        Ok(n) => {
+                            *net = Some(n);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if net.is_none() {
+                    return Err(last.expect("at least one tool was tried"));
+                }
+            }
+        }
+        self.netns = Some(ns);
+        Ok(())
+    }
+
+    /// Once the job has started: forwards each published port from the host into the job's namespace.
+    pub fn start_forwarding(&mut self) -> Result<(), NetError> {
+        if self.listeners.is_empty() {
+            return Ok(());
+        }
+        let ns = self.netns.as_ref().ok_or(NetError::NotAttached)?;
+        let listeners = std::mem::take(&mut self.listeners);
+        self.forwarder =
+            Some(forward::Forwarder::start(listeners, ns).map_err(NetError::Forwarder)?);
+        Ok(())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.forwarder.take();
+        if let Kind::UserMode { net, .. } = &mut self.kind {
+            net.take();
+        }
+        if let Kind::Veth { lease, nl, nat } = &mut self.kind {
+            if let Some(tool) = nat.take() {
+                if let Err(e) = nat::remove(tool, &lease.record.short) {
+                    tracing::warn!(
+                        "cannot remove the NAT rules of {}: {e}",
+                        lease.record.host_if
+                    );
+                }
+            }
+            if let Err(e) = nl.delete_link(&lease.record.host_if) {
+                tracing::warn!("cannot delete interface {}: {e}", lease.record.host_if);
+            }
+        }
+        // The lease record goes with `kind`.
+    }
+}
+
+/// Removes the veths, NAT rules and address leases of runs whose supervisor was killed; returns how
+/// many runs' leftovers went. Cheap when there are none; rootless runs leave nothing to sweep.
+pub fn sweep_leftovers() -> usize {
+    if !crate::paths::running_as_host_root() {
+        return 0;
+    }
+    lease::sweep(&lease_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_fit_an_interface_name() {
+        let name = format!("{HOST_IF_PREFIX}{}", short_id("brave-otter-12"));
+        assert_eq!(name.len(), 15);
+        assert_ne!(short_id("a"), short_id("b"));
+    }
+
+    #[test]
+    fn ports_reach_the_environment_twice() {
+        let net = Network::prepare(
+            &NetworkConfig::new("env-test")
+                .mode(NetworkMode::None)
+                .ports(2),
+        )
+        .unwrap();
+        let env = net.env();
+        assert_eq!(env.len(), 4);
+        assert_eq!(env[0].0, "PORT_0");
+        assert_eq!(
+            env[1],
+            ("JOB_PORT_0".to_string(), net.ports()[0].to_string())
+        );
+        assert!(net.needs_netns());
+    }
+}

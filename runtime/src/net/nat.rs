@@ -1,0 +1,178 @@
+//! Outbound NAT and isolation for one run, in a table (nft) or chains (iptables) of its own, so removing
+//! them is exact: `table ip dstack_<short>` / chains `DSTACK-<short>`. Masquerade what the job sends out
+//! of any interface but its own veth; drop what it sends to other runs' veths.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use super::{HOST_IF_PREFIX, NetError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NatTool {
+    Nft,
+    Iptables,
+}
+
+impl NatTool {
+    pub fn name(self) -> &'static str {
+        match self {
+            NatTool::Nft => "nft",
+            NatTool::Iptables => "iptables",
+        }
+    }
+}
+
+fn nft_table(short: &str) -> String {
+    format!("dstack_{short}")
+}
+
+fn ipt_chain(short: &str) -> String {
+    format!("DSTACK-{short}")
+}
+
+/// Runs `program args` with `input` on stdin; Err(None) when the program does not exist.
+fn run(program: &str, args: &[&str], input: &str) -> Result<(), Option<String>> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
+        Err(e) => return Err(Some(e.to_string())),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| Some(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(Some(
+            err.lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed")
+                .trim()
+                .to_string(),
+        ))
+    }
+}
+
+fn nft_script(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
+    let table = nft_table(short);
+    format!(
+        "table ip {table} {{\n\
+         \tchain postrouting {{ type nat hook postrouting priority 100; policy accept;\n\
+         \t\tip saddr {job_ip} oifname != \"{host_if}\" masquerade\n\t}}\n\
+         \tchain forward {{ type filter hook forward priority 0; policy accept;\n\
+         \t\tiifname \"{host_if}\" oifname \"{HOST_IF_PREFIX}*\" drop\n\t}}\n\
+         }}\n"
+    )
+}
+
+fn iptables_rules(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
+    let chain = ipt_chain(short);
+    format!(
+        "*nat\n:{chain} - [0:0]\n-A {chain} -s {job_ip}/32 ! -o {host_if} -j MASQUERADE\n-A POSTROUTING -j {chain}\nCOMMIT\n\
+         *filter\n:{chain} - [0:0]\n-A {chain} -i {host_if} -o {HOST_IF_PREFIX}+ -j DROP\n\
+         -A {chain} -i {host_if} -j ACCEPT\n-A {chain} -o {host_if} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -I FORWARD -j {chain}\nCOMMIT\n"
+    )
+}
+
+/// Installs the run's NAT with nft, else iptables; says which package to install when neither exists.
+pub(super) fn install(short: &str, host_if: &str, job_ip: Ipv4Addr) -> Result<NatTool, NetError> {
+    let nft_err = match run("nft", &["-f", "-"], &nft_script(short, host_if, job_ip)) {
+        Ok(()) => return Ok(NatTool::Nft),
+        Err(e) => e,
+    };
+    match run(
+        "iptables-restore",
+        &["-w", "--noflush"],
+        &iptables_rules(short, host_if, job_ip),
+    ) {
+        Ok(()) => Ok(NatTool::Iptables),
+        Err(None) => match nft_err {
+            None => Err(NetError::NatToolMissing),
+            Some(message) => Err(NetError::Nat {
+                tool: "nft",
+                message,
+            }),
+        },
+        Err(Some(message)) => {
+            let message = match nft_err {
+                Some(n) => format!("{message} (nft: {n})"),
+                None => message,
+            };
+            Err(NetError::Nat {
+                tool: "iptables",
+                message,
+            })
+        }
+    }
+}
+
+/// Removes what `install` added with `tool`.
+pub(super) fn remove(tool: NatTool, short: &str) -> Result<(), String> {
+    let result = match tool {
+        NatTool::Nft => run("nft", &["delete", "table", "ip", &nft_table(short)], ""),
+        NatTool::Iptables => {
+            let chain = ipt_chain(short);
+            let rules = format!(
+                "*nat\n-D POSTROUTING -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n\
+                 *filter\n-D FORWARD -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n"
+            );
+            run("iptables-restore", &["-w", "--noflush"], &rules)
+        }
+    };
+    result.map_err(|e| e.unwrap_or_else(|| format!("{} is gone", tool.name())))
+}
+
+/// For the sweep: removes the run's table or chains with whichever tool has them.
+pub(super) fn remove_any(short: &str) {
+    let table = nft_table(short);
+    if let Ok(out) = Command::new("nft")
+        .args(["list", "tables", "ip"])
+        .stderr(Stdio::null())
+        .output()
+    {
+        if String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == format!("table ip {table}"))
+        {
+            let _ = remove(NatTool::Nft, short);
+        }
+    }
+    if let Ok(out) = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .stderr(Stdio::null())
+        .output()
+    {
+        if String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == format!("-N {}", ipt_chain(short)))
+        {
+            let _ = remove(NatTool::Iptables, short);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rules_name_only_this_run() {
+        let ip = Ipv4Addr::new(10, 89, 0, 2);
+        let nft = nft_script("abc", "dstabc", ip);
+        assert!(nft.contains("table ip dstack_abc"));
+        assert!(nft.contains("ip saddr 10.89.0.2 oifname != \"dstabc\" masquerade"));
+        assert!(nft.contains("iifname \"dstabc\" oifname \"dst*\" drop"));
+        let ipt = iptables_rules("abc", "dstabc", ip);
+        assert!(ipt.contains("-A DSTACK-abc -s 10.89.0.2/32 ! -o dstabc -j MASQUERADE"));
+    }
+}

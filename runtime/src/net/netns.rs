@@ -1,0 +1,43 @@
+//! Reaching into the job's network namespace from the host side. A socket belongs to the namespace of
+//! the thread that created it, so a thread that `setns`es into the job's namespace can make sockets
+//! there that any thread then uses. Only helper threads ever switch; the supervisor's main thread stays
+//! in the host namespace.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Opens `/proc/<pid>/ns/net`.
+pub(super) fn open(pid: i32) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/{pid}/ns/net")).expect("no NUL");
+    // SAFETY: open with a NUL-terminated path; the descriptor is checked and owned below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Moves the calling thread into the network namespace `ns`.
+pub(super) fn enter(ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns with a namespace descriptor we hold; it changes only this thread's network namespace.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a short-lived thread inside the namespace `ns` and returns its result.
+pub(super) fn run_in<T: Send>(
+    ns: BorrowedFd<'_>,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(ns)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("a network helper thread panicked")))
+    })
+}
