@@ -1,10 +1,245 @@
-//! `dstack run`: the ad hoc form (`dstack run docker IMAGE ...`) and workflows (`dstack run NAME`).
+//! `dstack run`: the ad hoc form (`dstack run docker IMAGE ...`) here; workflows (`dstack run NAME`) are
+//! routed to the workflow runner. Thin on purpose: parse, get the image, plan, run, exit with the job's code.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::RunArgs;
-use crate::error::{CliError, CliResult};
+use clap::Parser;
+use runtime::container::{ContainerBuilder, ContainerError};
+use runtime::image::pull::{NoProgress, PullOptions, pull};
+use runtime::image::registry::{RegistryClient, RegistryOptions};
+use runtime::image::source::Source;
+use runtime::image::store::{Image, ImageName, Store, StoreError};
 
-pub fn run(_args: RunArgs) -> CliResult<ExitCode> {
-    Err(CliError::new("dstack run: not implemented yet"))
+use crate::cli::RunArgs;
+use crate::error::{CliError, CliResult, Context};
+use crate::plan::{self, Host, JobRequest};
+use crate::workflow::{shell, size};
+
+/// The ad hoc form's own flags, which may come before or after the image.
+#[derive(Debug, Parser)]
+#[command(name = "dstack run docker", about = "Run an image as a container")]
+struct AdHoc {
+    /// The image: `ubuntu`, `ghcr.io/org/img:tag`, `oci:/path/to/layout:tag`
+    image: String,
+    /// A shell command line (repeatable: joined with ` && `)
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "COMMAND",
+        allow_hyphen_values = true
+    )]
+    commands: Vec<String>,
+    /// An environment variable, `K=V` (or `K` to pass this process's value)
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Replace the image's ENTRYPOINT (split shell-style; `""` clears it)
+    #[arg(long, allow_hyphen_values = true)]
+    entrypoint: Option<String>,
+    /// CPU cores (fractions allowed: 0.5)
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory limit: `512MB`, `16GB` (decimal), `16GiB` (binary)
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Size of /dev/shm (default: half the memory limit, else half of RAM)
+    #[arg(long, value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// Fail instead of warning when limits cannot be enforced
+    #[arg(long)]
+    strict_limits: bool,
+    /// The working directory inside the container
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    working_dir: Option<String>,
+    /// Print the plan and stop
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl AdHoc {
+    fn request(&self) -> CliResult<JobRequest> {
+        let parse_size = |flag: &str, v: &Option<String>| -> CliResult<Option<u64>> {
+            v.as_deref()
+                .map(size::parse)
+                .transpose()
+                .context(format!("--{flag}"))
+        };
+        let env = self
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), std::env::var(kv).unwrap_or_default()),
+            })
+            .collect();
+        let entrypoint = self
+            .entrypoint
+            .as_deref()
+            .map(shell::split)
+            .transpose()
+            .context("--entrypoint")?;
+        Ok(JobRequest {
+            image: self.image.clone(),
+            commands: self.commands.clone(),
+            entrypoint,
+            env,
+            working_dir: self.working_dir.clone(),
+            cpu: self.cpu,
+            memory: parse_size("memory", &self.memory)?,
+            shm_size: parse_size("shm-size", &self.shm_size)?,
+            strict_limits: self.strict_limits,
+            ..JobRequest::default()
+        })
+    }
+}
+
+pub fn run(args: RunArgs) -> CliResult<ExitCode> {
+    if args.target != "docker" {
+        // Workflows are the workflow runner's (`commands::run_workflow`), wired in when it lands.
+        return Err(CliError::new(format!(
+            "workflows are not supported yet: `dstack run {}`; use `dstack run docker IMAGE -c COMMAND`",
+            args.target
+        )));
+    }
+    let adhoc = AdHoc::try_parse_from(
+        std::iter::once("dstack run docker".to_string()).chain(args.rest.clone()),
+    )
+    .unwrap_or_else(|e| e.exit());
+    let mut req = adhoc.request()?;
+    runtime::userns::enter_rootless_namespace()?;
+    let state_root = runtime::paths::state_root();
+    sweep(&state_root);
+    let store = Store::open_default()?;
+    let image = image(&store, &req.image, &args.pull)?;
+    let id = new_id();
+    req.hostname.get_or_insert_with(|| id.clone());
+    let spec = plan::plan(&req, &image.config, &image.layer_dirs, Host::current())
+        .context(format!("planning {}", image.reference))?;
+    if args.dry_run || adhoc.dry_run {
+        let plan = serde_json::json!({
+            "image": image.reference,
+            "layers": image.layer_dirs,
+            "spec": spec,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("plans serialize")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _lease = store.lease(&image)?;
+    let mut builder = ContainerBuilder::new(&id)
+        .spec(spec.clone())
+        .rootfs(image.layer_dirs.clone());
+    let limits = plan::limits(&spec);
+    if !limits.is_unlimited() {
+        match runtime::cgroup::create(&id, &limits, req.strict_limits)? {
+            runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
+            runtime::cgroup::Placement::Unenforced { reason } => eprintln!("warning: {reason}"),
+        }
+    }
+    let status = builder
+        .build()
+        .and_then(|c| c.start())
+        .and_then(|c| c.wait())
+        .map_err(|e| container_error(e, &image.reference))?;
+    Ok(ExitCode::from(status.code.clamp(0, 255) as u8))
+}
+
+/// Removes what SIGKILLed supervisors left: scratch directories first, then the cgroups of containers
+/// whose directory is gone.
+fn sweep(state_root: &Path) {
+    runtime::container::sweep_leftovers(state_root);
+    let containers = state_root.join("containers");
+    if let Err(e) = runtime::cgroup::sweep_leftovers(|name| containers.join(name).exists()) {
+        tracing::debug!("sweeping cgroups: {e}");
+    }
+}
+
+/// The image from the store, pulled first when the policy says so.
+fn image(store: &Store, reference: &str, policy: &str) -> CliResult<Image> {
+    let name: ImageName = reference.parse()?;
+    let pull_now = match policy {
+        "always" => true,
+        "missing" => match store.lookup(&name) {
+            Ok(image) => return Ok(image),
+            Err(StoreError::NotFound(_)) => true,
+            Err(e) => return Err(e.into()),
+        },
+        "never" => false,
+        other => {
+            return Err(CliError::new(format!(
+                "--pull {other}: use missing, always or never"
+            )));
+        }
+    };
+    if !pull_now {
+        return Ok(store.lookup(&name)?);
+    }
+    let source: Box<dyn Source> = match &name {
+        ImageName::Registry(r) => Box::new(RegistryClient::new(r, &RegistryOptions::default())?),
+        ImageName::Layout { dir, .. } => Box::new(runtime::image::layout::OciLayout::open(dir)?),
+    };
+    eprintln!("pulling {name}");
+    let options = PullOptions::new(&NoProgress);
+    Ok(pull(store, source.as_ref(), &name, &options).context(format!("pulling {name}"))?)
+}
+
+fn container_error(e: ContainerError, image: &str) -> CliError {
+    let code = e.exit_code().clamp(1, 255) as u8;
+    match e {
+        ContainerError::Start { message, .. } => CliError::new(message).with_exit_code(code),
+        other => CliError::new(format!("running {image}: {other}")).with_exit_code(code),
+    }
+}
+
+/// Twelve hex digits from the kernel's random pool: the container id and default hostname.
+fn new_id() -> String {
+    let mut bytes = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> AdHoc {
+        AdHoc::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_may_come_before_or_after_the_image() {
+        let a = parse(&[
+            "-c", "echo hi", "busybox", "-e", "A=1", "--memory", "512MB", "-c", "exit 3",
+        ]);
+        let r = a.request().unwrap();
+        assert_eq!(r.image, "busybox");
+        assert_eq!(r.commands, ["echo hi", "exit 3"]);
+        assert_eq!(r.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(r.memory, Some(512_000_000));
+        let b = parse(&[
+            "--shm-size",
+            "1GiB",
+            "--cpu",
+            "0.5",
+            "img",
+            "--entrypoint",
+            "/bin/echo -n",
+        ]);
+        let r = b.request().unwrap();
+        assert_eq!((r.shm_size, r.cpu), (Some(1 << 30), Some(0.5)));
+        assert_eq!(
+            r.entrypoint,
+            Some(vec!["/bin/echo".to_string(), "-n".to_string()])
+        );
+    }
+
+    #[test]
+    fn bad_sizes_name_the_flag() {
+        let err = parse(&["img", "--memory", "12XB"]).request().unwrap_err();
+        assert!(err.to_string().contains("--memory"), "{err}");
+    }
 }

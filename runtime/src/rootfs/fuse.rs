@@ -6,8 +6,18 @@ use std::process::Command;
 
 use super::RootfsError;
 
-pub(super) fn installed() -> bool {
-    which().is_some()
+/// Why fuse-overlayfs cannot be used here, if it cannot.
+pub(super) fn unavailable() -> Option<String> {
+    if which().is_none() {
+        return Some("fuse-overlayfs is not installed (package fuse-overlayfs)".into());
+    }
+    let rw = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK;
+    if nix::unistd::access("/dev/fuse", rw).is_err() {
+        return Some(
+            "fuse-overlayfs needs read-write access to /dev/fuse, which this user lacks".into(),
+        );
+    }
+    None
 }
 
 fn which() -> Option<PathBuf> {

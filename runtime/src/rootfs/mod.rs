@@ -143,8 +143,12 @@ impl Rootfs {
                 Err(e) => reason = Some(e.to_string()),
             }
         }
-        if self.forced != Some(Driver::Copy) && fuse::installed() {
-            match fuse::mount(&self.lowers(), &self.dir, &self.merged()) {
+        if self.forced != Some(Driver::Copy) {
+            let tried = match fuse::unavailable() {
+                Some(why) => Err(RootfsError::Fuse(why)),
+                None => fuse::mount(&self.lowers(), &self.dir, &self.merged()),
+            };
+            match tried {
                 Ok(()) => return Ok(self.mounted(Driver::FuseOverlayfs, reason)),
                 Err(e) if self.forced == Some(Driver::FuseOverlayfs) => return Err(e),
                 Err(e) => reason = Some(format!("{}; {e}", reason.unwrap_or_default())),
