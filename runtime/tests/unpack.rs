@@ -288,6 +288,7 @@ fn modes_times_owners_and_xattrs_are_kept() {
         .pax(&[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")])
         .file("sneaky", b"z")
         .symlink("link", "owned")
+        .file_with("group-writable", b"g", 0o777, 0, 0, 1)
         .tar();
     let (sandbox, result) = unpack_in_sandbox(&tar);
     result.unwrap();
@@ -301,6 +302,8 @@ fn modes_times_owners_and_xattrs_are_kept() {
     );
     let suid = std::fs::metadata(root.join("ro/suid")).unwrap();
     assert_eq!(suid.mtime(), 1_400_000_000);
+    let open = std::fs::metadata(root.join("group-writable")).unwrap();
+    assert_eq!(open.permissions().mode() & 0o7777, 0o777, "modes are kept whatever the umask");
     let owned = std::fs::metadata(root.join("owned")).unwrap();
     assert_eq!(owned.permissions().mode() & 0o7777, 0o640);
     assert_eq!(

@@ -139,15 +139,20 @@ pub(crate) fn open_child_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Own
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Creates a new regular file (never reusing or following what is there) and opens it for writing.
-pub(crate) fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<std::fs::File> {
+/// Creates a new regular file with `mode` (less the umask; never reusing or following what is there) and
+/// opens it for writing, which works whatever the mode says.
+pub(crate) fn create_file(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mode: u32,
+) -> io::Result<std::fs::File> {
     // SAFETY: valid descriptor and NUL-terminated name.
     let fd = check(unsafe {
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
+            mode as libc::c_uint,
         )
     })?;
     // SAFETY: a new descriptor owned by nobody else.
@@ -291,4 +296,18 @@ pub(crate) fn resolve_dir_nofollow(root: BorrowedFd<'_>, rel: &[u8]) -> io::Resu
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     )
+}
+
+/// Whether an error says the name is already taken.
+pub(crate) fn is_exists(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EEXIST)
+}
+
+/// Makes room at `name` in `dir`: removes a file, symlink or special file, or a whole directory tree.
+pub(crate) fn remove_any(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    match existing(dir, name)? {
+        Existing::Nothing => Ok(()),
+        Existing::Directory => remove_tree(dir, name),
+        Existing::Other => unlink(dir, name),
+    }
 }

@@ -15,6 +15,8 @@ pub struct Privilege {
     pub in_user_namespace: bool,
     euid: u32,
     egid: u32,
+    /// The process umask, which `open(O_CREAT)` applies to the mode it is given.
+    umask: u32,
 }
 
 impl Privilege {
@@ -25,6 +27,7 @@ impl Privilege {
             in_user_namespace: crate::paths::in_child_user_namespace(),
             euid: nix::unistd::geteuid().as_raw(),
             egid: nix::unistd::getegid().as_raw(),
+            umask: read_umask(),
         }
     }
 
@@ -50,6 +53,18 @@ impl Privilege {
     fn owns(&self, uid: u32, gid: u32) -> bool {
         uid == self.euid && gid == self.egid
     }
+}
+
+/// The umask from /proc (reading it with umask(2) would briefly change it for every thread).
+fn read_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
 }
 
 /// The metadata of one tar entry.
@@ -123,11 +138,15 @@ fn parse_pax_time(text: &str) -> Option<(i64, u32)> {
 
 /// Sets the owner when it differs from ours. Where this process may not give files away (an unprivileged
 /// user, or ids outside the user namespace's mapping) the file stays ours.
-pub(crate) fn chown_fd(fd: BorrowedFd<'_>, meta: &Meta, privilege: &Privilege) -> io::Result<()> {
+/// Returns whether the owner was changed (which clears setuid bits).
+pub(crate) fn chown_fd(fd: BorrowedFd<'_>, meta: &Meta, privilege: &Privilege) -> io::Result<bool> {
     if privilege.owns(meta.uid, meta.gid) {
-        return Ok(());
+        return Ok(false);
     }
-    tolerate_unmapped(fs::fchown(fd, meta.uid, meta.gid), privilege)
+    match fs::fchown(fd, meta.uid, meta.gid) {
+        Ok(()) => Ok(true),
+        Err(e) => tolerate_unmapped(Err(e), privilege).map(|()| false),
+    }
 }
 
 pub(crate) fn chown_name(
@@ -184,17 +203,21 @@ pub(crate) fn set_xattrs(
     Ok(())
 }
 
-/// Owner, xattrs, mode, then times: chown clears setuid bits and file capabilities, so it goes first, and
-/// times last because nothing after them may touch the file.
+/// Owner, xattrs, mode, then times, for a file created with `meta.mode`: chown clears setuid bits and file
+/// capabilities, so it goes first, and times last because nothing after them may touch the file. The mode is
+/// set again only where creation could not give it (umask, special bits, a chown): one syscall fewer for most
+/// files, which matters at thousands of files per layer.
 pub(crate) fn apply_to_file(
     fd: BorrowedFd<'_>,
     meta: &Meta,
     privilege: &Privilege,
     path: &str,
 ) -> io::Result<()> {
-    chown_fd(fd, meta, privilege)?;
+    let chowned = chown_fd(fd, meta, privilege)?;
     set_xattrs(fd, meta, privilege, path)?;
-    fs::fchmod(fd, meta.mode)?;
+    if chowned || meta.mode & 0o7000 != 0 || meta.mode & privilege.umask != 0 {
+        fs::fchmod(fd, meta.mode)?;
+    }
     fs::futimes(fd, meta.mtime_secs, meta.mtime_nanos)
 }
 

@@ -120,6 +120,7 @@ pub fn unpack<R: Read>(
             pending: HashSet::new(),
             parent: None,
             dirs: Vec::new(),
+            dir_paths: HashSet::new(),
             root_meta: None,
             stats: UnpackStats::default(),
         };
@@ -144,6 +145,8 @@ struct Walk<'a> {
     parent: Option<(Vec<u8>, Arc<OwnedFd>)>,
     /// Directories whose mode and times are set at the end, when nothing is created in them any more.
     dirs: Vec<(EntryPath, Meta)>,
+    /// Every directory created, so that an entry replacing one is handled on this thread.
+    dir_paths: HashSet<EntryPath>,
     root_meta: Option<Meta>,
     stats: UnpackStats,
 }
@@ -185,27 +188,32 @@ impl Walk<'_> {
         }
         let dir = self.parent_dir(parent, &shown)?;
         let name = fs::cstring(name).map_err(io_err(&shown))?;
-        let existing = fs::existing(dir.as_fd(), &name).map_err(io_err(&shown))?;
         let privilege = self.options.privilege;
         if kind.is_dir() {
-            match existing {
-                Existing::Directory => {}
-                Existing::Other => {
-                    fs::unlink(dir.as_fd(), &name).map_err(io_err(&shown))?;
-                    fs::mkdir(dir.as_fd(), &name, 0o700).map_err(io_err(&shown))?;
+            match fs::mkdir(dir.as_fd(), &name, 0o700) {
+                Ok(()) => {}
+                Err(e) if fs::is_exists(&e) => {
+                    if fs::existing(dir.as_fd(), &name).map_err(io_err(&shown))?
+                        != Existing::Directory
+                    {
+                        fs::unlink(dir.as_fd(), &name).map_err(io_err(&shown))?;
+                        fs::mkdir(dir.as_fd(), &name, 0o700).map_err(io_err(&shown))?;
+                    }
                 }
-                Existing::Nothing => {
-                    fs::mkdir(dir.as_fd(), &name, 0o700).map_err(io_err(&shown))?
-                }
+                Err(e) => return Err(io_err(&shown)(e)),
             }
             let fd = fs::open_child_dir(dir.as_fd(), &name).map_err(io_err(&shown))?;
             meta::chown_fd(fd.as_fd(), &meta, &privilege).map_err(io_err(&shown))?;
             meta::set_xattrs(fd.as_fd(), &meta, &privilege, &shown).map_err(io_err(&shown))?;
+            self.dir_paths.insert(path.clone());
             self.dirs.push((path, meta));
             self.stats.entries += 1;
             return Ok(());
         }
-        self.clear(&dir, &name, existing, &shown)?;
+        if self.dir_paths.remove(&path) {
+            // A directory becomes something else: files queued inside it must land first.
+            self.clear(&dir, &name, Existing::Directory, &shown)?;
+        }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 self.regular(entry, dir, name, path, meta, shown)
@@ -216,7 +224,9 @@ impl Walk<'_> {
                 })?;
                 // Kept as written, absolute or not: it is resolved inside the container's root at run time.
                 let target = fs::cstring(&target).map_err(io_err(&shown))?;
-                fs::symlink(&target, dir.as_fd(), &name).map_err(io_err(&shown))?;
+                self.create(&dir, &name, &shown, || {
+                    fs::symlink(&target, dir.as_fd(), &name)
+                })?;
                 meta::chown_name(dir.as_fd(), &name, &meta, &privilege).map_err(io_err(&shown))?;
                 fs::utimes_at(dir.as_fd(), &name, meta.mtime_secs, meta.mtime_nanos)
                     .map_err(io_err(&shown))?;
@@ -231,6 +241,25 @@ impl Walk<'_> {
                 tracing::debug!("{shown}: skipping tar entry of type {other:?}");
                 Ok(())
             }
+        }
+    }
+
+    /// Runs `make` to create `name`; if the name is taken (a later entry replaces an earlier one), clears it
+    /// and runs `make` again. The layer directory starts empty, so checking first would only cost time.
+    fn create<T>(
+        &mut self,
+        dir: &Arc<OwnedFd>,
+        name: &CString,
+        shown: &str,
+        mut make: impl FnMut() -> io::Result<T>,
+    ) -> Result<T, UnpackError> {
+        match make() {
+            Err(e) if fs::is_exists(&e) => {
+                let existing = fs::existing(dir.as_fd(), name).map_err(io_err(shown))?;
+                self.clear(dir, name, existing, shown)?;
+                make().map_err(io_err(shown))
+            }
+            other => other.map_err(io_err(shown)),
         }
     }
 
@@ -267,7 +296,10 @@ impl Walk<'_> {
         self.stats.entries += 1;
         self.stats.bytes += size;
         if size > self.options.max_buffered_file {
-            let mut file = fs::create_file(dir.as_fd(), &name).map_err(io_err(&shown))?;
+            let mode = meta.mode;
+            let mut file = self.create(&dir, &name, &shown, || {
+                fs::create_file(dir.as_fd(), &name, mode)
+            })?;
             io::copy(entry, &mut file).map_err(|e| self.read_or_write_error(e, &shown))?;
             return meta::apply_to_file(file.as_fd(), &meta, &self.options.privilege, &shown)
                 .map_err(io_err(&shown));
@@ -331,18 +363,21 @@ impl Walk<'_> {
             Err(e) => return Err(io_err(&shown)(e)),
         };
         let target_name = fs::cstring(target_name).map_err(io_err(&shown))?;
-        match fs::hardlink(target_dir.as_fd(), &target_name, dir.as_fd(), name) {
+        let linked = self.create(dir, name, &shown, || {
+            fs::hardlink(target_dir.as_fd(), &target_name, dir.as_fd(), name)
+        });
+        match linked {
             Ok(()) => {
                 self.stats.entries += 1;
                 Ok(())
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            Err(UnpackError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
                 Err(UnpackError::LinkTargetMissing {
                     path: shown,
                     target: target_shown,
                 })
             }
-            Err(e) => Err(io_err(&shown)(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -371,7 +406,9 @@ impl Walk<'_> {
         let header = entry.header();
         let major = header.device_major().ok().flatten().unwrap_or(0);
         let minor = header.device_minor().ok().flatten().unwrap_or(0);
-        fs::mknod(dir.as_fd(), name, file_type | meta.mode, major, minor).map_err(io_err(shown))?;
+        self.create(dir, name, shown, || {
+            fs::mknod(dir.as_fd(), name, file_type | meta.mode, major, minor)
+        })?;
         meta::chown_name(dir.as_fd(), name, meta, &privilege).map_err(io_err(shown))?;
         fs::utimes_at(dir.as_fd(), name, meta.mtime_secs, meta.mtime_nanos)
             .map_err(io_err(shown))?;
@@ -433,6 +470,9 @@ impl Walk<'_> {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                     let name = fs::cstring(component).map_err(io_err(shown))?;
                     fs::mkdir(fd.as_fd(), &name, 0o755).map_err(io_err(shown))?;
+                    if let Ok(Some(created)) = EntryPath::parse(&rel[..end]) {
+                        self.dir_paths.insert(created);
+                    }
                     fs::open_child_dir(fd.as_fd(), &name).map_err(io_err(shown))?
                 }
                 Err(e) => return Err(io_err(shown)(e)),

@@ -149,7 +149,16 @@ fn worker(shared: &Shared) {
 }
 
 pub(crate) fn write_file(job: &FileJob, privilege: &Privilege) -> io::Result<()> {
-    let mut file = fs::create_file(job.dir.as_fd(), &job.name)?;
+    let dir = job.dir.as_fd();
+    // The layer directory starts empty, so a name is taken only when the layer lists it twice (or reaches it
+    // twice through a symlink): rare enough to check only on EEXIST.
+    let mut file = match fs::create_file(dir, &job.name, job.meta.mode) {
+        Err(e) if fs::is_exists(&e) => {
+            fs::remove_any(dir, &job.name)?;
+            fs::create_file(dir, &job.name, job.meta.mode)?
+        }
+        other => other?,
+    };
     file.write_all(&job.data)?;
     meta::apply_to_file(file.as_fd(), &job.meta, privilege, &job.path)
 }
