@@ -3,7 +3,6 @@
 //! first time.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use super::copy;
@@ -12,18 +11,6 @@ use crate::project::Project;
 /// The directory holding every cache path of `workflow` in `project`.
 pub fn workflow_dir(state_root: &Path, project: &Project, workflow: &str) -> PathBuf {
     state_root.join("cache").join(project.id()).join(workflow)
-}
-
-/// The host directory for one cache path (its key, see `ContainerPath::key`), created if needed.
-pub fn prepare(
-    state_root: &Path,
-    project: &Project,
-    workflow: &str,
-    key: &str,
-) -> io::Result<PathBuf> {
-    let dir = workflow_dir(state_root, project, workflow).join(key);
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// Empties the caches of `workflow` in `project`; false when there were none.
@@ -52,18 +39,18 @@ mod tests {
             Project::at(p1.path()).unwrap(),
             Project::at(p2.path()).unwrap(),
         );
-        let a = prepare(state.path(), &p1, "train", "~/.cache/pip").unwrap();
-        fs::write(a.join("wheel"), "x").unwrap();
-        let again = prepare(state.path(), &p1, "train", "~/.cache/pip").unwrap();
-        assert_eq!(a, again);
-        assert!(
-            again.join("wheel").exists(),
-            "a cache persists between runs"
+        let a = workflow_dir(state.path(), &p1, "train");
+        fs::create_dir_all(a.join("~/.cache/pip")).unwrap();
+        fs::write(a.join("~/.cache/pip/wheel"), "x").unwrap();
+        assert_eq!(
+            a,
+            workflow_dir(state.path(), &p1, "train"),
+            "the same place every run"
         );
-        let other_project = prepare(state.path(), &p2, "train", "~/.cache/pip").unwrap();
-        assert_ne!(a, other_project);
-        let other_workflow = prepare(state.path(), &p1, "serve", "~/.cache/pip").unwrap();
+        assert_ne!(a, workflow_dir(state.path(), &p2, "train"));
+        let other_workflow = workflow_dir(state.path(), &p1, "serve");
         assert_ne!(a, other_workflow);
+        fs::create_dir_all(&other_workflow).unwrap();
         assert!(prune(state.path(), &p1, "train").unwrap());
         assert!(!a.exists());
         assert!(other_workflow.exists());

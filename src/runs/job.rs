@@ -188,7 +188,7 @@ pub fn needs_home(workflow: &Workflow) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::{Artifact, EnvVar, Resources};
+    use crate::workflow::model::{Artifact, EnvVar, Resources};
 
     fn workflow() -> Workflow {
         Workflow {

@@ -186,7 +186,7 @@ fn nvidia_smi_memory() -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::GpuRequest;
+    use crate::workflow::model::GpuRequest;
 
     fn machine(gpus: &[(&str, Option<u64>)]) -> Machine {
         Machine {

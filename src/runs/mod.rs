@@ -14,18 +14,20 @@
 pub mod artifacts;
 pub mod cache;
 pub mod copy;
+pub mod detach;
 pub mod fsutil;
 pub mod job;
 pub mod logs;
 pub mod machine;
 pub mod name;
 pub mod record;
+pub mod signals;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use record::{ArtifactRecord, RunRecord, Status};
+pub use record::{RunRecord, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
@@ -334,14 +336,6 @@ impl ActiveRun {
         &self.record.name
     }
 
-    pub fn record(&self) -> &RunRecord {
-        &self.record
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(LOG)
     }
@@ -415,6 +409,19 @@ impl ActiveRun {
             &self.record.artifacts,
         )?;
         copy::remove_tree(&self.dir.join(PROJECT_COPY))?;
+        Ok(())
+    }
+
+    /// Removes a run that never started (its workflow could not be resolved with its name).
+    pub fn discard(self) -> Result<(), RunsError> {
+        let parent = self.dir.parent().unwrap_or(&self.dir);
+        let doomed = parent.join(format!(
+            ".removing-{}-{}",
+            self.record.name,
+            std::process::id()
+        ));
+        fs::rename(&self.dir, &doomed).map_err(io_at(&self.dir))?;
+        copy::remove_tree(&doomed)?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::record::ArtifactRecord;
 use super::*;
 
 fn template() -> RunRecord {
@@ -206,4 +207,15 @@ fn listing_is_oldest_first_and_skips_strangers() {
         .map(|v| v.record.name)
         .collect();
     assert_eq!(names, [first.name(), second.name()]);
+}
+
+#[test]
+fn a_run_that_never_started_can_be_discarded() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let run = store.create(template()).unwrap();
+    let name = run.name().to_string();
+    run.discard().unwrap();
+    assert!(store.get(&name).is_err());
+    assert!(store.list().unwrap().is_empty());
 }

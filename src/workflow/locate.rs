@@ -43,18 +43,6 @@ impl YamlPath {
         steps.extend(rest.0.iter().cloned());
         YamlPath(steps)
     }
-
-    pub fn is_root(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The last key on the path, the one a message about this node names.
-    pub fn last_key(&self) -> Option<&str> {
-        self.0.iter().rev().find_map(|step| match step {
-            Step::Key(key) => Some(key.as_str()),
-            Step::Index(_) => None,
-        })
-    }
 }
 
 impl fmt::Display for YamlPath {
@@ -312,6 +300,5 @@ workflows:
     fn paths_print_as_users_write_them() {
         let p = path(&[k("workflows"), Step::Index(0), k("resources"), k("gpu")]);
         assert_eq!(p.to_string(), "workflows[0].resources.gpu");
-        assert_eq!(p.last_key(), Some("gpu"));
     }
 }

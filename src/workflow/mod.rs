@@ -3,7 +3,7 @@
 
 mod error;
 mod locate;
-mod model;
+pub mod model;
 mod parse;
 pub mod shell;
 pub mod size;
@@ -19,9 +19,7 @@ use std::sync::Arc;
 use yaml_serde::Value;
 
 pub use error::{At, WorkflowError};
-pub use model::{
-    Artifact, ContainerPath, EnvVar, GpuRequest, RegistryAuth, Resources, WORKFLOW_DIR, Workflow,
-};
+pub use model::{ContainerPath, RegistryAuth, Resources, WORKFLOW_DIR, Workflow};
 pub use suggest::closest as suggest_closest;
 pub use template::Context;
 
@@ -121,12 +119,8 @@ impl Entry {
         &self.workflow.name
     }
 
-    /// The file that defines it, as messages show it.
-    pub fn file(&self) -> &str {
-        &self.src.display
-    }
-
     /// The workflow as loaded; strings may still hold `${{ ... }}` expressions.
+    #[cfg(test)]
     pub fn unresolved(&self) -> &Workflow {
         &self.workflow
     }

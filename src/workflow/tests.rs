@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::model::{Artifact, GpuRequest};
 use super::*;
 
 const FILE: &str = ".dstack/workflows/test.yaml";

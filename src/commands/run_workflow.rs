@@ -1,0 +1,565 @@
+//! `dstack run NAME [ARGS]`: a workflow from the project's `.dstack/workflows/`, run as a container with a
+//! run record.
+//!
+//! Everything that can be checked is checked before anything starts (the workflow, its secrets, the
+//! machine's resources). Then a run is allocated and its name printed, the project is copied for
+//! `/workflow`, the image pulled (with `registry_auth`), the job planned and started through the same
+//! planner and runtime as `dstack run docker`, supervised to its end, and its artifacts saved however it
+//! ends. `dstack` exits with the job's exit code.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::path::Path;
+use std::process::ExitCode;
+
+use runtime::container::{ContainerBuilder, ExitStatus};
+use runtime::image::pull::{NoProgress, PullOptions, pull};
+use runtime::image::registry::{Credentials, RegistryClient, RegistryOptions};
+use runtime::image::source::Source;
+use runtime::image::store::{Image, ImageName, Store, StoreError};
+
+use crate::cli::RunArgs;
+use crate::error::{CliError, CliResult};
+use crate::plan::{self, Host, JobRequest};
+use crate::project::Project;
+use crate::runs::detach::{self, Side};
+use crate::runs::job::{self, HostDirs};
+use crate::runs::machine::Machine;
+use crate::runs::{ActiveRun, RunRecord, RunStore, Status, StopRequest, cache, logs, signals};
+use crate::secrets::SecretStore;
+use crate::workflow::{Catalog, Context, RegistryAuth, Workflow, shell};
+
+/// What `${{ run.name }}` reads as before a run has a name (checks, `--dry-run`).
+const UNNAMED: &str = "<run-name>";
+
+pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
+    runtime::userns::enter_rootless_namespace()?;
+    let state_root = runtime::paths::state_root();
+    let project = Project::current()?;
+    let catalog = Catalog::load(&project)?;
+    let entry = catalog.get(&args.target)?;
+    let secrets = SecretStore::for_project(&state_root, &project).load()?;
+    let mask = Masker::new(&secrets);
+    let run_args = shell::join(&args.rest);
+    let context = |run_name| Context {
+        run_name,
+        run_args: &run_args,
+        secrets: &secrets,
+    };
+    check_pull_policy(&args.pull)?;
+
+    // Everything that can fail before a run exists fails here, with nothing started.
+    let preview = entry
+        .resolve(&context(UNNAMED))
+        .map_err(|e| mask.error(&e, 1))?;
+    Machine::probe().check(&preview.resources)?;
+    if let Some(gpu) = &preview.resources.gpu {
+        return Err(CliError::new(format!(
+            "this runtime cannot give GPUs to containers yet (the workflow asks for {} GPU{})",
+            gpu.count,
+            if gpu.count == 1 { "" } else { "s" }
+        )));
+    }
+    if preview.version.is_some() {
+        eprintln!(
+            "note: `version` has no effect for the docker provider; the image decides what is installed"
+        );
+    }
+    if preview.resources.interruptible {
+        eprintln!(
+            "note: `interruptible` has no effect on a single machine; the run is not interrupted"
+        );
+    }
+    if args.dry_run {
+        return dry_run(&preview, &project, &state_root, &secrets, &args.pull, &mask);
+    }
+
+    sweep_leftovers(&state_root);
+    let store = RunStore::new(&state_root);
+    let record = RunRecord::new(
+        "",
+        entry.name(),
+        project.dir().to_path_buf(),
+        &mask.text(&preview.image),
+    );
+    let mut run = store.create(record)?;
+    let workflow = match entry.resolve(&context(run.name())) {
+        Ok(workflow) => workflow,
+        Err(err) => {
+            let _ = run.discard();
+            return Err(mask.error(&err, 1));
+        }
+    };
+    if args.detach {
+        match detach::detach() {
+            Ok(Side::Parent) => {
+                println!("{}", run.name());
+                run.hand_over_lock();
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(Side::Supervisor) => run.update(|r| r.supervisor_pid = Some(std::process::id()))?,
+            Err(err) => {
+                let _ = run.discard();
+                return Err(err.into());
+            }
+        }
+    } else {
+        eprintln!("run {}", run.name());
+    }
+    if let Err(err) = signals::record_stop_on_signal(&run.stop_request_path()) {
+        tracing::warn!("stop signals before the job starts will abort the run: {err}");
+    }
+    let supervised = supervise(
+        &mut run,
+        &workflow,
+        &project,
+        &state_root,
+        &secrets,
+        &args.pull,
+        &mask,
+    );
+    match supervised {
+        Ok(status) => {
+            let code = status.code.clamp(0, 255) as u8;
+            finish(&mut run, &status);
+            Ok(ExitCode::from(code))
+        }
+        Err(failure) => {
+            let _ = signals::ignore_stop_signals();
+            append_to_log(&run.log_path(), &format!("error: {}\n", failure.message));
+            if let Err(e) = run.save_artifacts() {
+                eprintln!(
+                    "warning: saving the artifacts of {}: {}",
+                    run.name(),
+                    mask.text(&e.to_string())
+                );
+            }
+            let status = run
+                .stop_request()
+                .map_or(Status::Failed, StopRequest::status);
+            let _ = run.finish(status, None, Some(&failure.message));
+            Err(CliError::new(failure.message).with_exit_code(failure.code))
+        }
+    }
+}
+
+/// A failure of the run before the job ended: the whole cause chain in one line, secrets masked.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+/// Replaces the project's secret values with `***` in anything shown or stored.
+struct Masker {
+    values: Vec<String>,
+}
+
+impl Masker {
+    fn new(secrets: &BTreeMap<String, String>) -> Masker {
+        let mut values: Vec<String> = Vec::new();
+        for value in secrets.values().filter(|v| !v.is_empty()) {
+            values.push(value.clone());
+            // As it appears inside JSON strings too (`--dry-run` prints JSON).
+            let quoted = serde_json::to_string(value).expect("strings serialize");
+            values.push(quoted[1..quoted.len() - 1].to_string());
+        }
+        Masker { values }
+    }
+
+    fn text(&self, text: &str) -> String {
+        logs::mask(text, &self.values)
+    }
+
+    /// An error and its causes as one masked line.
+    fn chain(&self, err: &(dyn StdError + 'static)) -> String {
+        self.text(&one_line(err))
+    }
+
+    fn error(&self, err: &(dyn StdError + 'static), code: u8) -> CliError {
+        CliError::new(self.chain(err)).with_exit_code(code)
+    }
+
+    fn failure(&self, what: &str, err: &(dyn StdError + 'static), code: u8) -> Failure {
+        Failure {
+            message: format!("{what}: {}", self.chain(err)),
+            code,
+        }
+    }
+}
+
+/// Runs the job for `run` and returns how it ended; its end is recorded by the caller.
+fn supervise(
+    run: &mut ActiveRun,
+    workflow: &Workflow,
+    project: &Project,
+    state_root: &Path,
+    secrets: &BTreeMap<String, String>,
+    pull_policy: &str,
+    mask: &Masker,
+) -> Result<ExitStatus, Failure> {
+    const START_FAILED: u8 = 125;
+    let copy_dir = run.project_copy_dir();
+    job::copy_project(project.dir(), &copy_dir, state_root)
+        .map_err(|e| mask.failure("copying the project for /workflow", &e, START_FAILED))?;
+    let record = |result: Result<(), crate::runs::RunsError>| {
+        result.map_err(|e| mask.failure("recording the run", &e, START_FAILED))
+    };
+    record(run.set_status(Status::Pulling))?;
+    let images = Store::open_default()
+        .map_err(|e| mask.failure("opening the image store", &e, START_FAILED))?;
+    let image = image(
+        &images,
+        &workflow.image,
+        pull_policy,
+        workflow.registry_auth.as_ref(),
+    )
+    .map_err(|e| Failure {
+        message: mask.text(&format!("pulling {}: {}", workflow.image, e.0)),
+        code: START_FAILED,
+    })?;
+    let _lease = images
+        .lease(&image)
+        .map_err(|e| mask.failure("using the image", &e, START_FAILED))?;
+
+    let home = if job::needs_home(workflow) {
+        image_home(&image)
+            .map_err(|e| mask.failure("finding the image user's home", &e, START_FAILED))?
+    } else {
+        "/root".to_string()
+    };
+    let dirs = HostDirs {
+        project_copy: copy_dir,
+        artifacts: run.artifacts_dir(),
+        cache: cache::workflow_dir(state_root, project, &workflow.name),
+    };
+    let mounts = job::plan_mounts(workflow, &home, &dirs);
+    job::prepare(&mounts, &dirs)
+        .map_err(|e| mask.failure("preparing artifact and cache directories", &e, START_FAILED))?;
+    let ports = free_ports(workflow.ports)
+        .map_err(|e| mask.failure("choosing free ports", &e, START_FAILED))?;
+    let job_id = new_id();
+    let env = job::environment(workflow, run.name(), &job_id, &ports, secrets, |k| {
+        std::env::var(k).ok()
+    });
+    let request = JobRequest {
+        image: workflow.image.clone(),
+        commands: workflow.commands.clone(),
+        entrypoint: workflow.entrypoint.clone(),
+        env,
+        working_dir: Some(workflow.container_working_dir()),
+        cpu: workflow.resources.cpu,
+        memory: workflow.resources.memory,
+        shm_size: workflow.resources.shm_size,
+        strict_limits: false,
+        mounts: mounts.mounts.clone(),
+        hostname: Some(run.name().to_string()),
+    };
+    record(run.update(|r| {
+        r.artifacts = mounts.artifacts.clone();
+        r.ports = ports.clone();
+        r.container_id = Some(job_id.clone());
+    }))?;
+    let spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
+        .map_err(|e| mask.failure(&format!("planning {}", image.reference), &e, START_FAILED))?;
+
+    let mut builder = ContainerBuilder::new(&job_id)
+        .spec(spec.clone())
+        .rootfs(image.layer_dirs.clone())
+        .log_file(run.log_path());
+    let limits = plan::limits(&spec);
+    if !limits.is_unlimited() {
+        match runtime::cgroup::create(&job_id, &limits, request.strict_limits)
+            .map_err(|e| mask.failure("setting the resource limits", &e, START_FAILED))?
+        {
+            runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
+            runtime::cgroup::Placement::Unenforced { reason } => eprintln!("warning: {reason}"),
+        }
+    }
+    let container = builder.build().and_then(|c| c.start()).map_err(|e| {
+        let code = e.exit_code().clamp(1, 255) as u8;
+        mask.failure(&format!("starting {}", image.reference), &e, code)
+    })?;
+    record(run.update(|r| r.container_pid = Some(container.pid())))?;
+    record(run.set_status(Status::Running))?;
+    for (i, port) in ports.iter().enumerate() {
+        eprintln!("PORT_{i}: http://127.0.0.1:{port}");
+    }
+    container
+        .wait()
+        .map_err(|e| mask.failure("supervising the job", &e, START_FAILED))
+}
+
+/// Saves the artifacts and records how the job ended.
+fn finish(run: &mut ActiveRun, status: &ExitStatus) {
+    let _ = signals::ignore_stop_signals();
+    let _ = run.set_status(Status::Uploading);
+    if let Err(e) = run.save_artifacts() {
+        eprintln!("warning: saving the artifacts of {}: {e}", run.name());
+    }
+    let (end, message) = end_of(run.stop_request(), status);
+    if let Err(e) = run.finish(end, Some(status.code), message.as_deref()) {
+        eprintln!("warning: recording the end of {}: {e}", run.name());
+    }
+}
+
+/// How a run whose job exited with `status` ended.
+fn end_of(request: Option<StopRequest>, status: &ExitStatus) -> (Status, Option<String>) {
+    if let Some(request) = request {
+        return (request.status(), None);
+    }
+    if status.oom_killed {
+        return (
+            Status::Failed,
+            Some("out of memory: the job exceeded its memory limit".into()),
+        );
+    }
+    match status.code {
+        0 => (Status::Done, None),
+        // Ended by SIGHUP, SIGINT or SIGTERM: Ctrl-C at the terminal (through the pty the supervisor
+        // never sees it) or a stop signal sent to the supervisor without `dstack stop`.
+        129 | 130 | 143 => (Status::Stopped, None),
+        code => (
+            Status::Failed,
+            Some(format!("the job exited with code {code}")),
+        ),
+    }
+}
+
+/// `--dry-run`: the plan as JSON, secrets masked; nothing is created.
+fn dry_run(
+    workflow: &Workflow,
+    project: &Project,
+    state_root: &Path,
+    secrets: &BTreeMap<String, String>,
+    pull_policy: &str,
+    mask: &Masker,
+) -> CliResult<ExitCode> {
+    let images = Store::open_default()?;
+    let image = image(
+        &images,
+        &workflow.image,
+        pull_policy,
+        workflow.registry_auth.as_ref(),
+    )
+    .map_err(|e| CliError::new(mask.text(&format!("pulling {}: {}", workflow.image, e.0))))?;
+    let home = if job::needs_home(workflow) {
+        image_home(&image).map_err(|e| mask.error(&e, 1))?
+    } else {
+        "/root".to_string()
+    };
+    let run_dir = state_root.join("runs").join(UNNAMED);
+    let dirs = HostDirs {
+        project_copy: run_dir.join("workflow"),
+        artifacts: run_dir.join("artifacts"),
+        cache: cache::workflow_dir(state_root, project, &workflow.name),
+    };
+    let mounts = job::plan_mounts(workflow, &home, &dirs);
+    let ports: Vec<u16> = free_ports(workflow.ports)?;
+    let env = job::environment(workflow, UNNAMED, "<job-id>", &ports, secrets, |k| {
+        std::env::var(k).ok()
+    });
+    let request = JobRequest {
+        image: workflow.image.clone(),
+        commands: workflow.commands.clone(),
+        entrypoint: workflow.entrypoint.clone(),
+        env,
+        working_dir: Some(workflow.container_working_dir()),
+        cpu: workflow.resources.cpu,
+        memory: workflow.resources.memory,
+        shm_size: workflow.resources.shm_size,
+        strict_limits: false,
+        mounts: mounts.mounts,
+        hostname: Some(UNNAMED.to_string()),
+    };
+    let spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
+        .map_err(|e| mask.error(&e, 1))?;
+    let plan = serde_json::json!({
+        "workflow": workflow.name,
+        "project": project.dir(),
+        "image": image.reference,
+        "ports": ports,
+        "artifacts": mounts.artifacts,
+        "spec": spec,
+    });
+    let text = serde_json::to_string_pretty(&plan).expect("plans serialize");
+    println!("{}", mask.text(&text));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_pull_policy(policy: &str) -> CliResult<()> {
+    match policy {
+        "missing" | "always" | "never" => Ok(()),
+        other => Err(CliError::new(format!(
+            "--pull {other}: use missing, always or never"
+        ))),
+    }
+}
+
+/// An error from getting the image, already made into one line.
+struct PullError(String);
+
+/// An error and its causes in one line (each cause once).
+fn one_line(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The image from the store, pulled first when the policy says so, with the workflow's credentials.
+fn image(
+    store: &Store,
+    reference: &str,
+    policy: &str,
+    auth: Option<&RegistryAuth>,
+) -> Result<Image, PullError> {
+    let line = |e: &(dyn StdError + 'static)| PullError(one_line(e));
+    let name: ImageName = reference.parse().map_err(|e| line(&e))?;
+    if policy != "always" {
+        match store.lookup(&name) {
+            Ok(image) => return Ok(image),
+            Err(StoreError::NotFound(_)) if policy == "missing" => {}
+            Err(e) => return Err(line(&e)),
+        }
+    }
+    let options = RegistryOptions {
+        credentials: auth.map(|a| Credentials::new(&a.username, &a.password)),
+        ..RegistryOptions::default()
+    };
+    let source: Box<dyn Source> = match &name {
+        ImageName::Registry(r) => Box::new(RegistryClient::new(r, &options).map_err(|e| line(&e))?),
+        ImageName::Layout { dir, .. } => {
+            Box::new(runtime::image::layout::OciLayout::open(dir).map_err(|e| line(&e))?)
+        }
+    };
+    eprintln!("pulling {name}");
+    pull(
+        store,
+        source.as_ref(),
+        &name,
+        &PullOptions::new(&NoProgress),
+    )
+    .map_err(|e| line(&e))
+}
+
+/// The home directory of the image's user, from the image's own `/etc/passwd`.
+fn image_home(image: &Image) -> Result<String, plan::PlanError> {
+    let read = |rel: &str| {
+        runtime::rootfs::lookup_file(&image.layer_dirs, rel)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let user = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    plan::resolve_user(&user, &read("etc/passwd"), &read("etc/group")).map(|u| u.home)
+}
+
+/// `count` distinct free TCP ports on this machine.
+fn free_ports(count: u16) -> std::io::Result<Vec<u16>> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind(("0.0.0.0", 0)))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+/// Twelve hex digits from the kernel's random pool: the container id and `JOB_ID`.
+fn new_id() -> String {
+    let mut bytes = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes what SIGKILLed supervisors left: scratch directories, then cgroups whose directory is gone.
+fn sweep_leftovers(state_root: &Path) {
+    runtime::container::sweep_leftovers(state_root);
+    let containers = state_root.join("containers");
+    if let Err(e) = runtime::cgroup::sweep_leftovers(|name| containers.join(name).exists()) {
+        tracing::debug!("sweeping cgroups: {e}");
+    }
+}
+
+fn append_to_log(path: &Path, line: &str) {
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: i32) -> ExitStatus {
+        ExitStatus {
+            code,
+            signal: None,
+            oom_killed: false,
+        }
+    }
+
+    #[test]
+    fn how_a_run_ends() {
+        assert_eq!(end_of(None, &exit(0)), (Status::Done, None));
+        let (status, message) = end_of(None, &exit(3));
+        assert_eq!(
+            (status, message.as_deref()),
+            (Status::Failed, Some("the job exited with code 3"))
+        );
+        assert_eq!(end_of(None, &exit(130)).0, Status::Stopped, "Ctrl-C");
+        assert_eq!(end_of(None, &exit(143)).0, Status::Stopped, "SIGTERM");
+        assert_eq!(
+            end_of(Some(StopRequest::Graceful), &exit(1)).0,
+            Status::Stopped
+        );
+        assert_eq!(
+            end_of(Some(StopRequest::Abort), &exit(137)).0,
+            Status::Aborted
+        );
+        let oom = ExitStatus {
+            code: 137,
+            signal: Some(9),
+            oom_killed: true,
+        };
+        assert_eq!(end_of(None, &oom).0, Status::Failed);
+    }
+
+    #[test]
+    fn secrets_are_masked_in_text_json_and_error_chains() {
+        let secrets = BTreeMap::from([("T".to_string(), "p\"ss".to_string())]);
+        let m = Masker::new(&secrets);
+        assert_eq!(m.text("login with p\"ss"), "login with ***");
+        let json = serde_json::json!({ "env": ["T=p\"ss"] }).to_string();
+        assert!(!m.text(&json).contains("ss"), "{}", m.text(&json));
+        let io = std::io::Error::other("bad password p\"ss");
+        assert_eq!(m.chain(&io), "bad password ***");
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(3).unwrap();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|p| *p > 0));
+        assert_ne!(ports[0], ports[1]);
+        assert!(free_ports(0).unwrap().is_empty());
+    }
+}
