@@ -1,0 +1,562 @@
+//! `dstack run NAME` end to end, through the binary, against a real registry and the real runtime, as root
+//! and rootless: the seed's examples, artifacts however a run ends, caches, secrets and `registry_auth`,
+//! run records, `stop`, and runs in parallel.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A project in the user's home with these workflow files; returns its directory.
+fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
+    for (name, text) in files {
+        d.write_home_file(&format!("project/.dstack/workflows/{name}"), text);
+    }
+    d.write_home_file("project/src/train.py", "print('hello')\n");
+    d.home().join("project")
+}
+
+/// `dstack` for `d`, run in `dir`.
+fn at(d: &Dstack, dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = d.command(args);
+    cmd.current_dir(dir);
+    run_command(cmd)
+}
+
+fn run_command(mut cmd: std::process::Command) -> Output {
+    use std::os::unix::process::ExitStatusExt as _;
+    let out = cmd.output().expect("run dstack");
+    Output {
+        description: format!("{cmd:?}"),
+        status: std::process::ExitStatus::from_raw(out.status.into_raw()),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The run name a foreground `dstack run` printed first (`run NAME` on stderr).
+#[track_caller]
+fn run_name(out: &Output) -> String {
+    out.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .unwrap_or_else(|| panic!("no run name printed:\n{out}"))
+        .trim()
+        .to_string()
+}
+
+fn state(d: &Dstack, run: &str) -> serde_json::Value {
+    let path = d.state_root().join("runs").join(run).join("state.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[track_caller]
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn workflow(registry: &TestRegistry, name: &str, body: &str) -> String {
+    format!(
+        "workflows:\n  - name: {name}\n    provider: docker\n    image: {}\n{body}",
+        registry.image("demo/busybox:latest")
+    )
+}
+
+/// One registry with the busybox image, for a test.
+fn registry() -> TestRegistry {
+    let registry = TestRegistry::plain();
+    push_busybox(&registry, "demo/busybox:latest");
+    registry
+}
+
+/// Runs a scenario as root and as the unprivileged test user.
+macro_rules! as_root_and_rootless {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn as_root() {
+                super::$scenario(super::Dstack::root());
+            }
+            #[test]
+            fn rootless() {
+                super::$scenario(super::Dstack::rootless());
+            }
+        }
+    };
+}
+
+/// The seed's hello-docker: the artifact is saved and `artifacts download` returns it.
+fn hello_docker_saves_its_artifact(d: Dstack) {
+    let registry = registry();
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.dstack/workflows/hello-docker.yaml"
+    ))
+    .unwrap()
+    .replace("localhost:5000", &registry.host());
+    let dir = project(&d, &[("hello-docker.yaml", seed)]);
+    let out = at(&d, &dir, &["run", "hello-docker"]);
+    out.assert_success().assert_stdout_contains("Hello, world!");
+    let run = run_name(&out);
+    assert!(
+        out.stderr.starts_with(&format!("run {run}\n")),
+        "the run name comes first:\n{out}"
+    );
+    let ps = at(&d, &dir, &["ps", "-a"]);
+    ps.assert_success();
+    let row = ps
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&run))
+        .unwrap_or_else(|| panic!("{ps}"));
+    assert!(
+        row.contains("hello-docker") && row.contains(" done ") && row.contains(" 0 "),
+        "{row}"
+    );
+    at(&d, &dir, &["artifacts", "list", &run])
+        .assert_success()
+        .assert_stdout_contains("output");
+    let download = d.home().join("download");
+    std::fs::create_dir_all(&download).unwrap();
+    d.give_to_user(&download);
+    at(&d, &download, &["artifacts", "download", &run]).assert_success();
+    assert_eq!(
+        std::fs::read_to_string(download.join("output/hello.txt")).unwrap(),
+        "Hello, world!\n"
+    );
+    // The job's writes to /workflow never reached the user's files.
+    assert!(!dir.join("output").exists());
+}
+as_root_and_rootless!(hello_docker_saves_its_artifact);
+
+/// A failing job returns its exit code and keeps what it wrote.
+fn a_failing_job_keeps_its_artifacts_and_exit_code(d: Dstack) {
+    let registry = registry();
+    let body = "    commands:\n      - mkdir -p output\n      - echo partial > output/part.txt\n      - exit 3\n    artifacts:\n      - output\n";
+    let dir = project(&d, &[("fail.yaml", workflow(&registry, "fail", body))]);
+    let out = at(&d, &dir, &["run", "fail"]);
+    out.assert_code(3);
+    let run = run_name(&out);
+    let record = state(&d, &run);
+    assert_eq!(record["status"], "failed");
+    assert_eq!(record["exit_code"], 3);
+    let saved = d
+        .state_root()
+        .join("runs")
+        .join(&run)
+        .join("artifacts/output/part.txt");
+    assert_eq!(std::fs::read_to_string(saved).unwrap(), "partial\n");
+    at(&d, &dir, &["artifacts", "list", &run, "--json"])
+        .assert_success()
+        .assert_stdout_contains("\"files\": 1");
+}
+as_root_and_rootless!(a_failing_job_keeps_its_artifacts_and_exit_code);
+
+/// `mount: true`: files appear on the host while the job still runs; `stop` then ends it `stopped` and
+/// keeps what a non-mounted artifact had too.
+fn mounted_artifacts_are_live_and_stop_saves_artifacts(d: Dstack) {
+    let registry = registry();
+    let body = "    commands:\n      - mkdir -p ckpt out\n      - echo step1 > ckpt/step1\n      - echo kept > out/kept.txt\n      - echo ready\n      - sleep 60\n    artifacts:\n      - path: ckpt\n        mount: true\n      - path: out\n";
+    let dir = project(&d, &[("live.yaml", workflow(&registry, "live", body))]);
+    let out = at(&d, &dir, &["run", "-d", "live"]);
+    out.assert_success();
+    let run = out.stdout.trim().to_string();
+    assert!(!run.is_empty(), "-d prints the run name:\n{out}");
+    let live_file = d
+        .state_root()
+        .join("runs")
+        .join(&run)
+        .join("artifacts/ckpt/step1");
+    wait_until(
+        "the mounted artifact's file",
+        Duration::from_secs(60),
+        || live_file.exists(),
+    );
+    assert_eq!(state(&d, &run)["status"], "running");
+    at(&d, &dir, &["ps"])
+        .assert_success()
+        .assert_stdout_contains(&run);
+    wait_until("the job's `ready`", Duration::from_secs(30), || {
+        at(&d, &dir, &["logs", &run]).stdout.contains("ready")
+    });
+    at(&d, &dir, &["stop", &run]).assert_success();
+    let record = state(&d, &run);
+    assert_eq!(record["status"], "stopped", "{record}");
+    let saved = d
+        .state_root()
+        .join("runs")
+        .join(&run)
+        .join("artifacts/out/kept.txt");
+    assert_eq!(std::fs::read_to_string(saved).unwrap(), "kept\n");
+    assert_eq!(std::fs::read_to_string(&live_file).unwrap(), "step1\n");
+    // Only finished runs can be removed; this one is.
+    at(&d, &dir, &["rm", &run]).assert_success();
+    assert!(!d.state_root().join("runs").join(&run).exists());
+}
+as_root_and_rootless!(mounted_artifacts_are_live_and_stop_saves_artifacts);
+
+/// A cache directory written by one run is read by the next; `prune cache` empties it.
+fn the_cache_persists_between_runs(d: Dstack) {
+    let registry = registry();
+    let body = "    cache:\n      - path: ~/.cache/app\n    commands:\n      - cat ~/.cache/app/seen 2>/dev/null || echo first-run\n      - echo $RUN_NAME > ~/.cache/app/seen\n";
+    let dir = project(&d, &[("cache.yaml", workflow(&registry, "cached", body))]);
+    let first = at(&d, &dir, &["run", "cached"]);
+    first.assert_success().assert_stdout_contains("first-run");
+    let second = at(&d, &dir, &["run", "cached"]);
+    second
+        .assert_success()
+        .assert_stdout_contains(&run_name(&first));
+    at(&d, &dir, &["prune", "cache", "cached"]).assert_success();
+    at(&d, &dir, &["run", "cached"])
+        .assert_success()
+        .assert_stdout_contains("first-run");
+}
+as_root_and_rootless!(the_cache_persists_between_runs);
+
+/// `registry_auth` from secrets pulls a private image; a wrong secret fails with an authentication
+/// message; the secret's value appears nowhere: not in `ps`, `logs`, the run's files or `--dry-run`.
+fn registry_auth_from_secrets(d: Dstack) {
+    let registry = TestRegistry::tls_token();
+    push_busybox(&registry, "private/busybox:latest");
+    d.trust(&registry);
+    let text = format!(
+        "workflows:\n  - name: private\n    image: {}\n    registry_auth:\n      username: ${{{{ secrets.REGISTRY_USER }}}}\n      password: ${{{{ secrets.REGISTRY_PASSWORD }}}}\n    commands:\n      - echo pulled privately\n      - env | grep -c REGISTRY_PASSWORD\n",
+        registry.image("private/busybox:latest")
+    );
+    let dir = project(&d, &[("private.yaml", text)]);
+    // A missing secret stops the run before anything starts.
+    let missing = at(&d, &dir, &["run", "private"]);
+    missing
+        .assert_failure()
+        .assert_stderr_contains("secret `REGISTRY_USER`");
+    assert!(
+        !d.state_root().join("runs").exists(),
+        "nothing was recorded"
+    );
+
+    at(
+        &d,
+        &dir,
+        &["secrets", "add", "REGISTRY_USER", REGISTRY_USER],
+    )
+    .assert_success();
+    let added = d.run_with_stdin_in(
+        &dir,
+        &["secrets", "add", "REGISTRY_PASSWORD"],
+        "not-the-password\n",
+    );
+    added.assert_success();
+    let wrong = at(&d, &dir, &["run", "private"]);
+    wrong.assert_failure();
+    assert!(
+        wrong.stderr.contains("refused") || wrong.stderr.contains("authentication"),
+        "{wrong}"
+    );
+    assert!(!wrong.stderr.contains("not-the-password"), "{wrong}");
+
+    d.run_with_stdin_in(
+        &dir,
+        &["secrets", "add", "REGISTRY_PASSWORD"],
+        format!("{REGISTRY_PASSWORD}\n"),
+    )
+    .assert_success();
+    let list = at(&d, &dir, &["secrets", "list"]);
+    assert_eq!(list.stdout, "REGISTRY_PASSWORD\nREGISTRY_USER\n");
+    let out = at(&d, &dir, &["run", "private"]);
+    out.assert_success()
+        .assert_stdout_contains("pulled privately");
+    let run = run_name(&out);
+
+    let dry = at(&d, &dir, &["run", "--dry-run", "private"]);
+    dry.assert_success()
+        .assert_stdout_contains("REGISTRY_PASSWORD=***");
+    for shown in [
+        dry.stdout.clone(),
+        out.stderr.clone(),
+        at(&d, &dir, &["ps", "-a", "--json"]).stdout,
+        at(&d, &dir, &["logs", &run]).stdout,
+    ] {
+        assert!(
+            !shown.contains(REGISTRY_PASSWORD),
+            "the secret leaked:\n{shown}"
+        );
+    }
+    for file in walk(&d.state_root().join("runs")) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(REGISTRY_PASSWORD),
+            "the secret is in {}",
+            file.display()
+        );
+    }
+}
+as_root_and_rootless!(registry_auth_from_secrets);
+
+/// Every regular file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                files.extend(walk(&path));
+            } else if kind.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+trait StdinIn {
+    fn run_with_stdin_in(&self, dir: &Path, args: &[&str], input: impl AsRef<[u8]>) -> Output;
+}
+
+impl StdinIn for Dstack {
+    fn run_with_stdin_in(&self, dir: &Path, args: &[&str], input: impl AsRef<[u8]>) -> Output {
+        use std::io::Write as _;
+        let mut cmd = self.command(args);
+        cmd.current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("start dstack");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_ref())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        use std::os::unix::process::ExitStatusExt as _;
+        Output {
+            description: format!("{cmd:?}"),
+            status: std::process::ExitStatus::from_raw(out.status.into_raw()),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Two runs started at once from two processes get distinct names and records.
+fn parallel_runs_never_clash(d: Dstack) {
+    let registry = registry();
+    let body = "    commands:\n      - echo run $RUN_NAME\n      - sleep 1\n";
+    let dir = project(&d, &[("par.yaml", workflow(&registry, "par", body))]);
+    // Pull once first, so both runs race on names and records rather than on the pull.
+    at(&d, &dir, &["run", "par"]).assert_success();
+    let spawn = || {
+        let mut cmd = d.command(&["run", "par"]);
+        cmd.current_dir(&dir);
+        std::thread::spawn(move || run_command(cmd))
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    a.assert_success();
+    b.assert_success();
+    let (na, nb) = (run_name(&a), run_name(&b));
+    assert_ne!(na, nb);
+    assert!(a.stdout.contains(&format!("run {na}")) && b.stdout.contains(&format!("run {nb}")));
+    for name in [&na, &nb] {
+        let record = state(&d, name);
+        assert_eq!(record["name"], name.as_str());
+        assert_eq!(record["status"], "done");
+    }
+}
+as_root_and_rootless!(parallel_runs_never_clash);
+
+/// The environment: injected variables, secrets, the workflow's own (which wins), `run.args`, the project
+/// at `/workflow` with `working_dir` relative to it, and writes that never reach the user's files.
+fn environment_code_and_arguments(d: Dstack) {
+    let registry = registry();
+    let body = "    ports: 2\n    working_dir: src\n    environment:\n      GREETING: hi\n      RUN_NAME: overridden\n    commands:\n      - echo cwd=$(pwd) greeting=$GREETING run=$RUN_NAME job=$JOB_ID host=$(hostname) unbuffered=$PYTHONUNBUFFERED\n      - echo ports=$PORT_0,$PORT_1 job_ports=$JOB_PORT_0,$JOB_PORT_1 secret=$MY_SECRET\n      - echo args=${{ run.args }} name=${{ run.name }}\n      - cat train.py\n      - echo changed > train.py\n";
+    let dir = project(&d, &[("env.yaml", workflow(&registry, "env", body))]);
+    at(
+        &d,
+        &dir,
+        &["secrets", "add", "MY_SECRET", "visible-to-the-job"],
+    )
+    .assert_success();
+    let out = at(&d, &dir, &["run", "env", "--lr", "0.1", "two words"]);
+    out.assert_success();
+    let run = run_name(&out);
+    out.assert_stdout_contains("cwd=/workflow/src greeting=hi run=overridden")
+        .assert_stdout_contains(&format!("host={run} unbuffered=1"))
+        .assert_stdout_contains("secret=visible-to-the-job")
+        .assert_stdout_contains(&format!("args=--lr 0.1 two words name={run}"))
+        .assert_stdout_contains("print('hello')");
+    let ports: Vec<u64> = state(&d, &run)["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 2);
+    out.assert_stdout_contains(&format!(
+        "ports={},{} job_ports={},{}",
+        ports[0], ports[1], ports[0], ports[1]
+    ));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/train.py")).unwrap(),
+        "print('hello')\n"
+    );
+}
+as_root_and_rootless!(environment_code_and_arguments);
+
+/// Mistakes are reported before anything starts, with the file, line and a suggestion.
+#[test]
+fn mistakes_fail_before_anything_starts() {
+    let d = Dstack::root();
+    let registry = registry();
+    let body = "    enviroment:\n      - A=1\n";
+    let dir = project(
+        &d,
+        &[
+            ("typo.yaml", workflow(&registry, "typo", body)),
+            (
+                "bash.yaml",
+                "workflows:\n  - name: old\n    provider: bash\n    commands: [ls]\n".into(),
+            ),
+        ],
+    );
+    let out = at(&d, &dir, &["run", "typo"]);
+    out.assert_failure().assert_stderr_contains(
+        ".dstack/workflows/bash.yaml:3: provider `bash` is not supported by this runtime (only docker)",
+    );
+    std::fs::remove_file(dir.join(".dstack/workflows/bash.yaml")).unwrap();
+    let out = at(&d, &dir, &["run", "typo"]);
+    out.assert_failure().assert_stderr_contains(
+        ".dstack/workflows/typo.yaml:5: unknown key `enviroment` in workflow `typo`: did you mean `environment`?",
+    );
+    let fixed = workflow(&registry, "typo", "    commands: [true]\n");
+    d.write_home_file("project/.dstack/workflows/typo.yaml", fixed);
+    let out = at(&d, &dir, &["run", "tpyo"]);
+    out.assert_failure()
+        .assert_stderr_contains("no workflow named `tpyo`")
+        .assert_stderr_contains("did you mean `typo`?");
+    let big = "    resources:\n      memory: 100TB\n    commands: [true]\n";
+    d.write_home_file(
+        "project/.dstack/workflows/typo.yaml",
+        workflow(&registry, "big", big),
+    );
+    let out = at(&d, &dir, &["run", "big"]);
+    out.assert_failure()
+        .assert_stderr_contains("of memory; this machine has");
+    let gpu = "    resources:\n      gpu: 1\n    commands: [true]\n";
+    d.write_home_file(
+        "project/.dstack/workflows/typo.yaml",
+        workflow(&registry, "gpu", gpu),
+    );
+    let out = at(&d, &dir, &["run", "gpu"]);
+    out.assert_failure();
+    if !Path::new("/proc/driver/nvidia/gpus").exists() {
+        out.assert_stderr_contains("this machine has no NVIDIA GPU");
+    }
+    assert!(!d.state_root().join("runs").exists(), "no run was recorded");
+}
+
+/// `stop -x` kills at once (still saving artifacts) and a killed supervisor shows as `aborted`.
+#[test]
+fn aborted_runs_are_recorded_as_aborted() {
+    let d = Dstack::root();
+    let registry = registry();
+    let body = "    commands:\n      - mkdir -p out && echo early > out/early.txt\n      - echo ready\n      - sleep 60\n    artifacts:\n      - out\n";
+    let dir = project(&d, &[("long.yaml", workflow(&registry, "long", body))]);
+    let started = |d: &Dstack| {
+        let out = at(d, &dir, &["run", "-d", "long"]);
+        out.assert_success();
+        let run = out.stdout.trim().to_string();
+        wait_until("ready", Duration::from_secs(60), || {
+            at(d, &dir, &["logs", &run]).stdout.contains("ready")
+        });
+        run
+    };
+    let run = started(&d);
+    at(&d, &dir, &["stop", "-x", &run]).assert_success();
+    assert_eq!(state(&d, &run)["status"], "aborted");
+    let early = d
+        .state_root()
+        .join("runs")
+        .join(&run)
+        .join("artifacts/out/early.txt");
+    assert!(early.exists(), "artifacts are saved on abort too");
+
+    let run = started(&d);
+    let pid = state(&d, &run)["supervisor_pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(
+        "the run to show as aborted",
+        Duration::from_secs(10),
+        || {
+            at(&d, &dir, &["ps", "-a"])
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&run) && l.contains("aborted"))
+        },
+    );
+    let early = d
+        .state_root()
+        .join("runs")
+        .join(&run)
+        .join("artifacts/out/early.txt");
+    assert!(
+        early.exists(),
+        "what the job wrote before its supervisor died is kept"
+    );
+}
+
+/// `logs -f` follows a detached run and ends when it ends.
+#[test]
+fn logs_follow_a_detached_run_to_its_end() {
+    let d = Dstack::root();
+    let registry = registry();
+    let body = "    commands:\n      - for i in 1 2 3; do echo line $i; sleep 0.5; done\n";
+    let dir = project(&d, &[("f.yaml", workflow(&registry, "follow", body))]);
+    let out = at(&d, &dir, &["run", "-d", "follow"]);
+    out.assert_success();
+    let run = out.stdout.trim().to_string();
+    let logs = at(&d, &dir, &["logs", "-f", &run]);
+    logs.assert_success();
+    assert!(logs.stdout.contains("line 1\nline 2\nline 3\n"), "{logs}");
+    assert_eq!(state(&d, &run)["status"], "done");
+}
+
+/// SIGINT to a foreground run (Ctrl-C without a terminal) stops it gracefully.
+#[test]
+fn interrupting_a_foreground_run_stops_it() {
+    let d = Dstack::root();
+    let registry = registry();
+    let body = "    commands:\n      - mkdir -p out && echo saved > out/x\n      - echo ready\n      - sleep 60\n    artifacts:\n      - out\n";
+    let dir = project(&d, &[("i.yaml", workflow(&registry, "interrupt", body))]);
+    let d = d.current_dir(&dir);
+    let running = d.spawn(&["run", "interrupt"]);
+    running.wait_for_output("ready", |out, _| out.contains("ready"));
+    running.signal(nix::sys::signal::Signal::SIGINT);
+    let out = running.wait();
+    out.assert_code(130);
+    let run = run_name(&out);
+    assert_eq!(state(&d, &run)["status"], "stopped");
+    assert!(
+        d.state_root()
+            .join("runs")
+            .join(&run)
+            .join("artifacts/out/x")
+            .exists()
+    );
+}
