@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod gpu;
 pub mod image;
 pub mod net;
 pub mod paths;

@@ -1,0 +1,217 @@
+//! Test support: there is no GPU on the test machines, so a fake driver tree stands in for one — `/proc` files,
+//! device nodes (plain files, or real character devices made with mknod as root), libraries named like a real
+//! driver's (minimal ELF files with a SONAME, so the real `ldconfig` indexes them), binaries, firmware.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// A minimal 64-bit ELF shared library for this machine with `DT_NEEDED libc.so.6` and `DT_SONAME soname`.
+pub(crate) fn elf_library(soname: &str) -> Vec<u8> {
+    let mut strtab = b"\0libc.so.6\0".to_vec();
+    let soname_at = strtab.len() as u64;
+    strtab.extend_from_slice(soname.as_bytes());
+    strtab.push(0);
+    let (phoff, dyn_at) = (64u64, 64u64 + 2 * 56);
+    let str_at = dyn_at + 5 * 16;
+    let total = str_at + strtab.len() as u64;
+    let machine: u16 = if cfg!(target_arch = "aarch64") {
+        183
+    } else {
+        62
+    };
+    let mut f = Vec::new();
+    f.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    f.extend_from_slice(&3u16.to_le_bytes()); // ET_DYN
+    f.extend_from_slice(&machine.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&0u64.to_le_bytes()); // entry
+    f.extend_from_slice(&phoff.to_le_bytes());
+    f.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    f.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 2, 64, 0, 0] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    // PT_LOAD over the whole file at address 0, then PT_DYNAMIC.
+    for (kind, flags, offset, size, align) in [
+        (1u32, 4u32, 0u64, total, 0x1000u64),
+        (2, 6, dyn_at, 5 * 16, 8),
+    ] {
+        f.extend_from_slice(&kind.to_le_bytes());
+        f.extend_from_slice(&flags.to_le_bytes());
+        for v in [offset, offset, offset, size, size, align] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for (tag, value) in [
+        (1u64, 1u64),
+        (14, soname_at),
+        (5, str_at),
+        (10, strtab.len() as u64),
+        (0, 0),
+    ] {
+        f.extend_from_slice(&tag.to_le_bytes());
+        f.extend_from_slice(&value.to_le_bytes());
+    }
+    f.extend_from_slice(&strtab);
+    f
+}
+
+/// Libraries of the fake driver: (file name base, soname suffix).
+const LIBS: [(&str, &str); 8] = [
+    ("libcuda", "1"),
+    ("libcudadebugger", "1"),
+    ("libnvidia-ml", "1"),
+    ("libnvidia-cfg", "1"),
+    ("libnvidia-ptxjitcompiler", "1"),
+    ("libnvidia-nvvm", "4"),
+    ("libnvidia-encode", "1"),
+    ("libnvidia-glcore", ""),
+];
+
+pub(crate) const LIB_DIR: &str = "usr/lib/x86_64-linux-gnu";
+
+pub(crate) struct FakeDriver {
+    version: String,
+    gpus: Vec<(String, String, String, u32)>,
+    smi: bool,
+    cache: bool,
+    char_devices: bool,
+    lib_dir: String,
+}
+
+impl FakeDriver {
+    pub fn new(version: &str) -> FakeDriver {
+        FakeDriver {
+            version: version.into(),
+            gpus: Vec::new(),
+            smi: false,
+            cache: true,
+            char_devices: false,
+            lib_dir: LIB_DIR.into(),
+        }
+    }
+
+    pub fn gpu(mut self, bus: &str, name: &str, uuid: &str, minor: u32) -> FakeDriver {
+        self.gpus
+            .push((bus.into(), name.into(), uuid.into(), minor));
+        self
+    }
+
+    /// `usr/bin/nvidia-smi` answering `--query-gpu` with the fake GPUs (81559 MiB each).
+    pub fn nvidia_smi_stub(mut self) -> FakeDriver {
+        self.smi = true;
+        self
+    }
+
+    /// No `etc/ld.so.cache`: libraries are found by scanning directories.
+    pub fn without_ld_cache(mut self) -> FakeDriver {
+        self.cache = false;
+        self
+    }
+
+    /// Where the libraries are (relative to the root; listed in `etc/ld.so.conf`).
+    pub fn lib_dir(mut self, dir: &str) -> FakeDriver {
+        self.lib_dir = dir.into();
+        self
+    }
+
+    /// Real character devices (195:N ...) instead of plain files; needs root.
+    pub fn char_devices(mut self) -> FakeDriver {
+        self.char_devices = true;
+        self
+    }
+
+    pub fn build(self) -> BuiltFake {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, data: &[u8]| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, data).unwrap();
+            p
+        };
+        write(
+            "proc/driver/nvidia/version",
+            format!(
+                "NVRM version: NVIDIA UNIX x86_64 Kernel Module  {}  Tue Mar  5 2024\n",
+                self.version
+            )
+            .as_bytes(),
+        );
+        let mut smi = String::from("#!/bin/sh\n");
+        for (i, (bus, name, uuid, minor)) in self.gpus.iter().enumerate() {
+            write(
+                &format!("proc/driver/nvidia/gpus/{bus}/information"),
+                format!("Model: \t\t {name}\nGPU UUID: \t {uuid}\nBus Location: \t {bus}\nDevice Minor: \t {minor}\n")
+                    .as_bytes(),
+            );
+            self.device(root, &format!("dev/nvidia{minor}"), 195, *minor);
+            smi.push_str(&format!("echo '{i}, {uuid}, {name}, 81559, 0000{bus}'\n"));
+        }
+        self.device(root, "dev/nvidiactl", 195, 255);
+        self.device(root, "dev/nvidia-modeset", 195, 254);
+        self.device(root, "dev/nvidia-uvm", 511, 0);
+        self.device(root, "dev/nvidia-uvm-tools", 511, 1);
+        self.device(root, "dev/nvidia-caps/nvidia-cap1", 236, 1);
+        for (base, major) in LIBS {
+            let file = format!("{base}.so.{}", self.version);
+            let soname = if major.is_empty() {
+                file.clone()
+            } else {
+                format!("{base}.so.{major}")
+            };
+            write(&format!("{}/{file}", self.lib_dir), &elf_library(&soname));
+        }
+        write(
+            &format!("{}/libfoo.so.1", self.lib_dir),
+            &elf_library("libfoo.so.1"),
+        );
+        write("etc/ld.so.conf", format!("/{}\n", self.lib_dir).as_bytes());
+        if self.cache {
+            // As on a real host: the soname links are made and the cache names them.
+            let status = std::process::Command::new("ldconfig")
+                .arg("-r")
+                .arg(root)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ldconfig -r needs root");
+        }
+        let exe = |p: PathBuf| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap()
+        };
+        if self.smi {
+            exe(write("usr/bin/nvidia-smi", smi.as_bytes()));
+        }
+        exe(write("usr/bin/nvidia-debugdump", b"#!/bin/sh\n"));
+        exe(write("usr/bin/nvidia-cuda-mps-control", b"#!/bin/sh\n"));
+        write(
+            &format!("lib/firmware/nvidia/{}/gsp_ga10x.bin", self.version),
+            b"firmware",
+        );
+        write("run/nvidia-persistenced/socket", b"");
+        BuiltFake { dir }
+    }
+
+    fn device(&self, root: &Path, rel: &str, major: u64, minor: u32) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        if self.char_devices {
+            let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
+            let dev = nix::sys::stat::makedev(major, minor.into());
+            nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, mode, dev)
+                .expect("mknod needs root");
+        } else {
+            std::fs::write(&p, b"").unwrap();
+        }
+    }
+}
+
+pub(crate) struct BuiltFake {
+    dir: tempfile::TempDir,
+}
+
+impl BuiltFake {
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+}
