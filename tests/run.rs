@@ -498,3 +498,85 @@ fn dry_run_prints_the_plan_without_running() {
         "{shm}"
     );
 }
+
+#[test]
+fn a_job_past_its_memory_limit_is_oom_killed_and_reported() {
+    let s = setup(RunAs::Root);
+    let out = s.dstack.run(&[
+        "run",
+        "docker",
+        &s.image,
+        "--memory",
+        "64MiB",
+        "-c",
+        "exec dd if=/dev/zero of=/dev/null bs=200M count=1",
+    ]);
+    out.assert_code(137);
+    out.assert_stderr_contains("out of memory: the job exceeded its memory limit of 64 MiB");
+    // Within the limit, the same job runs.
+    s.dstack
+        .run(&[
+            "run",
+            "docker",
+            &s.image,
+            "--memory",
+            "256MiB",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=100M count=1",
+        ])
+        .assert_success();
+}
+
+#[test]
+fn half_a_cpu_holds_a_busy_loop_to_about_half_a_core() {
+    let s = setup(RunAs::Root);
+    let out = s.dstack.run(&[
+        "run",
+        "docker",
+        &s.image,
+        "--cpu",
+        "0.5",
+        "-c",
+        "timeout 3 sh -c 'while :; do :; done'; cat /sys/fs/cgroup/cpuacct/cpuacct.usage",
+    ]);
+    let used_ns: f64 = out
+        .stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}{}", out.stdout, out.stderr));
+    let cores = used_ns / 1e9 / 3.0;
+    assert!(
+        (0.25..=0.65).contains(&cores),
+        "a busy loop used {cores:.2} cores under --cpu 0.5"
+    );
+}
+
+#[test]
+fn rootless_limits_that_cannot_be_enforced_warn_or_fail_when_strict() {
+    let s = setup(RunAs::Rootless);
+    let out = s.dstack.run(&[
+        "run", "docker", &s.image, "--memory", "64MiB", "-c", "echo ran",
+    ]);
+    if out.stderr.contains("warning:") {
+        out.assert_success().assert_stdout_contains("ran");
+        out.assert_stderr_contains("limits are not enforced");
+        let strict = s.dstack.run(&[
+            "run",
+            "docker",
+            &s.image,
+            "--memory",
+            "64MiB",
+            "--strict-limits",
+            "-c",
+            "echo ran",
+        ]);
+        strict.assert_failure();
+        assert!(
+            !strict.stdout.contains("ran"),
+            "the job ran despite --strict-limits"
+        );
+    } else {
+        // A delegated cgroup v2 subtree: the limit is enforced without a word.
+        out.assert_success();
+    }
+}

@@ -182,7 +182,7 @@ fn image(store: &Store, reference: &str, policy: &str) -> CliResult<Image> {
     };
     eprintln!("pulling {name}");
     let options = PullOptions::new(&NoProgress);
-    Ok(pull(store, source.as_ref(), &name, &options).context(format!("pulling {name}"))?)
+    pull(store, source.as_ref(), &name, &options).context(format!("pulling {name}"))
 }
 
 fn container_error(e: ContainerError, image: &str) -> CliError {

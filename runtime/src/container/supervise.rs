@@ -325,8 +325,9 @@ impl Container {
                 (libc::WEXITSTATUS(status), None)
             }
         });
-        let oom_killed =
-            signal == Some(libc::SIGKILL) && self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
+        // The OOM killer may have picked any process of the job (the shell's child, say): a failed job with
+        // an OOM kill in its cgroup was ended by it.
+        let oom_killed = code != 0 && self.cgroup.as_ref().is_some_and(|c| c.oom_killed());
         if oom_killed {
             let limit = self
                 .cgroup
