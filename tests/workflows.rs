@@ -415,6 +415,30 @@ fn environment_code_and_arguments(d: Dstack) {
 }
 as_root_and_rootless!(environment_code_and_arguments);
 
+/// An image whose USER is not root can write `/workflow`, its artifacts and its caches (under its own
+/// home).
+fn a_non_root_image_user_can_write_its_directories(d: Dstack) {
+    let registry = TestRegistry::plain();
+    registry.push("demo/app:latest", &busybox_image().user("app").build());
+    let text = format!(
+        "workflows:\n  - name: app\n    image: {}\n    cache:\n      - ~/.cache/app\n    artifacts:\n      - path: out\n      - path: live\n        mount: true\n    commands:\n      - id -un\n      - mkdir -p out && echo x > out/x && echo y > live/y && echo z > ~/.cache/app/z\n      - ls ~/.cache/app\n",
+        registry.image("demo/app:latest")
+    );
+    let dir = project(&d, &[("app.yaml", text)]);
+    let out = at(&d, &dir, &["run", "app"]);
+    out.assert_success().assert_stdout_contains("app\n");
+    let run = run_name(&out);
+    let artifacts = d.state_root().join("runs").join(&run).join("artifacts");
+    assert!(
+        artifacts.join("out/x").exists() && artifacts.join("live/y").exists(),
+        "{out}"
+    );
+    at(&d, &dir, &["run", "app"])
+        .assert_success()
+        .assert_stdout_contains("z\n");
+}
+as_root_and_rootless!(a_non_root_image_user_can_write_its_directories);
+
 /// Mistakes are reported before anything starts, with the file, line and a suggestion.
 #[test]
 fn mistakes_fail_before_anything_starts() {

@@ -221,20 +221,28 @@ fn supervise(
         .lease(&image)
         .map_err(|e| mask.failure("using the image", &e, START_FAILED))?;
 
-    let home = if job::needs_home(workflow) {
-        image_home(&image)
-            .map_err(|e| mask.failure("finding the image user's home", &e, START_FAILED))?
-    } else {
-        "/root".to_string()
-    };
+    let user = image_user(&image)
+        .map_err(|e| mask.failure("finding the image's user", &e, START_FAILED))?;
     let dirs = HostDirs {
         project_copy: copy_dir,
         artifacts: run.artifacts_dir(),
         cache: cache::workflow_dir(state_root, project, &workflow.name),
     };
-    let mounts = job::plan_mounts(workflow, &home, &dirs);
+    let mounts = job::plan_mounts(workflow, &user.home, &dirs);
     job::prepare(&mounts, &dirs)
         .map_err(|e| mask.failure("preparing artifact and cache directories", &e, START_FAILED))?;
+    if user.uid != 0 {
+        // The image's user must be able to write /workflow, its artifacts and caches, as Docker users
+        // expect of a working directory. Without subordinate ids (rootless) only our own id exists.
+        if let Err(e) = job::hand_over(&mounts, user.uid, user.gid) {
+            eprintln!(
+                "warning: /workflow, artifacts and caches stay owned by root in the container, so uid {} \
+                 may not write them: {}",
+                user.uid,
+                mask.text(&e.to_string())
+            );
+        }
+    }
     let ports = free_ports(workflow.ports)
         .map_err(|e| mask.failure("choosing free ports", &e, START_FAILED))?;
     let job_id = new_id();
@@ -342,18 +350,14 @@ fn dry_run(
         workflow.registry_auth.as_ref(),
     )
     .map_err(|e| CliError::new(mask.text(&format!("pulling {}: {}", workflow.image, e.0))))?;
-    let home = if job::needs_home(workflow) {
-        image_home(&image).map_err(|e| mask.error(&e, 1))?
-    } else {
-        "/root".to_string()
-    };
+    let user = image_user(&image).map_err(|e| mask.error(&e, 1))?;
     let run_dir = state_root.join("runs").join(UNNAMED);
     let dirs = HostDirs {
         project_copy: run_dir.join("workflow"),
         artifacts: run_dir.join("artifacts"),
         cache: cache::workflow_dir(state_root, project, &workflow.name),
     };
-    let mounts = job::plan_mounts(workflow, &home, &dirs);
+    let mounts = job::plan_mounts(workflow, &user.home, &dirs);
     let ports: Vec<u16> = free_ports(workflow.ports)?;
     let env = job::environment(workflow, UNNAMED, "<job-id>", &ports, secrets, |k| {
         std::env::var(k).ok()
@@ -449,8 +453,8 @@ fn image(
     .map_err(|e| line(&e))
 }
 
-/// The home directory of the image's user, from the image's own `/etc/passwd`.
-fn image_home(image: &Image) -> Result<String, plan::PlanError> {
+/// The image's user (ids and home), from the image's own `/etc/passwd` and `/etc/group`.
+fn image_user(image: &Image) -> Result<plan::ResolvedUser, plan::PlanError> {
     let read = |rel: &str| {
         runtime::rootfs::lookup_file(&image.layer_dirs, rel)
             .and_then(|p| std::fs::read_to_string(p).ok())
@@ -462,7 +466,7 @@ fn image_home(image: &Image) -> Result<String, plan::PlanError> {
         .as_ref()
         .and_then(|c| c.user().clone())
         .unwrap_or_default();
-    plan::resolve_user(&user, &read("etc/passwd"), &read("etc/group")).map(|u| u.home)
+    plan::resolve_user(&user, &read("etc/passwd"), &read("etc/group"))
 }
 
 /// `count` distinct free TCP ports on this machine.

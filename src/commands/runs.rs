@@ -202,6 +202,9 @@ pub fn stop(args: StopArgs) -> CliResult<ExitCode> {
 }
 
 pub fn rm(args: RmArgs) -> CliResult<ExitCode> {
+    // A rootless job's files may belong to the user's subordinate ids: only the user namespace can
+    // remove them.
+    runtime::userns::enter_rootless_namespace()?;
     let store = store();
     match &args.run {
         Some(run) => {
@@ -224,6 +227,7 @@ pub fn rm(args: RmArgs) -> CliResult<ExitCode> {
 }
 
 pub fn prune_cache(workflow: &str) -> CliResult<ExitCode> {
+    runtime::userns::enter_rootless_namespace()?;
     let project = Project::current()?;
     if cache::prune(&runtime::paths::state_root(), &project, workflow)? {
         eprintln!(

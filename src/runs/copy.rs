@@ -120,17 +120,28 @@ pub fn remove_tree(path: &Path) -> Result<(), CopyError> {
 
 /// Adds owner write and search permission to every directory below `path`.
 fn open_up(path: &Path) {
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        if meta.is_dir() {
-            let mode = meta.permissions().mode() | 0o700;
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
-            if let Ok(entries) = fs::read_dir(path) {
-                for entry in entries.flatten() {
-                    open_up(&entry.path());
-                }
+    if let Ok(meta) = fs::symlink_metadata(path)
+        && meta.is_dir()
+    {
+        let mode = meta.permissions().mode() | 0o700;
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+        if let Ok(entries) = fs::read_dir(path) {
+            for entry in entries.flatten() {
+                open_up(&entry.path());
             }
         }
     }
+}
+
+/// Changes the owner of `path` and everything below it (symlinks themselves, not their targets).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), CopyError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(at(path))?;
+    if fs::symlink_metadata(path).map_err(at(path))?.is_dir() {
+        for entry in fs::read_dir(path).map_err(at(path))? {
+            chown_tree(&entry.map_err(at(path))?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// Files (regular files, counted once each) and their bytes below `path`.
@@ -142,13 +153,13 @@ pub fn measure(path: &Path) -> Copied {
     if meta.is_file() {
         total.files = 1;
         total.bytes = meta.len();
-    } else if meta.is_dir() {
-        if let Ok(entries) = fs::read_dir(path) {
-            for entry in entries.flatten() {
-                let sub = measure(&entry.path());
-                total.files += sub.files;
-                total.bytes += sub.bytes;
-            }
+    } else if meta.is_dir()
+        && let Ok(entries) = fs::read_dir(path)
+    {
+        for entry in entries.flatten() {
+            let sub = measure(&entry.path());
+            total.files += sub.files;
+            total.bytes += sub.bytes;
         }
     }
     total
@@ -211,6 +222,26 @@ mod tests {
         copy_tree(&src, &dst, &[src.join("state")]).unwrap();
         assert!(!dst.join("state").exists());
         assert!(dst.join("a/b/file.txt").exists());
+    }
+
+    #[test]
+    fn chown_reaches_every_entry_and_leaves_link_targets_alone() {
+        use std::os::unix::fs::MetadataExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree");
+        tree(&root);
+        chown_tree(&root, 1234, 5678).unwrap();
+        for p in ["", "a", "a/b", "a/b/file.txt", "top.sh"] {
+            let meta = fs::symlink_metadata(root.join(p)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (1234, 5678), "{p}");
+        }
+        let link = fs::symlink_metadata(root.join("abs-link")).unwrap();
+        assert_eq!(link.uid(), 1234);
+        assert_eq!(
+            fs::metadata("/etc/passwd").unwrap().uid(),
+            0,
+            "the link's target is untouched"
+        );
     }
 
     #[test]

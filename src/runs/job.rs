@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::copy;
 use super::record::ArtifactRecord;
 use crate::plan::BindMount;
-use crate::workflow::{ContainerPath, WORKFLOW_DIR, Workflow};
+use crate::workflow::{WORKFLOW_DIR, Workflow};
 
 /// The job's environment on top of the image's: injected variables, then the project's secrets, then the
 /// workflow's own `environment` (later entries win). `host_env` gives values for bare `NAME` entries.
@@ -166,6 +166,14 @@ pub fn prepare(plan: &MountPlan, dirs: &HostDirs) -> Result<(), copy::CopyError>
     Ok(())
 }
 
+/// Gives the project copy and the bound artifact and cache directories to the job's user.
+pub fn hand_over(plan: &MountPlan, uid: u32, gid: u32) -> Result<(), copy::CopyError> {
+    for mount in &plan.mounts {
+        copy::chown_tree(&mount.source, uid, gid)?;
+    }
+    Ok(())
+}
+
 /// The project copied to `dest` (the state root left out when it lies inside the project).
 pub fn copy_project(
     project: &Path,
@@ -176,19 +184,10 @@ pub fn copy_project(
     copy::copy_tree(project, dest, &skip)
 }
 
-/// A cache path's home-relative part needs the container user's home; every other path is absolute or
-/// relative to the working directory.
-pub fn needs_home(workflow: &Workflow) -> bool {
-    workflow
-        .cache
-        .iter()
-        .any(|p| matches!(p, ContainerPath::Home(_)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::model::{Artifact, EnvVar, Resources};
+    use crate::workflow::model::{Artifact, ContainerPath, EnvVar, Resources};
 
     fn workflow() -> Workflow {
         Workflow {
@@ -347,7 +346,6 @@ mod tests {
             ContainerPath::Relative("data".into()),
             ContainerPath::Absolute("/opt/models".into()),
         ];
-        assert!(needs_home(&w));
         let plan = plan_mounts(&w, "/home/app", &dirs());
         let mounts: Vec<(String, String)> = plan.mounts[1..]
             .iter()

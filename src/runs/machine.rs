@@ -46,26 +46,27 @@ impl Machine {
 
     /// Fails when `wanted` cannot be met here, naming what there is.
     pub fn check(&self, wanted: &Resources) -> Result<(), Unmet> {
-        if let Some(cpu) = wanted.cpu {
-            if cpu > self.cpus as f64 {
-                return Err(Unmet(format!(
-                    "the workflow asks for {cpu} CPUs; this machine has {}",
-                    self.cpus
-                )));
-            }
+        if let Some(cpu) = wanted.cpu
+            && cpu > self.cpus as f64
+        {
+            return Err(Unmet(format!(
+                "the workflow asks for {cpu} CPUs; this machine has {}",
+                self.cpus
+            )));
         }
         for (what, bytes) in [
             ("memory", wanted.memory),
             ("shared memory (shm_size)", wanted.shm_size),
         ] {
-            if let Some(bytes) = bytes {
-                if self.memory > 0 && bytes > self.memory {
-                    return Err(Unmet(format!(
-                        "the workflow asks for {} of {what}; this machine has {} of memory",
-                        size::human(bytes),
-                        size::human(self.memory)
-                    )));
-                }
+            if let Some(bytes) = bytes
+                && self.memory > 0
+                && bytes > self.memory
+            {
+                return Err(Unmet(format!(
+                    "the workflow asks for {} of {what}; this machine has {} of memory",
+                    size::human(bytes),
+                    size::human(self.memory)
+                )));
             }
         }
         if let Some(gpu) = &wanted.gpu {
@@ -149,11 +150,11 @@ fn probe_gpus(dir: &Path) -> Vec<Gpu> {
         .collect();
     gpus.sort_by(|a, b| a.0.cmp(&b.0));
     let mut gpus: Vec<Gpu> = gpus.into_iter().map(|(_, g)| g).collect();
-    if let Some(memories) = nvidia_smi_memory() {
-        if memories.len() == gpus.len() {
-            for (gpu, memory) in gpus.iter_mut().zip(memories) {
-                gpu.memory = Some(memory);
-            }
+    if let Some(memories) = nvidia_smi_memory()
+        && memories.len() == gpus.len()
+    {
+        for (gpu, memory) in gpus.iter_mut().zip(memories) {
+            gpu.memory = Some(memory);
         }
     }
     gpus

@@ -206,6 +206,8 @@ mod tests {
     fn records_round_trip_and_tolerate_missing_optional_fields() {
         let mut record = RunRecord::new("brave-otter-1", "train", "/p".into(), "busybox");
         record.ports = vec![8080];
+        // (A time JSON writes and reads back exactly; `now()` has more digits than f64 round-trips.)
+        record.submitted_at = 1_700_000_000.5;
         let text = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<RunRecord>(&text).unwrap(), record);
         let minimal = r#"{"name":"a-b-1","workflow":"w","project":"/p","image":"i","status":"done","submitted_at":1.0}"#;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{Artifact, GpuRequest};
+use super::model::{Artifact, ContainerPath, GpuRequest};
 use super::*;
 
 const FILE: &str = ".dstack/workflows/test.yaml";
