@@ -580,3 +580,26 @@ fn rootless_limits_that_cannot_be_enforced_warn_or_fail_when_strict() {
         out.assert_success();
     }
 }
+
+#[test]
+fn with_a_terminal_the_job_gets_a_pty_and_its_exit_code_still_comes_back() {
+    for mode in MODES {
+        let s = setup(mode);
+        // `script` gives dstack a pty as its stdin and stdout, as an interactive shell would.
+        let line = format!(
+            "{} run docker {} -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo TERM=$TERM; exit 4'",
+            common::dstack::DSTACK_BIN,
+            s.image
+        );
+        let out = s
+            .dstack
+            .run_program("script", &["-qec", &line, "/dev/null"]);
+        out.assert_code(4);
+        out.assert_stdout_contains("is-a-tty");
+        assert!(
+            !out.stdout.contains("TERM=\r"),
+            "{mode:?}: no TERM: {}",
+            out.stdout
+        );
+    }
+}

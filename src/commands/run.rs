@@ -1,7 +1,6 @@
 //! `dstack run`: the ad hoc form (`dstack run docker IMAGE ...`) here; workflows (`dstack run NAME`) are
 //! routed to the workflow runner. Thin on purpose: parse, get the image, plan, run, exit with the job's code.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -108,7 +107,7 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
     let mut req = adhoc.request()?;
     runtime::userns::enter_rootless_namespace()?;
     let state_root = runtime::paths::state_root();
-    sweep(&state_root);
+    runtime::container::sweep_leftovers(&state_root);
     let store = Store::open_default()?;
     let image = image(&store, &req.image, &args.pull)?;
     let id = new_id();
@@ -144,16 +143,6 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
         .and_then(|c| c.wait())
         .map_err(|e| container_error(e, &image.reference))?;
     Ok(ExitCode::from(status.code.clamp(0, 255) as u8))
-}
-
-/// Removes what SIGKILLed supervisors left: scratch directories first, then the cgroups of containers
-/// whose directory is gone.
-fn sweep(state_root: &Path) {
-    runtime::container::sweep_leftovers(state_root);
-    let containers = state_root.join("containers");
-    if let Err(e) = runtime::cgroup::sweep_leftovers(|name| containers.join(name).exists()) {
-        tracing::debug!("sweeping cgroups: {e}");
-    }
 }
 
 /// The image from the store, pulled first when the policy says so.

@@ -170,6 +170,21 @@ fn write_etc_files(spec: &mut Spec, dir: &Path) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// With a terminal, `TERM` as the user's terminal has it (Docker's `xterm` without one), unless set.
+fn set_term(spec: &mut Spec) {
+    let Some(process) = spec.process_mut().as_mut() else {
+        return;
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push(format!(
+            "TERM={}",
+            std::env::var("TERM").unwrap_or_else(|_| "xterm".into())
+        ));
+        process.set_env(Some(env));
+    }
+}
+
 fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
 }
@@ -177,8 +192,11 @@ fn setgroups_allowed() -> bool {
 impl PreparedContainer {
     /// Clones init into its namespaces (and cgroup), lets it set up, and returns once the job has
     /// exec'd; a failure inside comes back as an error naming the cause.
-    pub fn start(self) -> Result<Container, ContainerError> {
+    pub fn start(mut self) -> Result<Container, ContainerError> {
         let stdio = stdio::open(self.stdio)?;
+        if matches!(stdio.parent, stdio::ParentStdio::Pty { .. }) {
+            set_term(&mut self.spec);
+        }
         let (channel, init_end) = Channel::pair()?;
         let log = match &self.log_file {
             Some(path) => Some(
@@ -210,12 +228,21 @@ impl PreparedContainer {
             } else {
                 0
             };
-        let spawned = spawn::clone_child(flags, clone_fd, || init::run(ctx));
-        // (`ctx` moved into the closure; the child has its copy, ours is gone with the closure.)
-        let (pid, placed) = match spawned {
-            Ok(pid) => (pid, clone_fd.is_some()),
-            Err(e) => return Err(e),
+        let mut ctx = ctx;
+        let spawned = match spawn::clone_child(flags, clone_fd, || init::run(&ctx)) {
+            // A cgroup clone3 cannot start in (a v2 cgroup with processes of its own, an old kernel):
+            // clone plainly and let the cgroup take the pid afterwards.
+            Err(ContainerError::Clone(e)) if clone_fd.is_some() => {
+                tracing::debug!(
+                    "clone3 into the cgroup failed ({e}); placing init after the clone"
+                );
+                ctx.unshare_cgroupns = true;
+                spawn::clone_child(spawn::NAMESPACES, None, || init::run(&ctx))
+                    .map(|pid| (pid, false))
+            }
+            other => other.map(|pid| (pid, clone_fd.is_some())),
         };
+        let (pid, placed) = spawned?;
         drop(stdio.child_ends);
         let container = Container {
             pid,

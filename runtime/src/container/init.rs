@@ -51,8 +51,8 @@ impl From<String> for Failure {
 }
 
 /// Init's main; the process ends here.
-pub(super) fn run(ctx: InitContext) -> ! {
-    let code = match setup_and_supervise(&ctx) {
+pub(super) fn run(ctx: &InitContext) -> ! {
+    let code = match setup_and_supervise(ctx) {
         Ok(code) => code,
         Err(f) => {
             let _ = ctx.channel.send(&Message::Failed {
@@ -149,7 +149,11 @@ fn start_job(ctx: &InitContext) -> Result<i32, Failure> {
         }
     }
     drop(err_w);
-    for fd in ctx.stdio.fds().into_iter().flatten() {
+    let mut fds: Vec<i32> = ctx.stdio.fds().into_iter().flatten().collect();
+    // A pty is one fd in all three places: close it once.
+    fds.sort_unstable();
+    fds.dedup();
+    for fd in fds {
         // SAFETY: init no longer needs its copies of the job's stdio (the job has its own).
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }

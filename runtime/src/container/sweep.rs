@@ -10,9 +10,20 @@ use super::scratch::{LOCK_FILE, lock_exclusive};
 /// A directory without a lock file this old was abandoned between its creation and its lock.
 const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
 
-/// Removes the scratch directories under `<state_root>/containers/` that no live process holds; returns
-/// the ids removed.
+/// Removes the scratch directories under `<state_root>/containers/` that no live process holds, and the
+/// cgroups named after them; returns the ids removed. Only those cgroups: cgroups are shared by every state
+/// root on the machine, and one whose container lives under another state root is not ours to judge.
 pub fn sweep_leftovers(state_root: &Path) -> Vec<String> {
+    let dead = sweep_dirs(state_root);
+    if !dead.is_empty()
+        && let Err(e) = crate::cgroup::sweep_leftovers(|name| !dead.iter().any(|d| d == name))
+    {
+        tracing::debug!("sweeping cgroups: {e}");
+    }
+    dead
+}
+
+fn sweep_dirs(state_root: &Path) -> Vec<String> {
     let dir = state_root.join("containers");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
@@ -58,7 +69,7 @@ mod tests {
         let dead = root.path().join("containers/dead");
         std::fs::create_dir_all(dead.join("upper")).unwrap();
         std::fs::write(dead.join(LOCK_FILE), "").unwrap();
-        assert_eq!(sweep_leftovers(root.path()), vec!["dead".to_string()]);
+        assert_eq!(sweep_dirs(root.path()), vec!["dead".to_string()]);
         assert!(live.path().exists());
         assert!(!dead.exists());
     }
