@@ -52,13 +52,17 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     let preview = entry
         .resolve(&context(UNNAMED))
         .map_err(|e| mask.error(&e, 1))?;
-    Machine::probe().check(&preview.resources)?;
-    if let Some(gpu) = &preview.resources.gpu {
-        return Err(CliError::new(format!(
-            "this runtime cannot give GPUs to containers yet (the workflow asks for {} GPU{})",
-            gpu.count,
-            if gpu.count == 1 { "" } else { "s" }
-        )));
+    let machine = Machine::probe();
+    machine.check(&preview.resources)?;
+    if let Some(request) = gpu_request(&preview, UNNAMED) {
+        // Discovery, matching and the other jobs' leases, on a throwaway spec; the lease ends at once.
+        runtime::gpu::apply(&mut oci_spec::runtime::Spec::default(), &request).map_err(|e| {
+            let also = match e {
+                runtime::gpu::GpuError::NoGpu { .. } => format!("; it has {}", machine.summary()),
+                _ => String::new(),
+            };
+            CliError::new(format!("{e}{also}"))
+        })?;
     }
     if preview.version.is_some() {
         eprintln!(
@@ -267,8 +271,16 @@ fn supervise(
         r.ports = ports.clone();
         r.container_id = Some(job_id.clone());
     }))?;
-    let spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
+    let mut spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
         .map_err(|e| mask.failure(&format!("planning {}", image.reference), &e, START_FAILED))?;
+    // Held until the job has ended, so no other run takes the same GPUs.
+    let _gpus = match gpu_request(workflow, run.name()) {
+        Some(gpu) => Some(
+            runtime::gpu::apply(&mut spec, &gpu)
+                .map_err(|e| mask.failure("giving the job its GPUs", &e, START_FAILED))?,
+        ),
+        None => None,
+    };
 
     let mut builder = ContainerBuilder::new(&job_id)
         .spec(spec.clone())
@@ -375,8 +387,11 @@ fn dry_run(
         mounts: mounts.mounts,
         hostname: Some(UNNAMED.to_string()),
     };
-    let spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
+    let mut spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
         .map_err(|e| mask.error(&e, 1))?;
+    if let Some(gpu) = gpu_request(workflow, UNNAMED) {
+        runtime::gpu::apply(&mut spec, &gpu)?;
+    }
     let plan = serde_json::json!({
         "workflow": workflow.name,
         "project": project.dir(),
@@ -388,6 +403,18 @@ fn dry_run(
     let text = serde_json::to_string_pretty(&plan).expect("plans serialize");
     println!("{}", mask.text(&text));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the workflow's `resources.gpu` asks of the runtime, if anything.
+fn gpu_request(workflow: &Workflow, run_name: &str) -> Option<runtime::gpu::GpuRequest> {
+    let gpu = workflow.resources.gpu.as_ref()?;
+    Some(runtime::gpu::GpuRequest {
+        count: gpu.count,
+        name: gpu.name.clone(),
+        memory: gpu.memory,
+        capabilities: None,
+        owner: format!("run {run_name}"),
+    })
 }
 
 fn check_pull_policy(policy: &str) -> CliResult<()> {
