@@ -230,7 +230,7 @@ fn registry_auth_from_secrets(d: Dstack) {
     push_busybox(&registry, "private/busybox:latest");
     d.trust(&registry);
     let text = format!(
-        "workflows:\n  - name: private\n    image: {}\n    registry_auth:\n      username: ${{{{ secrets.REGISTRY_USER }}}}\n      password: ${{{{ secrets.REGISTRY_PASSWORD }}}}\n    commands:\n      - echo pulled privately\n      - env | grep -c REGISTRY_PASSWORD\n",
+        "workflows:\n  - name: private\n    image: {}\n    registry_auth:\n      username: ${{{{ secrets.REGISTRY_USER }}}}\n      password: ${{{{ secrets.REGISTRY_PASSWORD }}}}\n    commands:\n      - echo pulled privately\n      - echo \"the job printed $REGISTRY_PASSWORD\"\n",
         registry.image("private/busybox:latest")
     );
     let dir = project(&d, &[("private.yaml", text)]);
@@ -276,6 +276,9 @@ fn registry_auth_from_secrets(d: Dstack) {
     out.assert_success()
         .assert_stdout_contains("pulled privately");
     let run = run_name(&out);
+    // The job's own terminal shows what it printed; what dstack keeps and shows later is masked.
+    out.assert_stdout_contains(&format!("the job printed {REGISTRY_PASSWORD}"));
+    at(&d, &dir, &["logs", &run]).assert_stdout_contains("the job printed ***");
 
     let dry = at(&d, &dir, &["run", "--dry-run", "private"]);
     dry.assert_success()

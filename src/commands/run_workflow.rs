@@ -125,12 +125,13 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     match supervised {
         Ok(status) => {
             let code = status.code.clamp(0, 255) as u8;
-            finish(&mut run, &status);
+            finish(&mut run, &status, &mask);
             Ok(ExitCode::from(code))
         }
         Err(failure) => {
             let _ = signals::ignore_stop_signals();
             append_to_log(&run.log_path(), &format!("error: {}\n", failure.message));
+            mask.log(&run);
             if let Err(e) = run.save_artifacts() {
                 eprintln!(
                     "warning: saving the artifacts of {}: {}",
@@ -172,6 +173,13 @@ impl Masker {
 
     fn text(&self, text: &str) -> String {
         logs::mask(text, &self.values)
+    }
+
+    /// Masks the run's kept output, in case the job printed a secret.
+    fn log(&self, run: &ActiveRun) {
+        if let Err(e) = logs::mask_file(&run.log_path(), &self.values) {
+            eprintln!("warning: masking secrets in the log of {}: {e}", run.name());
+        }
     }
 
     /// An error and its causes as one masked line.
@@ -310,9 +318,10 @@ fn supervise(
 }
 
 /// Saves the artifacts and records how the job ended.
-fn finish(run: &mut ActiveRun, status: &ExitStatus) {
+fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
     let _ = signals::ignore_stop_signals();
     let _ = run.set_status(Status::Uploading);
+    mask.log(run);
     if let Err(e) = run.save_artifacts() {
         eprintln!("warning: saving the artifacts of {}: {e}", run.name());
     }

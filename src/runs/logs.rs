@@ -17,6 +17,43 @@ pub fn mask(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// Rewrites `log` with every secret value masked, line by line, if any appears in it (the job printed
+/// one): what is kept after the run never holds a secret. A missing log is fine.
+pub fn mask_file(log: &Path, secrets: &[String]) -> io::Result<()> {
+    use std::io::BufRead as _;
+    if secrets.iter().all(String::is_empty) {
+        return Ok(());
+    }
+    let file = match File::open(log) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let tmp = log.with_extension("log.masking");
+    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let mut changed = false;
+    let mut reader = io::BufReader::new(file);
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line)? > 0 {
+        let text = String::from_utf8_lossy(&line);
+        let masked = mask(&text, secrets);
+        if masked != text {
+            changed = true;
+            out.write_all(masked.as_bytes())?;
+        } else {
+            out.write_all(&line)?;
+        }
+        line.clear();
+    }
+    out.flush()?;
+    drop(out);
+    if changed {
+        std::fs::rename(&tmp, log)
+    } else {
+        std::fs::remove_file(&tmp)
+    }
+}
+
 /// Writes `log` to `out`, whole lines masked. With `follow`, keeps reading new output every `poll`
 /// until `live()` says the run has ended and everything written before that has been printed.
 pub fn print(
@@ -86,6 +123,31 @@ mod tests {
     fn secrets_are_masked_longest_first() {
         let secrets = vec!["abc".to_string(), "abcdef".to_string(), String::new()];
         assert_eq!(mask("x abcdef y abc z", &secrets), "x *** y *** z");
+    }
+
+    #[test]
+    fn a_kept_log_is_rewritten_without_secrets() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("output.log");
+        std::fs::write(&log, "start\npassword is s3cret\nend").unwrap();
+        mask_file(&log, &["s3cret".to_string()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "start\npassword is ***\nend"
+        );
+        let before = std::fs::metadata(&log).unwrap().modified().unwrap();
+        mask_file(&log, &["absent".to_string()]).unwrap();
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().modified().unwrap(),
+            before,
+            "left alone"
+        );
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        mask_file(&tmp.path().join("missing.log"), &["x".to_string()]).unwrap();
     }
 
     #[test]
