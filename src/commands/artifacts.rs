@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use crate::cli::ArtifactsCommand;
 use crate::error::{CliResult, Context as _};
 use crate::runs::{RunStore, artifacts};
-use crate::workflow::size;
+use runtime::container::human_size;
 
 pub fn artifacts(cmd: ArtifactsCommand) -> CliResult<ExitCode> {
     let store = RunStore::new(&runtime::paths::state_root());
@@ -26,7 +26,7 @@ pub fn artifacts(cmd: ArtifactsCommand) -> CliResult<ExitCode> {
             }
             let mut rows = vec![["PATH".to_string(), "FILES".to_string(), "SIZE".to_string()]];
             for a in listed {
-                rows.push([a.path, a.files.to_string(), size::human(a.size)]);
+                rows.push([a.path, a.files.to_string(), human_size(a.size)]);
             }
             super::runs::print_table(&rows);
         }
@@ -48,7 +48,7 @@ pub fn artifacts(cmd: ArtifactsCommand) -> CliResult<ExitCode> {
                 "{} file{} ({}) to {}",
                 copied.files,
                 if copied.files == 1 { "" } else { "s" },
-                size::human(copied.bytes),
+                human_size(copied.bytes),
                 out.display()
             );
         }

@@ -2,11 +2,13 @@
 //! Checked before anything starts, so an impossible request fails at once and says what is available.
 //! GPUs are the runtime's (`runtime::gpu`), which knows the driver and the other jobs' leases.
 
-use crate::workflow::{Resources, size};
+use runtime::container::human_size;
+
+use crate::workflow::Resources;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
-    /// Bytes of RAM (0 when unknown).
+    /// Bytes of RAM.
     pub memory: u64,
     /// CPUs this process may use.
     pub cpus: usize,
@@ -17,25 +19,22 @@ pub struct Machine {
 pub struct Unmet(String);
 
 impl Machine {
-    /// This machine, from `/proc/meminfo` and the CPUs this process may run on.
+    /// This machine: its RAM (as the planner reads it) and the CPUs this process may run on.
     pub fn probe() -> Machine {
-        let memory = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|text| mem_total(&text))
-            .unwrap_or(0);
+        let memory = crate::plan::Host::current().memory;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
         Machine { memory, cpus }
     }
 
-    /// "8 CPUs and 16.0 GiB of memory".
+    /// "8 CPUs and 16 GiB of memory".
     pub fn summary(&self) -> String {
         format!(
             "{} CPU{} and {} of memory",
             self.cpus,
             if self.cpus == 1 { "" } else { "s" },
-            size::human(self.memory)
+            human_size(self.memory)
         )
     }
 
@@ -54,25 +53,17 @@ impl Machine {
             ("shared memory (shm_size)", wanted.shm_size),
         ] {
             if let Some(bytes) = bytes
-                && self.memory > 0
                 && bytes > self.memory
             {
                 return Err(Unmet(format!(
                     "the workflow asks for {} of {what}; this machine has {}",
-                    size::human(bytes),
+                    human_size(bytes),
                     self.summary()
                 )));
             }
         }
         Ok(())
     }
-}
-
-/// `MemTotal` from `/proc/meminfo`, in bytes.
-fn mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -106,7 +97,7 @@ mod tests {
         };
         assert_eq!(
             m.check(&memory).unwrap_err().to_string(),
-            "the workflow asks for 64.0 GiB of memory; this machine has 8 CPUs and 16.0 GiB of memory"
+            "the workflow asks for 64 GiB of memory; this machine has 8 CPUs and 16 GiB of memory"
         );
         let shm = Resources {
             shm_size: Some(32 << 30),
@@ -124,16 +115,7 @@ mod tests {
         };
         assert_eq!(
             m.check(&cpu).unwrap_err().to_string(),
-            "the workflow asks for 16 CPUs; this machine has 8 CPUs and 16.0 GiB of memory"
+            "the workflow asks for 16 CPUs; this machine has 8 CPUs and 16 GiB of memory"
         );
-    }
-
-    #[test]
-    fn reads_meminfo() {
-        assert_eq!(
-            mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
-            Some(24_576_000 * 1024)
-        );
-        assert_eq!(mem_total("nothing"), None);
     }
 }

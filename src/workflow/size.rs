@@ -56,22 +56,6 @@ pub fn has_unit(text: &str) -> bool {
     text.trim().ends_with(|c: char| c.is_ascii_alphabetic())
 }
 
-/// A size for people: `512.0 MB`, `16.0 GiB` style, in binary units.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,12 +92,5 @@ mod tests {
         let err = parse("16GX").unwrap_err();
         assert!(err.to_string().contains("unknown unit `GX`"), "{err}");
         assert!(parse("99999999999TB").is_err());
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(16 * 1024 * 1024 * 1024), "16.0 GiB");
     }
 }
