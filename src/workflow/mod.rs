@@ -1,10 +1,13 @@
 //! Workflows: the project's `.dstack/workflows/*.yaml` files, read into typed, validated [`Workflow`]s,
 //! with `${{ ... }}` expressions rendered for a run.
 
+mod cx;
 mod error;
 mod locate;
 pub mod model;
 mod parse;
+mod paths;
+mod properties;
 pub mod shell;
 pub mod size;
 mod suggest;
