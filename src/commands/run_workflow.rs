@@ -96,9 +96,19 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     };
     if args.detach {
         match detach::detach() {
-            Ok(Side::Parent) => {
-                println!("{}", run.name());
+            Ok(Side::Parent { supervisor }) => {
+                // Return once the record names the supervisor, so that `dstack stop` right after `-d`
+                // signals the right process.
+                let name = run.name().to_string();
                 run.hand_over_lock();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while std::time::Instant::now() < deadline
+                    && store.get(&name).ok().and_then(|v| v.record.supervisor_pid)
+                        != Some(supervisor)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                println!("{name}");
                 return Ok(ExitCode::SUCCESS);
             }
             Ok(Side::Supervisor) => run.update(|r| r.supervisor_pid = Some(std::process::id()))?,

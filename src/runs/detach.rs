@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd as _;
 /// Which side of the fork this process is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The command the user ran: prints the run name and returns.
-    Parent,
+    /// The command the user ran: prints the run name and returns. `supervisor` is the child's pid.
+    Parent { supervisor: u32 },
     /// The detached supervisor: its own session, standard streams on `/dev/null`.
     Supervisor,
 }
@@ -40,7 +40,9 @@ pub fn detach() -> Result<Side, DetachError> {
     // SAFETY: this process has one thread (checked above), so the child cannot inherit a lock held by a
     // thread that does not exist in it.
     match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { .. } => Ok(Side::Parent),
+        nix::unistd::ForkResult::Parent { child } => Ok(Side::Parent {
+            supervisor: child.as_raw() as u32,
+        }),
         nix::unistd::ForkResult::Child => {
             nix::unistd::setsid()?;
             for fd in 0..3 {
