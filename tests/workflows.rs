@@ -182,7 +182,12 @@ fn mounted_artifacts_are_live_and_stop_saves_artifacts(d: Dstack) {
         Duration::from_secs(60),
         || live_file.exists(),
     );
-    assert_eq!(state(&d, &run)["status"], "running");
+    // (The job may write before its supervisor has recorded `running`.)
+    wait_until(
+        "the run to be recorded running",
+        Duration::from_secs(10),
+        || state(&d, &run)["status"] == "running",
+    );
     at(&d, &dir, &["ps"])
         .assert_success()
         .assert_stdout_contains(&run);
