@@ -173,7 +173,7 @@ impl FakeDriver {
 
 struct Setup {
     _registry: TestRegistry,
-    _driver: FakeDriver,
+    driver: FakeDriver,
     dstack: Dstack,
     image: String,
 }
@@ -187,7 +187,7 @@ fn setup_with(mode: RunAs, image: &Image) -> Setup {
     dstack.run(&["pull", "-q", &image]).assert_success();
     Setup {
         _registry: registry,
-        _driver: driver,
+        driver,
         dstack,
         image,
     }
@@ -357,5 +357,30 @@ fn images_with_ldconfig_get_their_cache_rebuilt_inside() {
             "{mode:?}: {}",
             out.stderr
         );
+    }
+}
+
+/// Rootless, the job opens the device with the user's own permissions: a node the user may not open is reported
+/// before the job starts. Root is not affected.
+#[test]
+fn a_rootless_user_without_access_to_the_gpu_is_told_before_the_job_starts() {
+    for mode in MODES {
+        let s = setup(mode);
+        let node = s.driver.root().join("dev/nvidia1");
+        std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = s.run(&["--gpu-name", "A100"], "echo started");
+        if mode == RunAs::Root {
+            out.assert_success();
+            continue;
+        }
+        out.assert_failure();
+        let expected = format!(
+            "cannot open {} (mode 600): a rootless job uses the GPU with your own permissions",
+            node.display()
+        );
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+        assert!(!out.stdout.contains("started"));
+        s.run(&["--gpu-name", "H100"], "echo started")
+            .assert_success();
     }
 }

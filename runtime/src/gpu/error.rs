@@ -28,6 +28,10 @@ pub enum GpuError {
         version: String,
     },
     #[error(
+        "cannot open {path} (mode {mode:o}): a rootless job uses the GPU with your own permissions; ask the administrator for access to the device (often a group such as video) or run as root"
+    )]
+    NoAccess { path: PathBuf, mode: u32 },
+    #[error(
         "the device node {path} of GPU {index} does not exist: load the driver (`nvidia-modprobe -c={minor}` as root) and retry"
     )]
     MissingDeviceNode {

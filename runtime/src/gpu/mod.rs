@@ -127,11 +127,37 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
     } else {
         driver::edits(&host.root, &inventory, &lease.gpus, &caps)?
     };
+    if host.rootless {
+        check_access(&edits)?;
+    }
     let uuids: Vec<&str> = lease.gpus.iter().map(|g| g.uuid.as_str()).collect();
     edits.set_env("NVIDIA_VISIBLE_DEVICES", &uuids.join(","));
     edits.set_env("NVIDIA_DRIVER_CAPABILITIES", &caps.join(","));
     lease.rules = edits.apply(spec, host.rootless)?;
     Ok(lease)
+}
+
+/// Rootless, the kernel checks the job's access to the host's device files: say so before the job starts rather
+/// than letting CUDA fail inside. The MIG capability nodes are root's by design and only checked when used.
+fn check_access(edits: &edits::Edits) -> Result<(), GpuError> {
+    use nix::unistd::{AccessFlags, access};
+    use std::os::unix::fs::MetadataExt;
+    let nodes = edits
+        .devices
+        .iter()
+        .filter(|d| d.kind.is_some() && !d.path.starts_with("/dev/nvidia-caps"));
+    for d in nodes {
+        if access(&d.host_path, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
+            let meta =
+                std::fs::metadata(&d.host_path).map_err(GpuError::io("stat", &d.host_path))?;
+            let mode = meta.mode() & 0o7777;
+            return Err(GpuError::NoAccess {
+                path: d.host_path.clone(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Applies CDI devices named in full (`nvidia.com/gpu=all`, `vendor.com/class=name`), as podman's `--device`
