@@ -17,7 +17,7 @@ use super::init::{self, InitContext};
 use super::message::{Channel, Message};
 use super::scratch::ScratchDir;
 use super::supervise::{Container, SignalGuard};
-use super::{ContainerError, StdioMode, spawn, stdio};
+use super::{ContainerError, StdioMode, mounts, spawn, stdio};
 use crate::rootfs::Rootfs;
 
 pub struct ContainerBuilder {
@@ -34,6 +34,7 @@ pub struct ContainerBuilder {
 /// A container whose scratch directory and files exist, ready to start.
 pub struct PreparedContainer {
     spec: Spec,
+    files: Vec<(String, String)>,
     rootfs: Rootfs,
     scratch: ScratchDir,
     cgroup: Option<Box<dyn CgroupPlacement>>,
@@ -118,9 +119,12 @@ impl ContainerBuilder {
         let scratch = ScratchDir::create(&state_root, &self.id)?;
         let rootfs = Rootfs::new(layers, scratch.path())?;
         rootfs.prepare()?;
-        write_etc_files(&mut spec, scratch.path())?;
+        let staging = scratch.path().join(mounts::STAGING);
+        std::fs::create_dir(&staging).map_err(ContainerError::io("cannot create", &staging))?;
+        let files = etc_files(&mut spec, &staging)?;
         Ok(PreparedContainer {
             spec,
+            files,
             rootfs,
             scratch,
             cgroup: self.cgroup,
@@ -131,9 +135,9 @@ impl ContainerBuilder {
     }
 }
 
-/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, written in the scratch directory and bound
-/// into the container unless the spec already mounts something there.
-fn write_etc_files(spec: &mut Spec, dir: &Path) -> Result<(), ContainerError> {
+/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (name, contents), bound into the container unless
+/// the spec already mounts something there. Init writes them into its staging tmpfs, not to disk.
+fn etc_files(spec: &mut Spec, staging: &Path) -> Result<Vec<(String, String)>, ContainerError> {
     let hostname = spec.hostname().clone().unwrap_or_else(|| "dstack".into());
     let hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
@@ -146,6 +150,7 @@ fn write_etc_files(spec: &mut Spec, dir: &Path) -> Result<(), ContainerError> {
         .map(|l| format!("{l}\n"))
         .collect();
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let mut files = Vec::new();
     for (name, text) in [
         ("hosts", hosts),
         ("hostname", format!("{hostname}\n")),
@@ -155,8 +160,8 @@ fn write_etc_files(spec: &mut Spec, dir: &Path) -> Result<(), ContainerError> {
         if mounts.iter().any(|m| m.destination() == &dest) {
             continue;
         }
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(ContainerError::io("cannot write", &path))?;
+        let path = staging.join(mounts::STAGED_FILES).join(name);
+        files.push((name.to_string(), text));
         let m = MountBuilder::default()
             .destination(dest)
             .typ("bind")
@@ -167,7 +172,7 @@ fn write_etc_files(spec: &mut Spec, dir: &Path) -> Result<(), ContainerError> {
         mounts.push(m);
     }
     spec.set_mounts(Some(mounts));
-    Ok(())
+    Ok(files)
 }
 
 /// With a terminal, `TERM` as the user's terminal has it (Docker's `xterm` without one), unless set.
@@ -214,6 +219,8 @@ impl PreparedContainer {
             fd.as_raw_fd()
         });
         let ctx = InitContext {
+            staging: self.scratch.path().join(mounts::STAGING),
+            files: self.files,
             spec: self.spec,
             rootfs: self.rootfs,
             channel: init_end,

@@ -14,6 +14,10 @@ use crate::rootfs::Rootfs;
 
 /// Everything init needs, prepared by the supervisor before the clone.
 pub(super) struct InitContext {
+    /// Where init mounts its staging tmpfs (`<scratch>/merged`).
+    pub staging: std::path::PathBuf,
+    /// Files bound into the container (/etc/hosts...), written into the staging tmpfs.
+    pub files: Vec<(String, String)>,
     pub spec: Spec,
     pub rootfs: Rootfs,
     pub channel: Channel,
@@ -83,7 +87,8 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
             .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     }
     mounts::make_private()?;
-    let mounted = ctx.rootfs.mount().map_err(|e| e.to_string())?;
+    let target = mounts::stage(&ctx.staging, &ctx.files)?;
+    let mounted = ctx.rootfs.mount(&target).map_err(|e| e.to_string())?;
     let _ = ctx.channel.send(&Message::Rootfs {
         driver: mounted.driver.to_string(),
         fallback_reason: mounted.fallback_reason.clone(),

@@ -12,6 +12,41 @@ use super::dev;
 
 type Step = Result<(), String>;
 
+/// The scratch directory's mount point for init's staging tmpfs, and the staged files' folder in it.
+pub(super) const STAGING: &str = "merged";
+pub(super) const STAGED_FILES: &str = "files";
+
+/// A small tmpfs at `staging`, visible only in this mount namespace, holding the root filesystem's mount
+/// point and the files bound into the container: transient files never touch the state root's disk,
+/// where each creation and removal costs a journal write.
+pub(super) fn stage(staging: &Path, files: &[(String, String)]) -> Result<PathBuf, String> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(
+        Some("tmpfs"),
+        staging,
+        Some("tmpfs"),
+        flags,
+        Some("mode=755,size=1m"),
+    )
+    .map_err(|e| format!("mounting the staging tmpfs on {}: {e}", staging.display()))?;
+    let root = staging.join("root");
+    let dir = staging.join(STAGED_FILES);
+    let fail = |e: std::io::Error| format!("staging the container's files: {e}");
+    std::fs::create_dir(&root).map_err(fail)?;
+    std::fs::create_dir(&dir).map_err(fail)?;
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).map_err(fail)?;
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &dir.join(name),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| format!("staging {name}: {e}"))?;
+    }
+    Ok(root)
+}
+
 /// Stops mount events from leaking out to the host (and in from it).
 pub(super) fn make_private() -> Step {
     mount(

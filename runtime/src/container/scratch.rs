@@ -1,13 +1,12 @@
-//! A container's scratch directory, `<state_root>/containers/<id>/`: its lock file is held (flock) for
-//! as long as the supervisor (or init) lives, and the directory is removed when the guard drops.
+//! A container's scratch directory, `<state_root>/containers/<id>/`: the directory itself is locked
+//! (flock) for as long as the supervisor (or init) lives, and removed when the guard drops. No lock file:
+//! every file created and removed here costs a journal write on the state root's filesystem, on every run.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::ContainerError;
-
-pub const LOCK_FILE: &str = "lock";
 
 pub struct ScratchDir {
     path: PathBuf,
@@ -22,21 +21,30 @@ impl ScratchDir {
         let parent = state_root.join("containers");
         std::fs::create_dir_all(&parent).map_err(ContainerError::io("cannot create", &parent))?;
         let path = parent.join(id);
-        match std::fs::create_dir(&path) {
+        if path.exists() {
+            return Err(ContainerError::Exists(id.to_string()));
+        }
+        // Made and locked under a hidden name, then renamed into place (the lock goes with the inode): a
+        // sweeper never sees it unlocked.
+        let hidden = parent.join(format!(".new-{id}"));
+        match std::fs::create_dir(&hidden) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(ContainerError::Exists(id.to_string()));
             }
-            Err(e) => return Err(ContainerError::io("cannot create", &path)(e)),
+            Err(e) => return Err(ContainerError::io("cannot create", &hidden)(e)),
         }
-        // From here on, Drop removes the directory whatever happens next.
-        let lock_path = path.join(LOCK_FILE);
-        let lock = File::create(&lock_path);
-        let lock = match lock.and_then(|f| lock_exclusive(&f, false).map(|()| f)) {
+        let lock = File::open(&hidden)
+            .and_then(|f| lock_exclusive(&f, false).map(|()| f))
+            .and_then(|f| rename_noreplace(&hidden, &path).map(|()| f));
+        let lock = match lock {
             Ok(f) => f,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&path);
-                return Err(ContainerError::io("cannot lock", lock_path)(e));
+                let _ = std::fs::remove_dir_all(&hidden);
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    return Err(ContainerError::Exists(id.to_string()));
+                }
+                return Err(ContainerError::io("cannot create", path)(e));
             }
         };
         Ok(ScratchDir { path, _lock: lock })
@@ -55,7 +63,29 @@ impl Drop for ScratchDir {
     }
 }
 
-/// `flock(LOCK_EX)`, without waiting when `nonblocking`.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: renameat2 with two NUL-terminated paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `flock(LOCK_EX)` (on a file or a directory), without waiting when `nonblocking`. Close-on-exec, as
+/// std opens files: the job never holds it, init does (it dies with the supervisor).
 pub fn lock_exclusive(file: &File, nonblocking: bool) -> std::io::Result<()> {
     let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
     // SAFETY: flock on a file descriptor we own.

@@ -5,16 +5,16 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::scratch::{LOCK_FILE, lock_exclusive};
+use super::scratch::lock_exclusive;
 
-/// A directory without a lock file this old was abandoned between its creation and its lock.
-const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
+/// A hidden `.new-<id>` directory younger than this may be between its creation and its rename: leave it.
+const NEWBORN: Duration = Duration::from_secs(60);
 
 /// Removes the scratch directories under `<state_root>/containers/` that no live process holds, and the
 /// cgroups named after them; returns the ids removed. Only those cgroups: cgroups are shared by every state
 /// root on the machine, and one whose container lives under another state root is not ours to judge.
 pub fn sweep_leftovers(state_root: &Path) -> Vec<String> {
-    let dead = sweep_dirs(state_root);
+    let dead = sweep_dirs(state_root, NEWBORN);
     if !dead.is_empty()
         && let Err(e) = crate::cgroup::sweep_leftovers(|name| !dead.iter().any(|d| d == name))
     {
@@ -23,7 +23,7 @@ pub fn sweep_leftovers(state_root: &Path) -> Vec<String> {
     dead
 }
 
-fn sweep_dirs(state_root: &Path) -> Vec<String> {
+fn sweep_dirs(state_root: &Path, newborn_age: Duration) -> Vec<String> {
     let dir = state_root.join("containers");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
@@ -31,25 +31,23 @@ fn sweep_dirs(state_root: &Path) -> Vec<String> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let stale = match File::open(path.join(LOCK_FILE)) {
-            Ok(lock) => lock_exclusive(&lock, true).is_ok(),
-            Err(_) => entry
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        let newborn = hidden
+            && entry
                 .metadata()
-                .and_then(|m| m.modified())
+                .and_then(|m| m.created().or_else(|_| m.modified()))
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > UNLOCKED_GRACE),
-        };
-        if !stale {
+                .is_none_or(|age| age < newborn_age);
+        let unlocked = File::open(&path).is_ok_and(|d| lock_exclusive(&d, true).is_ok());
+        if newborn || !unlocked {
             continue;
         }
+        let name = entry.file_name().to_string_lossy().into_owned();
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {
-                tracing::info!(
-                    "removed the leftovers of container {}",
-                    entry.file_name().to_string_lossy()
-                );
-                removed.push(entry.file_name().to_string_lossy().into_owned());
+                tracing::info!("removed the leftovers of container {name}");
+                removed.push(name);
             }
             Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
         }
@@ -59,6 +57,7 @@ fn sweep_dirs(state_root: &Path) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ContainerError;
     use super::super::scratch::ScratchDir;
     use super::*;
 
@@ -68,9 +67,19 @@ mod tests {
         let live = ScratchDir::create(root.path(), "live").unwrap();
         let dead = root.path().join("containers/dead");
         std::fs::create_dir_all(dead.join("upper")).unwrap();
-        std::fs::write(dead.join(LOCK_FILE), "").unwrap();
-        assert_eq!(sweep_dirs(root.path()), vec!["dead".to_string()]);
+        let being_made = root.path().join("containers/.new-abc");
+        std::fs::create_dir_all(&being_made).unwrap();
+        assert_eq!(sweep_dirs(root.path(), NEWBORN), vec!["dead".to_string()]);
         assert!(live.path().exists());
         assert!(!dead.exists());
+        assert!(being_made.exists(), "a directory being made was swept");
+        assert_eq!(
+            sweep_dirs(root.path(), Duration::ZERO),
+            vec![".new-abc".to_string()]
+        );
+        assert!(matches!(
+            ScratchDir::create(root.path(), "live"),
+            Err(ContainerError::Exists(_))
+        ));
     }
 }

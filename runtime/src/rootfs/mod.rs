@@ -73,7 +73,7 @@ impl std::str::FromStr for Driver {
 }
 
 /// A container's root filesystem: layers bottom to top, and the container's scratch directory holding
-/// `upper/`, `work/` and `merged/` (or `rootfs/` for the copy).
+/// `upper/` and `work/` (or `rootfs/` for the copy); the caller picks where it is mounted.
 #[derive(Debug, Clone)]
 pub struct Rootfs {
     layers: Vec<PathBuf>,
@@ -111,13 +111,9 @@ impl Rootfs {
         self
     }
 
-    pub fn merged(&self) -> PathBuf {
-        self.dir.join("merged")
-    }
-
     /// Creates the scratch directories; run it before the container is cloned.
     pub fn prepare(&self) -> Result<(), RootfsError> {
-        for sub in ["upper", "work", "merged"] {
+        for sub in ["upper", "work"] {
             let path = self.dir.join(sub);
             std::fs::create_dir_all(&path)
                 .map_err(|source| RootfsError::Create { path, source })?;
@@ -125,9 +121,9 @@ impl Rootfs {
         Ok(())
     }
 
-    /// Mounts the root filesystem at [`Rootfs::merged`]. Call it in the container's own mount namespace:
-    /// the mount disappears with it.
-    pub fn mount(&self) -> Result<Mounted, RootfsError> {
+    /// Mounts the root filesystem at `target` (an existing directory). Call it in the container's own
+    /// mount namespace: the mount disappears with it.
+    pub fn mount(&self, target: &Path) -> Result<Mounted, RootfsError> {
         let mut reason = match self.forced {
             Some(Driver::Overlay) | None => None,
             Some(d) => Some(format!("{DRIVER_ENV}={d}")),
@@ -137,8 +133,8 @@ impl Rootfs {
                 unsupported_upper(&self.dir).map(|fs| format!("the upper directory is on {fs}"));
         }
         if reason.is_none() {
-            match overlay::mount(&self.lowers(), &self.dir, &self.merged(), self.rootless) {
-                Ok(()) => return Ok(self.mounted(Driver::Overlay, None)),
+            match overlay::mount(&self.lowers(), &self.dir, target, self.rootless) {
+                Ok(()) => return Ok(self.mounted(target, Driver::Overlay, None)),
                 Err(e) if self.forced == Some(Driver::Overlay) => return Err(e),
                 Err(e) => reason = Some(e.to_string()),
             }
@@ -146,10 +142,10 @@ impl Rootfs {
         if self.forced != Some(Driver::Copy) {
             let tried = match fuse::unavailable() {
                 Some(why) => Err(RootfsError::Fuse(why)),
-                None => fuse::mount(&self.lowers(), &self.dir, &self.merged()),
+                None => fuse::mount(&self.lowers(), &self.dir, target),
             };
             match tried {
-                Ok(()) => return Ok(self.mounted(Driver::FuseOverlayfs, reason)),
+                Ok(()) => return Ok(self.mounted(target, Driver::FuseOverlayfs, reason)),
                 Err(e) if self.forced == Some(Driver::FuseOverlayfs) => return Err(e),
                 Err(e) => reason = Some(format!("{}; {e}", reason.unwrap_or_default())),
             }
@@ -161,7 +157,7 @@ impl Rootfs {
         })?;
         nix::mount::mount(
             Some(&root),
-            &self.merged(),
+            target,
             None::<&str>,
             nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
             None::<&str>,
@@ -170,7 +166,7 @@ impl Rootfs {
             path: root.clone(),
             source,
         })?;
-        Ok(self.mounted(Driver::Copy, reason))
+        Ok(self.mounted(target, Driver::Copy, reason))
     }
 
     /// Lower directories top first, as overlay wants them; an empty image gets one empty lower.
@@ -183,9 +179,9 @@ impl Rootfs {
         self.layers.iter().rev().cloned().collect()
     }
 
-    fn mounted(&self, driver: Driver, fallback_reason: Option<String>) -> Mounted {
+    fn mounted(&self, target: &Path, driver: Driver, fallback_reason: Option<String>) -> Mounted {
         Mounted {
-            path: self.merged(),
+            path: target.to_path_buf(),
             driver,
             fallback_reason,
         }
