@@ -198,3 +198,32 @@ fn a_corrupted_layer_in_the_registry_is_refused() {
         .join(&layer.digest[7..]);
     assert!(!blob.exists(), "nothing unverified is published");
 }
+
+#[test]
+fn two_processes_pulling_at_once_download_each_blob_once() {
+    let registry = TestRegistry::plain();
+    let image = special_image();
+    registry.push("team/twice:v1", &image);
+    let name = registry.image("team/twice:v1");
+    let dstack = Dstack::root();
+    let first = dstack.spawn(&["pull", &name]);
+    let second = dstack.spawn(&["pull", &name]);
+    first.wait().assert_success();
+    second.wait().assert_success();
+    let log = registry.log();
+    for layer in &image.layers {
+        let gets = log
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(&format!("/blobs/{}", layer.digest)))
+            .count();
+        assert_eq!(
+            gets, 1,
+            "layer {} fetched {gets} times:\n{log}",
+            layer.digest
+        );
+    }
+    dstack
+        .run(&["images"])
+        .assert_success()
+        .assert_stdout_contains("team/twice");
+}
