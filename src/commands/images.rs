@@ -32,7 +32,7 @@ pub fn pull(args: PullArgs) -> CliResult<ExitCode> {
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
-        Box::new(Lines::default())
+        Box::new(Lines)
     };
     let source: Box<dyn Source> = match &name {
         ImageName::Registry(reference) => {
@@ -210,7 +210,6 @@ fn short(d: &Digest) -> &str {
 }
 
 /// One line per event, for logs and pipes.
-#[derive(Default)]
 struct Lines;
 
 impl Progress for Lines {
