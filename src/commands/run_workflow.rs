@@ -20,7 +20,7 @@ use runtime::image::store::{Image, ImageName, Store, StoreError};
 
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult};
-use crate::plan::{self, Host, JobRequest};
+use crate::plan::{self, Host};
 use crate::project::Project;
 use crate::runs::detach::{self, Side};
 use crate::runs::job::{self, HostDirs};
@@ -268,22 +268,7 @@ fn supervise(
     let ports = free_ports(workflow.ports)
         .map_err(|e| mask.failure("choosing free ports", &e, START_FAILED))?;
     let job_id = new_id();
-    let env = job::environment(workflow, run.name(), &job_id, &ports, secrets, |k| {
-        std::env::var(k).ok()
-    });
-    let request = JobRequest {
-        image: workflow.image.clone(),
-        commands: workflow.commands.clone(),
-        entrypoint: workflow.entrypoint.clone(),
-        env,
-        working_dir: Some(workflow.container_working_dir()),
-        cpu: workflow.resources.cpu,
-        memory: workflow.resources.memory,
-        shm_size: workflow.resources.shm_size,
-        strict_limits: false,
-        mounts: mounts.mounts.clone(),
-        hostname: Some(run.name().to_string()),
-    };
+    let request = job::request(workflow, run.name(), &job_id, &ports, secrets, &mounts);
     record(run.update(|r| {
         r.artifacts = mounts.artifacts.clone();
         r.ports = ports.clone();
@@ -390,22 +375,7 @@ fn dry_run(
     };
     let mounts = job::plan_mounts(workflow, &user.home, &dirs);
     let ports: Vec<u16> = free_ports(workflow.ports)?;
-    let env = job::environment(workflow, UNNAMED, "<job-id>", &ports, secrets, |k| {
-        std::env::var(k).ok()
-    });
-    let request = JobRequest {
-        image: workflow.image.clone(),
-        commands: workflow.commands.clone(),
-        entrypoint: workflow.entrypoint.clone(),
-        env,
-        working_dir: Some(workflow.container_working_dir()),
-        cpu: workflow.resources.cpu,
-        memory: workflow.resources.memory,
-        shm_size: workflow.resources.shm_size,
-        strict_limits: false,
-        mounts: mounts.mounts,
-        hostname: Some(UNNAMED.to_string()),
-    };
+    let request = job::request(workflow, UNNAMED, "<job-id>", &ports, secrets, &mounts);
     let mut spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
         .map_err(|e| mask.error(&e, 1))?;
     if let Some(gpu) = gpu_request(workflow, UNNAMED) {

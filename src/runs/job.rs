@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::copy;
 use super::record::ArtifactRecord;
-use crate::plan::BindMount;
+use crate::plan::{BindMount, JobRequest};
 use crate::workflow::{WORKFLOW_DIR, Workflow};
 
 /// The job's environment on top of the image's: injected variables, then the project's secrets, then the
@@ -49,6 +49,33 @@ pub fn environment(
         }
     }
     env
+}
+
+/// The planner's request for `workflow` run as `run_name` (also its hostname), with its environment and
+/// mounts; `dstack`'s own environment gives the values of bare `NAME` entries.
+pub fn request(
+    workflow: &Workflow,
+    run_name: &str,
+    job_id: &str,
+    ports: &[u16],
+    secrets: &BTreeMap<String, String>,
+    mounts: &MountPlan,
+) -> JobRequest {
+    JobRequest {
+        image: workflow.image.clone(),
+        commands: workflow.commands.clone(),
+        entrypoint: workflow.entrypoint.clone(),
+        env: environment(workflow, run_name, job_id, ports, secrets, |k| {
+            std::env::var(k).ok()
+        }),
+        working_dir: Some(workflow.container_working_dir()),
+        cpu: workflow.resources.cpu,
+        memory: workflow.resources.memory,
+        shm_size: workflow.resources.shm_size,
+        strict_limits: false,
+        mounts: mounts.mounts.clone(),
+        hostname: Some(run_name.to_string()),
+    }
 }
 
 /// Where a run keeps what it binds into its container.
@@ -271,6 +298,22 @@ mod tests {
         );
         assert_eq!(value(&env, "FROM_HOST"), Some("host-value"));
         assert_eq!(value(&env, "UNSET_ON_HOST"), None);
+    }
+
+    #[test]
+    fn the_request_carries_the_workflow_the_run_and_its_mounts() {
+        let mut w = workflow();
+        w.commands = vec!["python train.py".into()];
+        w.working_dir = Some("src".into());
+        w.resources.memory = Some(1 << 30);
+        let mounts = plan_mounts(&w, "/root", &dirs());
+        let req = request(&w, "brave-otter-1", "abc", &[], &BTreeMap::new(), &mounts);
+        assert_eq!(req.commands, ["python train.py"]);
+        assert_eq!(req.working_dir.as_deref(), Some("/workflow/src"));
+        assert_eq!(req.hostname.as_deref(), Some("brave-otter-1"));
+        assert_eq!((req.memory, req.strict_limits), (Some(1 << 30), false));
+        assert_eq!(req.mounts, mounts.mounts);
+        assert_eq!(value(&req.env, "RUN_NAME"), Some("brave-otter-1"));
     }
 
     #[test]
