@@ -37,7 +37,7 @@ pub(super) fn mount(lowers: &[PathBuf], dir: &Path, target: &Path) -> Result<(),
         .map(|p| p.display().to_string().replace(':', "\\:"))
         .collect();
     let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
+        "lowerdir={},upperdir={},workdir={},fsync=0",
         lowerdir.join(":"),
         dir.join("upper").display(),
         dir.join("work").display()
