@@ -18,6 +18,7 @@ use super::message::{Channel, Message};
 use super::scratch::ScratchDir;
 use super::supervise::{Container, SignalGuard};
 use super::{ContainerError, StdioMode, mounts, spawn, stdio};
+use crate::net::Network;
 use crate::rootfs::Rootfs;
 
 pub struct ContainerBuilder {
@@ -29,6 +30,7 @@ pub struct ContainerBuilder {
     stdio: StdioMode,
     log_file: Option<PathBuf>,
     grace: Duration,
+    network: Option<Network>,
 }
 
 /// A container whose scratch directory and files exist, ready to start.
@@ -41,6 +43,7 @@ pub struct PreparedContainer {
     stdio: StdioMode,
     log_file: Option<PathBuf>,
     grace: Duration,
+    network: Option<Network>,
 }
 
 impl ContainerBuilder {
@@ -55,6 +58,7 @@ impl ContainerBuilder {
             stdio: StdioMode::Auto,
             log_file: None,
             grace: Duration::from_secs(10),
+            network: None,
         }
     }
 
@@ -91,6 +95,12 @@ impl ContainerBuilder {
         self
     }
 
+    /// The job's network (`runtime::net`); without one the job gets a private loopback-only namespace.
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = Some(network);
+        self
+    }
+
     /// How long a stop signal may take before SIGKILL (10 s by default).
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace = grace;
@@ -121,7 +131,7 @@ impl ContainerBuilder {
         rootfs.prepare()?;
         let staging = scratch.path().join(mounts::STAGING);
         std::fs::create_dir(&staging).map_err(ContainerError::io("cannot create", &staging))?;
-        let files = etc_files(&mut spec, &staging)?;
+        let files = etc_files(&mut spec, &staging, self.network.as_ref())?;
         Ok(PreparedContainer {
             spec,
             files,
@@ -131,24 +141,34 @@ impl ContainerBuilder {
             stdio: self.stdio,
             log_file: self.log_file,
             grace: self.grace,
+            network: self.network,
         })
     }
 }
 
 /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (name, contents), bound into the container unless
 /// the spec already mounts something there. Init writes them into its staging tmpfs, not to disk.
-fn etc_files(spec: &mut Spec, staging: &Path) -> Result<Vec<(String, String)>, ContainerError> {
+fn etc_files(
+    spec: &mut Spec,
+    staging: &Path,
+    network: Option<&Network>,
+) -> Result<Vec<(String, String)>, ContainerError> {
     let hostname = spec.hostname().clone().unwrap_or_else(|| "dstack".into());
-    let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    );
-    // A loopback-only network cannot reach the host's local resolver; keep the other nameservers.
-    let resolv: String = std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1")))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let (hosts, resolv) = match network {
+        Some(net) => (net.hosts(&hostname), net.resolv_conf()),
+        None => (
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            ),
+            // A loopback-only network cannot reach the host's local resolver; keep the others.
+            std::fs::read_to_string("/etc/resolv.conf")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1")))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+        ),
+    };
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     let mut files = Vec::new();
     for (name, text) in [
@@ -198,6 +218,12 @@ impl PreparedContainer {
     /// Clones init into its namespaces (and cgroup), lets it set up, and returns once the job has
     /// exec'd; a failure inside comes back as an error naming the cause.
     pub fn start(mut self) -> Result<Container, ContainerError> {
+        let own_netns = self.network.as_ref().is_none_or(|n| n.needs_netns());
+        let namespaces = if own_netns {
+            spawn::NAMESPACES
+        } else {
+            spawn::NAMESPACES & !(libc::CLONE_NEWNET as u64)
+        };
         let stdio = stdio::open(self.stdio)?;
         if matches!(stdio.parent, stdio::ParentStdio::Pty { .. }) {
             set_term(&mut self.spec);
@@ -228,8 +254,9 @@ impl PreparedContainer {
             rootless: crate::paths::in_child_user_namespace(),
             setgroups_allowed: setgroups_allowed(),
             unshare_cgroupns: clone_fd.is_none(),
+            own_netns,
         };
-        let flags = spawn::NAMESPACES
+        let flags = namespaces
             | if clone_fd.is_some() {
                 libc::CLONE_NEWCGROUP as u64
             } else {
@@ -244,14 +271,13 @@ impl PreparedContainer {
                     "clone3 into the cgroup failed ({e}); placing init after the clone"
                 );
                 ctx.unshare_cgroupns = true;
-                spawn::clone_child(spawn::NAMESPACES, None, || init::run(&ctx))
-                    .map(|pid| (pid, false))
+                spawn::clone_child(namespaces, None, || init::run(&ctx)).map(|pid| (pid, false))
             }
             other => other.map(|pid| (pid, clone_fd.is_some())),
         };
         let (pid, placed) = spawned?;
         drop(stdio.child_ends);
-        let container = Container {
+        let mut container = Container {
             pid,
             channel,
             stdio: stdio.parent,
@@ -260,8 +286,12 @@ impl PreparedContainer {
             signals,
             reaped: false,
             cgroup: self.cgroup,
+            network: self.network,
             scratch: self.scratch,
         };
+        if let Some(net) = container.network.as_mut() {
+            net.attach(pid)?;
+        }
         if let (false, Some(c)) = (placed, &container.cgroup) {
             c.add_pid(pid).map_err(ContainerError::Cgroup)?;
         }
@@ -280,7 +310,12 @@ impl PreparedContainer {
                 Some(Message::Rootfs { driver, .. }) => {
                     tracing::debug!("root filesystem: {driver}")
                 }
-                Some(Message::Started) => return Ok(container),
+                Some(Message::Started) => {
+                    if let Some(net) = container.network.as_mut() {
+                        net.start_forwarding()?;
+                    }
+                    return Ok(container);
+                }
                 Some(Message::Failed { message, exit_code }) => {
                     return Err(ContainerError::Start { message, exit_code });
                 }

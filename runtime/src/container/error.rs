@@ -26,6 +26,8 @@ pub enum ContainerError {
     Channel(String),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    Network(#[from] crate::net::NetError),
     /// Set-up inside the container failed before the job started (mounts, user, exec).
     #[error("{message}")]
     Start { message: String, exit_code: i32 },

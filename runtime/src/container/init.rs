@@ -26,6 +26,8 @@ pub(super) struct InitContext {
     pub setgroups_allowed: bool,
     /// Unshare the cgroup namespace after the supervisor placed us (when clone3 did not).
     pub unshare_cgroupns: bool,
+    /// The job has a network namespace of its own (not the host's), whose `lo` init brings up.
+    pub own_netns: bool,
 }
 
 /// Signals init passes on to the job.
@@ -105,7 +107,9 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         mounts::mask(linux.masked_paths().as_deref().unwrap_or_default())?;
         mounts::readonly(linux.readonly_paths().as_deref().unwrap_or_default())?;
     }
-    loopback::up().map_err(|e| format!("bringing up the loopback interface: {e}"))?;
+    if ctx.own_netns {
+        loopback::up().map_err(|e| format!("bringing up the loopback interface: {e}"))?;
+    }
     block_forwarded_signals();
     let job = start_job(ctx)?;
     let _ = ctx.channel.send(&Message::Started);

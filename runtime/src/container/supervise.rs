@@ -96,6 +96,8 @@ pub struct Container {
     pub(super) signals: SignalGuard,
     pub(super) reaped: bool,
     pub(super) cgroup: Option<Box<dyn CgroupPlacement>>,
+    /// Dropped after init is reaped (Drop below), before the scratch directory.
+    pub(super) network: Option<crate::net::Network>,
     pub(super) scratch: ScratchDir,
 }
 
@@ -377,8 +379,9 @@ impl Drop for Container {
             }
             self.reaped = true;
         }
-        // The cgroup goes before the scratch directory (field order drops the rest).
+        // The cgroup and the network go before the scratch directory (field order drops the rest).
         self.cgroup.take();
+        self.network.take();
     }
 }
 
