@@ -1,14 +1,19 @@
 //! `dstack run`: the ad hoc form (`dstack run docker IMAGE ...`) here; workflows (`dstack run NAME`) are
 //! routed to the workflow runner. Thin on purpose: parse, get the image, plan, run, exit with the job's code.
 
+use std::error::Error as StdError;
+use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use runtime::container::{ContainerBuilder, ContainerError};
+use oci_spec::runtime::Spec;
+use runtime::container::{Container, ContainerBuilder, ContainerError};
+use runtime::gpu::GpuLease;
 use runtime::image::pull::{NoProgress, PullOptions, pull};
 use runtime::image::registry::{RegistryClient, RegistryOptions};
 use runtime::image::source::Source;
-use runtime::image::store::{Image, ImageName, Store, StoreError};
+use runtime::image::store::{Image, ImageName, Lease, Store, StoreError};
 
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult, Context};
@@ -106,10 +111,10 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
     .unwrap_or_else(|e| e.exit());
     let mut req = adhoc.request()?;
     runtime::userns::enter_rootless_namespace()?;
-    let state_root = runtime::paths::state_root();
-    runtime::container::sweep_leftovers(&state_root);
+    runtime::container::sweep_leftovers(&runtime::paths::state_root());
     let store = Store::open_default()?;
-    let image = image(&store, &req.image, &args.pull)?;
+    let image = image(&store, &req.image, &args.pull, &RegistryOptions::default())
+        .context(format!("pulling {}", req.image))?;
     let id = new_id();
     req.hostname.get_or_insert_with(|| id.clone());
     let spec = plan::plan(&req, &image.config, &image.layer_dirs, Host::current())
@@ -126,64 +131,171 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let _lease = store.lease(&image)?;
-    let mut builder = ContainerBuilder::new(&id)
-        .spec(spec.clone())
-        .rootfs(image.layer_dirs.clone());
-    let limits = plan::limits(&spec);
-    if !limits.is_unlimited() {
-        match runtime::cgroup::create(&id, &limits, req.strict_limits)? {
-            runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
-            runtime::cgroup::Placement::Unenforced { reason } => eprintln!("warning: {reason}"),
-        }
-    }
-    let status = builder
-        .build()
-        .and_then(|c| c.start())
-        .and_then(|c| c.wait())
-        .map_err(|e| container_error(e, &image.reference))?;
+    let launch = Launch {
+        id,
+        strict_limits: req.strict_limits,
+        log_file: None,
+        network: None,
+        gpu: None,
+    };
+    let launched = self::launch(&store, &image, spec, launch)
+        .map_err(|e| CliError::new(e.to_string()).with_exit_code(e.code))?;
+    let status = launched
+        .container
+        .wait()
+        .map_err(|e| CliError::new(format!("supervising the job: {e}")).with_exit_code(125))?;
     Ok(ExitCode::from(status.code.clamp(0, 255) as u8))
 }
 
-/// The image from the store, pulled first when the policy says so.
-fn image(store: &Store, reference: &str, policy: &str) -> CliResult<Image> {
+/// The image from the store, pulled first when the policy (`missing`, `always`, `never`) says so.
+pub(crate) fn image(
+    store: &Store,
+    reference: &str,
+    policy: &str,
+    options: &RegistryOptions,
+) -> CliResult<Image> {
     let name: ImageName = reference.parse()?;
-    let pull_now = match policy {
-        "always" => true,
-        "missing" => match store.lookup(&name) {
+    match policy {
+        "always" => {}
+        "missing" | "never" => match store.lookup(&name) {
             Ok(image) => return Ok(image),
-            Err(StoreError::NotFound(_)) => true,
+            Err(StoreError::NotFound(_)) if policy == "missing" => {}
             Err(e) => return Err(e.into()),
         },
-        "never" => false,
         other => {
             return Err(CliError::new(format!(
                 "--pull {other}: use missing, always or never"
             )));
         }
-    };
-    if !pull_now {
-        return Ok(store.lookup(&name)?);
     }
     let source: Box<dyn Source> = match &name {
-        ImageName::Registry(r) => Box::new(RegistryClient::new(r, &RegistryOptions::default())?),
+        ImageName::Registry(r) => Box::new(RegistryClient::new(r, options)?),
         ImageName::Layout { dir, .. } => Box::new(runtime::image::layout::OciLayout::open(dir)?),
     };
     eprintln!("pulling {name}");
-    let options = PullOptions::new(&NoProgress);
-    pull(store, source.as_ref(), &name, &options).context(format!("pulling {name}"))
+    Ok(pull(
+        store,
+        source.as_ref(),
+        &name,
+        &PullOptions::new(&NoProgress),
+    )?)
 }
 
-fn container_error(e: ContainerError, image: &str) -> CliError {
-    let code = e.exit_code().clamp(1, 255) as u8;
-    match e {
-        ContainerError::Start { message, .. } => CliError::new(message).with_exit_code(code),
-        other => CliError::new(format!("running {image}: {other}")).with_exit_code(code),
+/// What a job needs besides its plan. Both run forms start jobs through [`launch`].
+pub(crate) struct Launch {
+    /// The container id (scratch directory and cgroup name).
+    pub id: String,
+    pub strict_limits: bool,
+    /// Where the job's output is also written, line by line.
+    pub log_file: Option<PathBuf>,
+    pub network: Option<runtime::net::Network>,
+    pub gpu: Option<runtime::gpu::GpuRequest>,
+}
+
+/// A started job, with what must live until it has ended (the image's lease, the GPUs').
+pub(crate) struct Launched {
+    pub container: Container,
+    _lease: Lease,
+    _gpus: Option<GpuLease>,
+}
+
+/// Why a job did not start: what was being done, the cause, and the exit code (125, or the exec's
+/// 126/127 as shells use them).
+#[derive(Debug)]
+pub(crate) struct LaunchError {
+    pub what: String,
+    pub source: Box<dyn StdError + Send + Sync>,
+    pub code: u8,
+}
+
+impl fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source.downcast_ref::<ContainerError>() {
+            // The container's own words (`exec "foo": command not found`) stand alone.
+            Some(ContainerError::Start { message, .. }) => f.write_str(message),
+            _ => write!(f, "{}: {}", self.what, self.source),
+        }
     }
 }
 
+impl StdError for LaunchError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+fn failed<E: StdError + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> LaunchError {
+    let what = what.into();
+    move |e| LaunchError {
+        what,
+        source: Box::new(e),
+        code: 125,
+    }
+}
+
+/// Leases the image, gives the job its GPUs, places it in a cgroup when it has limits, and starts it
+/// (returning once the job has exec'd). Call it from a single-threaded process.
+pub(crate) fn launch(
+    store: &Store,
+    image: &Image,
+    mut spec: Spec,
+    launch: Launch,
+) -> Result<Launched, LaunchError> {
+    let lease = store.lease(image).map_err(failed("using the image"))?;
+    let gpus = match &launch.gpu {
+        Some(request) => Some(
+            runtime::gpu::apply(&mut spec, request).map_err(failed("giving the job its GPUs"))?,
+        ),
+        None => None,
+    };
+    let mut limits = plan::limits(&spec);
+    if let Some(rules) = gpus
+        .as_ref()
+        .map(|g| g.device_rules())
+        .filter(|r| !r.is_empty())
+    {
+        let mut policy = runtime::cgroup::DevicePolicy::docker_default();
+        for rule in rules {
+            policy.allow(*rule);
+        }
+        limits.devices = Some(policy);
+    }
+    let mut builder = ContainerBuilder::new(&launch.id)
+        .spec(spec)
+        .rootfs(image.layer_dirs.clone());
+    if let Some(path) = launch.log_file {
+        builder = builder.log_file(path);
+    }
+    if let Some(net) = launch.network {
+        builder = builder.network(net);
+    }
+    if !limits.is_unlimited() || limits.devices.is_some() {
+        let placement = runtime::cgroup::create(&launch.id, &limits, launch.strict_limits)
+            .map_err(failed("setting the resource limits"))?;
+        match placement {
+            runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
+            runtime::cgroup::Placement::Unenforced { reason } => eprintln!("warning: {reason}"),
+        }
+    }
+    let container = builder.build().and_then(|c| c.start()).map_err(|e| {
+        let code = e.exit_code().clamp(1, 255) as u8;
+        LaunchError {
+            what: format!("starting {}", image.reference),
+            source: Box::new(e),
+            code,
+        }
+    })?;
+    Ok(Launched {
+        container,
+        _lease: lease,
+        _gpus: gpus,
+    })
+}
+
 /// Twelve hex digits from the kernel's random pool: the container id and default hostname.
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut bytes = [0u8; 6];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut bytes);
