@@ -603,3 +603,39 @@ fn with_a_terminal_the_job_gets_a_pty_and_its_exit_code_still_comes_back() {
         );
     }
 }
+
+#[test]
+fn init_reaps_orphans_so_no_zombie_is_left() {
+    for mode in MODES {
+        let s = setup(mode);
+        // The subshell exits at once, leaving `sleep` to init; it exits and must be reaped.
+        let out = s.sh("(sleep 0.2 &); sleep 0.6; ps -o stat,comm | grep -c '^Z' || true");
+        out.assert_success();
+        assert_eq!(out.stdout.trim(), "0", "{mode:?}: zombies: {}", out.stdout);
+    }
+}
+
+#[test]
+fn a_job_that_ignores_sigterm_is_killed_at_the_second_signal() {
+    for mode in MODES {
+        let s = setup(mode);
+        let running = s.dstack.spawn(&[
+            "run",
+            "docker",
+            &s.image,
+            "-c",
+            "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+        ]);
+        running.wait_for_output("ready", |out, _| out.contains("ready"));
+        let started = std::time::Instant::now();
+        running.signal(Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(300));
+        running.signal(Signal::SIGTERM);
+        let out = running.wait();
+        out.assert_code(137);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode:?}: the grace period ran out instead"
+        );
+    }
+}
