@@ -89,8 +89,11 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
             .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     }
     mounts::make_private()?;
-    let target = mounts::stage(&ctx.staging, &ctx.files)?;
-    let mounted = ctx.rootfs.mount(&target).map_err(|e| e.to_string())?;
+    let (target, top) = mounts::stage(&ctx.staging, &ctx.files)?;
+    let mounted = ctx
+        .rootfs
+        .mount(&target, Some(&top))
+        .map_err(|e| e.to_string())?;
     let _ = ctx.channel.send(&Message::Rootfs {
         driver: mounted.driver.to_string(),
         fallback_reason: mounted.fallback_reason.clone(),

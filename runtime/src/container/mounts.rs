@@ -17,9 +17,13 @@ pub(super) const STAGING: &str = "merged";
 pub(super) const STAGED_FILES: &str = "files";
 
 /// A small tmpfs at `staging`, visible only in this mount namespace, holding the root filesystem's mount
-/// point and the files bound into the container: transient files never touch the state root's disk,
-/// where each creation and removal costs a journal write.
-pub(super) fn stage(staging: &Path, files: &[(String, String)]) -> Result<PathBuf, String> {
+/// point, the files bound into the container, and a layer with their (empty) mount points under `/etc`
+/// for the root filesystem's top: transient files never touch the state root's disk, where each creation
+/// and removal costs a journal write. Returns (mount point, top layer).
+pub(super) fn stage(
+    staging: &Path,
+    files: &[(String, String)],
+) -> Result<(PathBuf, PathBuf), String> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(
         Some("tmpfs"),
@@ -34,7 +38,10 @@ pub(super) fn stage(staging: &Path, files: &[(String, String)]) -> Result<PathBu
     let fail = |e: std::io::Error| format!("staging the container's files: {e}");
     std::fs::create_dir(&root).map_err(fail)?;
     std::fs::create_dir(&dir).map_err(fail)?;
+    let layer = staging.join("layer");
+    std::fs::create_dir_all(layer.join("etc")).map_err(fail)?;
     for (name, text) in files {
+        std::fs::write(layer.join("etc").join(name), "").map_err(fail)?;
         std::fs::write(dir.join(name), text).map_err(fail)?;
         nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
@@ -44,7 +51,11 @@ pub(super) fn stage(staging: &Path, files: &[(String, String)]) -> Result<PathBu
         )
         .map_err(|e| format!("staging {name}: {e}"))?;
     }
-    Ok(root)
+    for (path, mode) in [(layer.clone(), 0o755), (layer.join("etc"), 0o755)] {
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(fail)?;
+    }
+    Ok((root, layer))
 }
 
 /// Stops mount events from leaking out to the host (and in from it).

@@ -121,9 +121,11 @@ impl Rootfs {
         Ok(())
     }
 
-    /// Mounts the root filesystem at `target` (an existing directory). Call it in the container's own
-    /// mount namespace: the mount disappears with it.
-    pub fn mount(&self, target: &Path) -> Result<Mounted, RootfsError> {
+    /// Mounts the root filesystem at `target` (an existing directory), with `top` (when given) as one
+    /// more read-only layer above the image's: mount points the container needs (`/etc/hosts`) then exist
+    /// without being created in the upper directory on disk. Call it in the container's own mount
+    /// namespace: the mount disappears with it.
+    pub fn mount(&self, target: &Path, top: Option<&Path>) -> Result<Mounted, RootfsError> {
         let mut reason = match self.forced {
             Some(Driver::Overlay) | None => None,
             Some(d) => Some(format!("{DRIVER_ENV}={d}")),
@@ -133,7 +135,7 @@ impl Rootfs {
                 unsupported_upper(&self.dir).map(|fs| format!("the upper directory is on {fs}"));
         }
         if reason.is_none() {
-            match overlay::mount(&self.lowers(), &self.dir, target, self.rootless) {
+            match overlay::mount(&self.lowers(top), &self.dir, target, self.rootless) {
                 Ok(()) => return Ok(self.mounted(target, Driver::Overlay, None)),
                 Err(e) if self.forced == Some(Driver::Overlay) => return Err(e),
                 Err(e) => reason = Some(e.to_string()),
@@ -142,7 +144,7 @@ impl Rootfs {
         if self.forced != Some(Driver::Copy) {
             let tried = match fuse::unavailable() {
                 Some(why) => Err(RootfsError::Fuse(why)),
-                None => fuse::mount(&self.lowers(), &self.dir, target),
+                None => fuse::mount(&self.lowers(top), &self.dir, target),
             };
             match tried {
                 Ok(()) => return Ok(self.mounted(target, Driver::FuseOverlayfs, reason)),
@@ -151,7 +153,13 @@ impl Rootfs {
             }
         }
         let root = self.dir.join("rootfs");
-        copy::flatten(&self.layers, &root).map_err(|source| RootfsError::Copy {
+        let layers: Vec<PathBuf> = self
+            .layers
+            .iter()
+            .cloned()
+            .chain(top.map(Path::to_path_buf))
+            .collect();
+        copy::flatten(&layers, &root).map_err(|source| RootfsError::Copy {
             path: root.clone(),
             source,
         })?;
@@ -170,13 +178,15 @@ impl Rootfs {
     }
 
     /// Lower directories top first, as overlay wants them; an empty image gets one empty lower.
-    fn lowers(&self) -> Vec<PathBuf> {
-        if self.layers.is_empty() {
+    fn lowers(&self, top: Option<&Path>) -> Vec<PathBuf> {
+        let mut lowers: Vec<PathBuf> = top.map(Path::to_path_buf).into_iter().collect();
+        lowers.extend(self.layers.iter().rev().cloned());
+        if lowers.is_empty() {
             let empty = self.dir.join("empty");
             let _ = std::fs::create_dir_all(&empty);
-            return vec![empty];
+            lowers.push(empty);
         }
-        self.layers.iter().rev().cloned().collect()
+        lowers
     }
 
     fn mounted(&self, target: &Path, driver: Driver, fallback_reason: Option<String>) -> Mounted {

@@ -116,7 +116,14 @@ fn mount_new_api(
     }
     // The upper directory is thrown away after the run: no syncfs of the whole state root filesystem at
     // unmount (it waits for every other writer's dirty data there, tens of ms on a busy machine).
-    config(FSCONFIG_SET_FLAG, Some(c"volatile"), None).map_err(|e| failed("volatile", e))?;
+    // And no uuid xattr written on the fresh upper directory. Kernels without these options (before
+    // 5.10 and 6.6) mount without them.
+    let _ = config(FSCONFIG_SET_FLAG, Some(c"volatile"), None);
+    let _ = config(
+        FSCONFIG_SET_STRING,
+        Some(c"uuid"),
+        Some(&CString::from(c"off")),
+    );
     config(FSCONFIG_CMD_CREATE, None, None).map_err(|e| failed("creating the overlay", e))?;
     // SAFETY: fsmount of a created context; the returned mount fd is owned below.
     let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0) };
