@@ -477,6 +477,12 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_entrypoint_clears_the_images_and_keeps_its_cmd() {
+        let spec = plan(&req(&[], Some(&[])), &image(&["/ep"], &["cmd", "x"], "")).unwrap();
+        assert_eq!(args(&spec), ["cmd", "x"]);
+    }
+
+    #[test]
     fn neither_runs_the_image_entrypoint_and_cmd() {
         let spec = plan(&req(&[], None), &image(&["/ep", "x"], &["cmd"], "")).unwrap();
         assert_eq!(args(&spec), ["/ep", "x", "cmd"]);
