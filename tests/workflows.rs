@@ -447,6 +447,46 @@ fn a_non_root_image_user_can_write_its_directories(d: Dstack) {
 }
 as_root_and_rootless!(a_non_root_image_user_can_write_its_directories);
 
+/// The seed's ports example: an HTTP server the job starts on `$PORT_0` answers on the host.
+fn ports_are_reachable_from_the_host(d: Dstack) {
+    let registry = registry();
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.dstack/workflows/app.yaml"
+    ))
+    .unwrap()
+    .replace("localhost:5000", &registry.host());
+    let dir = project(&d, &[("app.yaml", seed)]);
+    let out = at(&d, &dir, &["run", "-d", "hello-app"]);
+    out.assert_success();
+    let run = out.stdout.trim().to_string();
+    wait_until("the server", Duration::from_secs(60), || {
+        at(&d, &dir, &["logs", &run])
+            .stdout
+            .contains("serving on port")
+    });
+    let port = state(&d, &run)["ports"][0].as_u64().unwrap() as u16;
+    let mut page = String::new();
+    wait_until(
+        "an answer on the published port",
+        Duration::from_secs(20),
+        || {
+            use std::io::{Read as _, Write as _};
+            let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            page.clear();
+            conn.read_to_string(&mut page).is_ok() && page.contains("200")
+        },
+    );
+    assert!(page.contains(&format!("Hello from {run}")), "{page}");
+    at(&d, &dir, &["stop", &run]).assert_success();
+    assert_eq!(state(&d, &run)["status"], "stopped");
+}
+as_root_and_rootless!(ports_are_reachable_from_the_host);
+
 /// Mistakes are reported before anything starts, with the file, line and a suggestion.
 #[test]
 fn mistakes_fail_before_anything_starts() {

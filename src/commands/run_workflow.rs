@@ -12,14 +12,14 @@ use std::error::Error as StdError;
 use std::path::Path;
 use std::process::ExitCode;
 
-use runtime::container::{ContainerBuilder, ExitStatus};
-use runtime::image::pull::{NoProgress, PullOptions, pull};
-use runtime::image::registry::{Credentials, RegistryClient, RegistryOptions};
-use runtime::image::source::Source;
-use runtime::image::store::{Image, ImageName, Store, StoreError};
+use runtime::container::ExitStatus;
+use runtime::image::registry::{Credentials, RegistryOptions};
+use runtime::image::store::{Image, Store};
+use runtime::net::{Network, NetworkConfig};
 
+use super::run::{self, Launch};
 use crate::cli::RunArgs;
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, Context as _};
 use crate::plan::{self, Host};
 use crate::project::Project;
 use crate::runs::detach::{self, Side};
@@ -27,7 +27,7 @@ use crate::runs::job::{self, HostDirs};
 use crate::runs::machine::Machine;
 use crate::runs::{ActiveRun, RunRecord, RunStore, Status, StopRequest, cache, logs, signals};
 use crate::secrets::SecretStore;
-use crate::workflow::{Catalog, Context, RegistryAuth, Workflow, shell};
+use crate::workflow::{Catalog, Context, Workflow, shell};
 
 /// What `${{ run.name }}` reads as before a run has a name (checks, `--dry-run`).
 const UNNAMED: &str = "<run-name>";
@@ -78,7 +78,9 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
         return dry_run(&preview, &project, &state_root, &secrets, &args.pull, &mask);
     }
 
-    sweep_leftovers(&state_root);
+    // What SIGKILLed supervisors left: scratch directories, cgroups, network interfaces and NAT rules.
+    runtime::container::sweep_leftovers(&state_root);
+    runtime::net::sweep_leftovers();
     let store = RunStore::new(&state_root);
     let record = RunRecord::new(
         "",
@@ -229,19 +231,10 @@ fn supervise(
     record(run.set_status(Status::Pulling))?;
     let images = Store::open_default()
         .map_err(|e| mask.failure("opening the image store", &e, START_FAILED))?;
-    let image = image(
-        &images,
-        &workflow.image,
-        pull_policy,
-        workflow.registry_auth.as_ref(),
-    )
-    .map_err(|e| Failure {
-        message: mask.text(&format!("pulling {}: {}", workflow.image, e.0)),
+    let image = pull_image(&images, workflow, pull_policy).map_err(|e| Failure {
+        message: mask.text(&e.to_string()),
         code: START_FAILED,
     })?;
-    let _lease = images
-        .lease(&image)
-        .map_err(|e| mask.failure("using the image", &e, START_FAILED))?;
 
     let user = image_user(&image)
         .map_err(|e| mask.failure("finding the image's user", &e, START_FAILED))?;
@@ -265,49 +258,38 @@ fn supervise(
             );
         }
     }
-    let ports = free_ports(workflow.ports)
-        .map_err(|e| mask.failure("choosing free ports", &e, START_FAILED))?;
-    let job_id = new_id();
+    let job_id = run::new_id();
+    // Outbound access for the job, and its `ports` published on the host.
+    let network = Network::prepare(&NetworkConfig::new(&job_id).ports(workflow.ports.into()))
+        .map_err(|e| mask.failure("setting up the job's network", &e, START_FAILED))?;
+    let ports = network.ports().to_vec();
     let request = job::request(workflow, run.name(), &job_id, &ports, secrets, &mounts);
     record(run.update(|r| {
         r.artifacts = mounts.artifacts.clone();
         r.ports = ports.clone();
         r.container_id = Some(job_id.clone());
     }))?;
-    let mut spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
+    let spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
         .map_err(|e| mask.failure(&format!("planning {}", image.reference), &e, START_FAILED))?;
-    // Held until the job has ended, so no other run takes the same GPUs.
-    let _gpus = match gpu_request(workflow, run.name()) {
-        Some(gpu) => Some(
-            runtime::gpu::apply(&mut spec, &gpu)
-                .map_err(|e| mask.failure("giving the job its GPUs", &e, START_FAILED))?,
-        ),
-        None => None,
+    let launch = Launch {
+        id: job_id,
+        strict_limits: request.strict_limits,
+        log_file: Some(run.log_path()),
+        network: Some(network),
+        gpu: gpu_request(workflow, run.name()),
     };
-
-    let mut builder = ContainerBuilder::new(&job_id)
-        .spec(spec.clone())
-        .rootfs(image.layer_dirs.clone())
-        .log_file(run.log_path());
-    let limits = plan::limits(&spec);
-    if !limits.is_unlimited() {
-        match runtime::cgroup::create(&job_id, &limits, request.strict_limits)
-            .map_err(|e| mask.failure("setting the resource limits", &e, START_FAILED))?
-        {
-            runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
-            runtime::cgroup::Placement::Unenforced { reason } => eprintln!("warning: {reason}"),
-        }
-    }
-    let container = builder.build().and_then(|c| c.start()).map_err(|e| {
-        let code = e.exit_code().clamp(1, 255) as u8;
-        mask.failure(&format!("starting {}", image.reference), &e, code)
+    // `launched` also holds the image's and the GPUs' leases until the job has ended.
+    let launched = run::launch(&images, &image, spec, launch).map_err(|e| Failure {
+        message: mask.text(&one_line(&e)),
+        code: e.code,
     })?;
-    record(run.update(|r| r.container_pid = Some(container.pid())))?;
+    record(run.update(|r| r.container_pid = Some(launched.container.pid())))?;
     record(run.set_status(Status::Running))?;
     for (i, port) in ports.iter().enumerate() {
         eprintln!("PORT_{i}: http://127.0.0.1:{port}");
     }
-    container
+    launched
+        .container
         .wait()
         .map_err(|e| mask.failure("supervising the job", &e, START_FAILED))
 }
@@ -359,13 +341,8 @@ fn dry_run(
     mask: &Masker,
 ) -> CliResult<ExitCode> {
     let images = Store::open_default()?;
-    let image = image(
-        &images,
-        &workflow.image,
-        pull_policy,
-        workflow.registry_auth.as_ref(),
-    )
-    .map_err(|e| CliError::new(mask.text(&format!("pulling {}: {}", workflow.image, e.0))))?;
+    let image = pull_image(&images, workflow, pull_policy)
+        .map_err(|e| CliError::new(mask.text(&e.to_string())))?;
     let user = image_user(&image).map_err(|e| mask.error(&e, 1))?;
     let run_dir = state_root.join("runs").join(UNNAMED);
     let dirs = HostDirs {
@@ -374,7 +351,8 @@ fn dry_run(
         cache: cache::workflow_dir(state_root, project, &workflow.name),
     };
     let mounts = job::plan_mounts(workflow, &user.home, &dirs);
-    let ports: Vec<u16> = free_ports(workflow.ports)?;
+    // Ports are chosen when the run starts; the plan shows 0 for each.
+    let ports = vec![0; workflow.ports.into()];
     let request = job::request(workflow, UNNAMED, "<job-id>", &ports, secrets, &mounts);
     let mut spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
         .map_err(|e| mask.error(&e, 1))?;
@@ -406,6 +384,7 @@ fn gpu_request(workflow: &Workflow, run_name: &str) -> Option<runtime::gpu::GpuR
     })
 }
 
+/// Checked before anything starts (the pull checks it again, after the run exists).
 fn check_pull_policy(policy: &str) -> CliResult<()> {
     match policy {
         "missing" | "always" | "never" => Ok(()),
@@ -414,9 +393,6 @@ fn check_pull_policy(policy: &str) -> CliResult<()> {
         ))),
     }
 }
-
-/// An error from getting the image, already made into one line.
-struct PullError(String);
 
 /// An error and its causes in one line (each cause once).
 fn one_line(err: &(dyn StdError + 'static)) -> String {
@@ -433,40 +409,17 @@ fn one_line(err: &(dyn StdError + 'static)) -> String {
     text
 }
 
-/// The image from the store, pulled first when the policy says so, with the workflow's credentials.
-fn image(
-    store: &Store,
-    reference: &str,
-    policy: &str,
-    auth: Option<&RegistryAuth>,
-) -> Result<Image, PullError> {
-    let line = |e: &(dyn StdError + 'static)| PullError(one_line(e));
-    let name: ImageName = reference.parse().map_err(|e| line(&e))?;
-    if policy != "always" {
-        match store.lookup(&name) {
-            Ok(image) => return Ok(image),
-            Err(StoreError::NotFound(_)) if policy == "missing" => {}
-            Err(e) => return Err(line(&e)),
-        }
-    }
+/// The workflow's image from the store, pulled first when the policy says so, with its `registry_auth`.
+fn pull_image(store: &Store, workflow: &Workflow, policy: &str) -> CliResult<Image> {
     let options = RegistryOptions {
-        credentials: auth.map(|a| Credentials::new(&a.username, &a.password)),
+        credentials: workflow
+            .registry_auth
+            .as_ref()
+            .map(|a| Credentials::new(&a.username, &a.password)),
         ..RegistryOptions::default()
     };
-    let source: Box<dyn Source> = match &name {
-        ImageName::Registry(r) => Box::new(RegistryClient::new(r, &options).map_err(|e| line(&e))?),
-        ImageName::Layout { dir, .. } => {
-            Box::new(runtime::image::layout::OciLayout::open(dir).map_err(|e| line(&e))?)
-        }
-    };
-    eprintln!("pulling {name}");
-    pull(
-        store,
-        source.as_ref(),
-        &name,
-        &PullOptions::new(&NoProgress),
-    )
-    .map_err(|e| line(&e))
+    run::image(store, &workflow.image, policy, &options)
+        .context(format!("pulling {}", workflow.image))
 }
 
 /// The image's user (ids and home), from the image's own `/etc/passwd` and `/etc/group`.
@@ -483,35 +436,6 @@ fn image_user(image: &Image) -> Result<plan::ResolvedUser, plan::PlanError> {
         .and_then(|c| c.user().clone())
         .unwrap_or_default();
     plan::resolve_user(&user, &read("etc/passwd"), &read("etc/group"))
-}
-
-/// `count` distinct free TCP ports on this machine.
-fn free_ports(count: u16) -> std::io::Result<Vec<u16>> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind(("0.0.0.0", 0)))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
-}
-
-/// Twelve hex digits from the kernel's random pool: the container id and `JOB_ID`.
-fn new_id() -> String {
-    let mut bytes = [0u8; 6];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Removes what SIGKILLed supervisors left: scratch directories, then cgroups whose directory is gone.
-fn sweep_leftovers(state_root: &Path) {
-    runtime::container::sweep_leftovers(state_root);
-    let containers = state_root.join("containers");
-    if let Err(e) = runtime::cgroup::sweep_leftovers(|name| containers.join(name).exists()) {
-        tracing::debug!("sweeping cgroups: {e}");
-    }
 }
 
 fn append_to_log(path: &Path, line: &str) {
@@ -572,14 +496,5 @@ mod tests {
         assert!(!m.text(&json).contains("ss"), "{}", m.text(&json));
         let io = std::io::Error::other("bad password p\"ss");
         assert_eq!(m.chain(&io), "bad password ***");
-    }
-
-    #[test]
-    fn free_ports_are_distinct() {
-        let ports = free_ports(3).unwrap();
-        assert_eq!(ports.len(), 3);
-        assert!(ports.iter().all(|p| *p > 0));
-        assert_ne!(ports[0], ports[1]);
-        assert!(free_ports(0).unwrap().is_empty());
     }
 }

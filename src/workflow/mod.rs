@@ -22,7 +22,7 @@ use std::sync::Arc;
 use yaml_serde::Value;
 
 pub use error::{At, WorkflowError};
-pub use model::{RegistryAuth, Resources, WORKFLOW_DIR, Workflow};
+pub use model::{Resources, WORKFLOW_DIR, Workflow};
 pub use suggest::closest as suggest_closest;
 pub use template::Context;
 
