@@ -224,11 +224,19 @@ fn write_maps(
     ranges: Option<(IdRange, IdRange)>,
 ) -> Result<(), UsernsError> {
     if let Some((u, g)) = ranges {
-        let run = |tool: &str, id: u32, r: IdRange| {
-            let out = std::process::Command::new(tool)
+        // Both helpers at once: each is a setuid exec, and they do not depend on each other.
+        let spawn = |tool: &str, id: u32, r: IdRange| {
+            std::process::Command::new(tool)
                 .args([pid.to_string(), "0".into(), id.to_string(), "1".into()])
                 .args(["1".to_string(), r.start.to_string(), r.count.to_string()])
-                .output()
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("{tool}: {e}"))
+        };
+        let finish = |tool: &str, child: std::process::Child| {
+            let out = child
+                .wait_with_output()
                 .map_err(|e| format!("{tool}: {e}"))?;
             if out.status.success() {
                 Ok(())
@@ -239,7 +247,11 @@ fn write_maps(
                 ))
             }
         };
-        match run("newuidmap", uid, u).and_then(|()| run("newgidmap", gid, g)) {
+        let uids = spawn("newuidmap", uid, u);
+        let gids = spawn("newgidmap", gid, g);
+        let uids = uids.and_then(|c| finish("newuidmap", c));
+        let gids = gids.and_then(|c| finish("newgidmap", c));
+        match uids.and(gids) {
             Ok(()) => {
                 tracing::debug!(
                     "rootless: uid {uid} -> 0 and {} subordinate ids mapped",

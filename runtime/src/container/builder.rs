@@ -254,6 +254,7 @@ impl PreparedContainer {
             rootless: crate::paths::in_child_user_namespace(),
             setgroups_allowed: setgroups_allowed(),
             unshare_cgroupns: clone_fd.is_none(),
+            wait_for_go: (self.cgroup.is_some() && clone_fd.is_none()) || self.network.is_some(),
             own_netns,
         };
         let flags = namespaces
@@ -271,11 +272,13 @@ impl PreparedContainer {
                     "clone3 into the cgroup failed ({e}); placing init after the clone"
                 );
                 ctx.unshare_cgroupns = true;
+                ctx.wait_for_go = true;
                 spawn::clone_child(namespaces, None, || init::run(&ctx)).map(|pid| (pid, false))
             }
             other => other.map(|pid| (pid, clone_fd.is_some())),
         };
         let (pid, placed) = spawned?;
+        let need_go = ctx.wait_for_go;
         drop(stdio.child_ends);
         let mut container = Container {
             pid,
@@ -295,10 +298,12 @@ impl PreparedContainer {
         if let (false, Some(c)) = (placed, &container.cgroup) {
             c.add_pid(pid).map_err(ContainerError::Cgroup)?;
         }
-        container
-            .channel
-            .send(&Message::Go)
-            .map_err(ContainerError::Channel)?;
+        if need_go {
+            container
+                .channel
+                .send(&Message::Go)
+                .map_err(ContainerError::Channel)?;
+        }
         loop {
             match container.channel.recv().map_err(ContainerError::Channel)? {
                 Some(Message::Rootfs {

@@ -26,6 +26,8 @@ pub(super) struct InitContext {
     pub setgroups_allowed: bool,
     /// Unshare the cgroup namespace after the supervisor placed us (when clone3 did not).
     pub unshare_cgroupns: bool,
+    /// Wait for the supervisor's go: it has a cgroup to place us in, or a network to attach, first.
+    pub wait_for_go: bool,
     /// The job has a network namespace of its own (not the host's), whose `lo` init brings up.
     pub own_netns: bool,
 }
@@ -80,9 +82,11 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
     // of file below says so.)
     // Out of the terminal's process group: the supervisor alone receives ^C and forwards it.
     let _ = nix::unistd::setsid();
-    match ctx.channel.recv() {
-        Ok(Some(Message::Go)) => {}
-        _ => return Err("the supervisor did not say go".to_string().into()),
+    if ctx.wait_for_go {
+        match ctx.channel.recv() {
+            Ok(Some(Message::Go)) => {}
+            _ => return Err("the supervisor did not say go".to_string().into()),
+        }
     }
     if ctx.unshare_cgroupns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
@@ -94,10 +98,13 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         .rootfs
         .mount(&target, Some(&top))
         .map_err(|e| e.to_string())?;
-    let _ = ctx.channel.send(&Message::Rootfs {
-        driver: mounted.driver.to_string(),
-        fallback_reason: mounted.fallback_reason.clone(),
-    });
+    if mounted.fallback_reason.is_some() {
+        // Worth a line at -v; the usual overlay is not worth waking the supervisor for.
+        let _ = ctx.channel.send(&Message::Rootfs {
+            driver: mounted.driver.to_string(),
+            fallback_reason: mounted.fallback_reason.clone(),
+        });
+    }
     mounts::mount_all(&ctx.spec, &mounted.path, ctx.rootless)?;
     if let Some(name) = ctx.spec.hostname() {
         nix::unistd::sethostname(name).map_err(|e| format!("setting the hostname: {e}"))?;
