@@ -14,6 +14,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`dstack ps | head`), as command-line tools do, instead of panicking.
+    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     match commands::dispatch(cli.command) {

@@ -3,6 +3,7 @@
 mod artifacts;
 mod images;
 mod run;
+mod run_workflow;
 mod runs;
 mod secrets;
 

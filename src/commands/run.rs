@@ -99,11 +99,7 @@ impl AdHoc {
 
 pub fn run(args: RunArgs) -> CliResult<ExitCode> {
     if args.target != "docker" {
-        // Workflows are the workflow runner's (`commands::run_workflow`), wired in when it lands.
-        return Err(CliError::new(format!(
-            "workflows are not supported yet: `dstack run {}`; use `dstack run docker IMAGE -c COMMAND`",
-            args.target
-        )));
+        return super::run_workflow::run_workflow(args);
     }
     let adhoc = AdHoc::try_parse_from(
         std::iter::once("dstack run docker".to_string()).chain(args.rest.clone()),
