@@ -324,7 +324,7 @@ fn after_kill_9_of_the_supervisor_the_next_command_leaves_nothing_behind() {
             "--memory",
             "256MiB",
             "-c",
-            "echo started; sleep 600",
+            "echo started; sleep 613",
         ]);
         running.wait_for_output("started", |out, _| out.contains("started"));
         let containers = s.dstack.state_root().join("containers");
@@ -339,7 +339,7 @@ fn after_kill_9_of_the_supervisor_the_next_command_leaves_nothing_behind() {
         // The job went with its supervisor (init's parent-death signal, then the pid namespace).
         std::thread::sleep(Duration::from_millis(300));
         let sleepers = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 600"])
+            .args(["-f", "sleep 613"])
             .output()
             .unwrap();
         assert!(
@@ -545,8 +545,9 @@ fn half_a_cpu_holds_a_busy_loop_to_about_half_a_core() {
         .parse()
         .unwrap_or_else(|_| panic!("{}{}", out.stdout, out.stderr));
     let cores = used_ns / 1e9 / 3.0;
+    // The upper bound is the limit; the lower one only says the loop ran (other tests share the cores).
     assert!(
-        (0.25..=0.65).contains(&cores),
+        (0.05..=0.65).contains(&cores),
         "a busy loop used {cores:.2} cores under --cpu 0.5"
     );
 }
