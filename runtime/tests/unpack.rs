@@ -303,7 +303,11 @@ fn modes_times_owners_and_xattrs_are_kept() {
     let suid = std::fs::metadata(root.join("ro/suid")).unwrap();
     assert_eq!(suid.mtime(), 1_400_000_000);
     let open = std::fs::metadata(root.join("group-writable")).unwrap();
-    assert_eq!(open.permissions().mode() & 0o7777, 0o777, "modes are kept whatever the umask");
+    assert_eq!(
+        open.permissions().mode() & 0o7777,
+        0o777,
+        "modes are kept whatever the umask"
+    );
     let owned = std::fs::metadata(root.join("owned")).unwrap();
     assert_eq!(owned.permissions().mode() & 0o7777, 0o640);
     assert_eq!(

@@ -13,6 +13,18 @@ use crate::cli::Command;
 use crate::error::CliResult;
 
 pub fn dispatch(command: Command) -> CliResult<ExitCode> {
+    if matches!(
+        command,
+        Command::Pull(_)
+            | Command::Images(_)
+            | Command::Rmi(_)
+            | Command::Prune(_)
+            | Command::Ps(_)
+            | Command::Rm(_)
+    ) {
+        // `dstack run` sweeps on its own, after its checks.
+        sweep_leftovers()?;
+    }
     match command {
         Command::Run(args) => run::run(args),
         Command::Pull(args) => images::pull(args),
@@ -29,4 +41,13 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         Command::Artifacts(cmd) => artifacts::artifacts(cmd),
         Command::Secrets(cmd) => secrets::secrets(cmd),
     }
+}
+
+/// Enters dstack's user namespace (rootless) and removes what a SIGKILLed supervisor left behind: container
+/// scratch directories, cgroups and network leases whose holder is gone.
+fn sweep_leftovers() -> CliResult<()> {
+    runtime::userns::enter_rootless_namespace()?;
+    runtime::container::sweep_leftovers(&runtime::paths::state_root());
+    runtime::net::sweep_leftovers();
+    Ok(())
 }
