@@ -54,9 +54,10 @@ pub fn pull(args: PullArgs) -> CliResult<ExitCode> {
         pull_image(&store, source.as_ref(), &name, &options).context(format!("pulling {name}"))?;
     if !args.quiet {
         eprintln!(
-            "pulled {} ({} layers, {})",
+            "pulled {} ({} layer{}, {})",
             image.reference,
             image.layer_dirs.len(),
+            if image.layer_dirs.len() == 1 { "" } else { "s" },
             human_size(image.size)
         );
     }
