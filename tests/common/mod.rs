@@ -12,6 +12,7 @@ pub mod image;
 pub mod process;
 pub mod push;
 pub mod registry;
+pub mod slurm;
 pub mod tls;
 pub mod token_server;
 
