@@ -28,13 +28,16 @@ pub(super) struct Record {
     pub host_if: String,
     pub subnet: Ipv4Addr,
     pub pid: u32,
+    /// The tool that holds the run's NAT rules, once installed ("nft" or "iptables").
+    #[serde(default)]
+    pub nat: Option<String>,
 }
 
 /// A held lease; dropping it deletes the record (the caller removes the resources first).
 pub(super) struct Lease {
     pub record: Record,
     path: PathBuf,
-    _lock: File,
+    lock: File,
 }
 
 impl Lease {
@@ -44,6 +47,20 @@ impl Lease {
 
     pub fn job_ip(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.record.subnet) + 2)
+    }
+}
+
+impl Lease {
+    /// Notes the NAT tool in the record, so the sweep removes the rules without probing.
+    pub fn set_nat(&mut self, tool: nat::NatTool) {
+        use std::io::{Seek, SeekFrom};
+        self.record.nat = Some(tool.name().to_string());
+        let bytes = serde_json::to_vec(&self.record).expect("plain data");
+        let _ = self.lock.set_len(0);
+        let _ = self
+            .lock
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.lock.write_all(&bytes));
     }
 }
 
@@ -128,7 +145,12 @@ pub(super) fn release_resources(r: &Record, nl: &mut Netlink) {
     if let Err(e) = nl.delete_link(&r.host_if) {
         tracing::warn!("cannot delete interface {}: {e}", r.host_if);
     }
-    nat::remove_any(&r.short);
+    match r.nat.as_deref() {
+        Some("nft") => drop(nat::remove(nat::NatTool::Nft, &r.short)),
+        Some("iptables") => drop(nat::remove(nat::NatTool::Iptables, &r.short)),
+        // Killed between installing the rules and noting the tool: look in both.
+        _ => nat::remove_any(&r.short),
+    }
 }
 
 /// Takes a free /30 of the pool for `short`/`host_if` (after sweeping dead holders' leftovers).
@@ -184,6 +206,7 @@ pub(super) fn allocate(
         host_if: host_if.to_string(),
         subnet: pool.subnet(index as u32),
         pid: std::process::id(),
+        nat: None,
     };
     let path = dir.join(format!("{short}.lease"));
     let err = |source| NetError::Lock {
@@ -200,7 +223,7 @@ pub(super) fn allocate(
     let lease = Lease {
         record,
         path: path.clone(),
-        _lock: file.try_clone().map_err(err)?,
+        lock: file.try_clone().map_err(err)?,
     };
     file.write_all(&serde_json::to_vec(&lease.record).expect("plain data"))
         .map_err(err)?;

@@ -278,7 +278,9 @@ impl Network {
                 })
                 .map_err(op("configuring the job's eth0"))?;
                 enable_forwarding()?;
-                *nat = Some(nat::install(&short, &host_if, job_ip)?);
+                let tool = nat::install(&short, &host_if, job_ip)?;
+                *nat = Some(tool);
+                lease.set_nat(tool);
             }
             Kind::UserMode { tools, net } => {
                 let mut last = None;
@@ -320,13 +322,14 @@ impl Drop for Network {
             net.take();
         }
         if let Kind::Veth { lease, nl, nat } = &mut self.kind {
-            if let Some(tool) = nat.take() {
-                if let Err(e) = nat::remove(tool, &lease.record.short) {
-                    tracing::warn!(
-                        "cannot remove the NAT rules of {}: {e}",
-                        lease.record.host_if
-                    );
-                }
+            if let Some(Err(e)) = nat
+                .take()
+                .map(|tool| nat::remove(tool, &lease.record.short))
+            {
+                tracing::warn!(
+                    "cannot remove the NAT rules of {}: {e}",
+                    lease.record.host_if
+                );
             }
             if let Err(e) = nl.delete_link(&lease.record.host_if) {
                 tracing::warn!("cannot delete interface {}: {e}", lease.record.host_if);

@@ -134,30 +134,30 @@ pub(super) fn remove(tool: NatTool, short: &str) -> Result<(), String> {
 
 /// For the sweep: removes the run's table or chains with whichever tool has them.
 pub(super) fn remove_any(short: &str) {
-    let table = nft_table(short);
-    if let Ok(out) = Command::new("nft")
-        .args(["list", "tables", "ip"])
-        .stderr(Stdio::null())
-        .output()
-    {
-        if String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.trim() == format!("table ip {table}"))
-        {
-            let _ = remove(NatTool::Nft, short);
-        }
+    let listed = |program: &str, args: &[&str], line: &str| {
+        Command::new(program)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .any(|l| l.trim() == line)
+            })
+    };
+    if listed(
+        "nft",
+        &["list", "tables", "ip"],
+        &format!("table ip {}", nft_table(short)),
+    ) {
+        let _ = remove(NatTool::Nft, short);
     }
-    if let Ok(out) = Command::new("iptables")
-        .args(["-w", "-t", "nat", "-S"])
-        .stderr(Stdio::null())
-        .output()
-    {
-        if String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.trim() == format!("-N {}", ipt_chain(short)))
-        {
-            let _ = remove(NatTool::Iptables, short);
-        }
+    if listed(
+        "iptables",
+        &["-w", "-t", "nat", "-S"],
+        &format!("-N {}", ipt_chain(short)),
+    ) {
+        let _ = remove(NatTool::Iptables, short);
     }
 }
 

@@ -83,7 +83,7 @@ impl Pool {
     /// The subnet index holding `addr`, if it is in the pool.
     pub fn index_of(&self, addr: Ipv4Addr) -> Option<u32> {
         let a = u32::from(addr);
-        (a & mask(self.prefix) == self.base).then_some((a - self.base) / 4)
+        (a & mask(self.prefix) == self.base).then(|| (a - self.base) / 4)
     }
 
     /// The configured pool (`DSTACK_NETWORK_POOL` when `configured` is none) checked against the host's
@@ -139,6 +139,7 @@ mod tests {
         assert_eq!(p.subnet(1), Ipv4Addr::new(10, 89, 0, 4));
         assert_eq!(p.index_of(Ipv4Addr::new(10, 89, 0, 6)), Some(1));
         assert_eq!(p.index_of(Ipv4Addr::new(10, 90, 0, 6)), None);
+        assert_eq!(p.index_of(Ipv4Addr::new(10, 0, 0, 1)), None);
         assert!("10.89.0.0".parse::<Pool>().is_err());
         assert!("10.89.0.0/30".parse::<Pool>().is_err());
         assert!("x/16".parse::<Pool>().is_err());
