@@ -1,0 +1,366 @@
+//! Networking end to end, through the binary, as root and rootless: a job serving on `$PORT_0` answers
+//! `curl` on the host; `ports: 3` gives three working ports; two runs at once get their own; a job reaches
+//! a server the test starts on the host (root: through its veth; rootless on this machine: the host
+//! network, since `/dev/net/tun` is root-only); jobs are isolated from each other unless they publish
+//! ports (root); and nothing of ours stays in `ip link` or the NAT table after the runs, nor after a
+//! SIGKILLed supervisor once the next command has swept.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
+    for (name, text) in files {
+        d.write_home_file(&format!("project/.dstack/workflows/{name}"), text);
+    }
+    d.home().join("project")
+}
+
+fn at(d: &Dstack, dir: &Path, args: &[&str]) -> Output {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut cmd = d.command(args);
+    cmd.current_dir(dir);
+    let out = cmd.output().expect("run dstack");
+    Output {
+        description: format!("{cmd:?}"),
+        status: std::process::ExitStatus::from_raw(out.status.into_raw()),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn workflow(registry: &TestRegistry, name: &str, body: &str) -> String {
+    format!(
+        "workflows:\n  - name: {name}\n    provider: docker\n    image: {}\n{body}",
+        registry.image("demo/busybox:latest")
+    )
+}
+
+fn registry() -> TestRegistry {
+    let registry = TestRegistry::plain();
+    push_busybox(&registry, "demo/busybox:latest");
+    registry
+}
+
+fn state(d: &Dstack, run: &str) -> serde_json::Value {
+    let path = d.state_root().join("runs").join(run).join("state.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ports_of(d: &Dstack, run: &str) -> Vec<u16> {
+    state(d, run)["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap() as u16)
+        .collect()
+}
+
+#[track_caller]
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `curl -s URL` on the host: the body, or None.
+fn curl(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", url])
+        .output()
+        .expect("curl is installed");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts `name` detached and waits until its log says `ready`; returns the run name.
+fn start_detached(d: &Dstack, dir: &Path, name: &str) -> String {
+    let out = at(d, dir, &["run", "-d", name]);
+    out.assert_success();
+    let run = out.stdout.trim().to_string();
+    wait_until(
+        &format!("{run} to be ready"),
+        Duration::from_secs(60),
+        || at(d, dir, &["logs", &run]).stdout.contains("ready"),
+    );
+    run
+}
+
+/// Serves a page on each published port: `index.html` says which run and port.
+const SERVE: &str = "    commands:\n      - for p in $(env | sed -n 's/^PORT_[0-9]*=//p'); do mkdir -p /tmp/www$p; echo \"page of ${{ run.name }} on $p\" > /tmp/www$p/index.html; httpd -p 0.0.0.0:$p -h /tmp/www$p; done\n      - echo ready\n      - sleep 600\n";
+
+/// The host interface name of a run: `dst` + 12 hex digits of sha256(container id).
+fn host_interface(d: &Dstack, run: &str) -> String {
+    use sha2::Digest as _;
+    let id = state(d, run)["container_id"].as_str().unwrap().to_string();
+    format!(
+        "dst{}",
+        &hex::encode(sha2::Sha256::digest(id.as_bytes()))[..12]
+    )
+}
+
+fn links() -> String {
+    String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned()
+}
+
+fn nat_rules() -> String {
+    let nft = Command::new("nft").args(["list", "ruleset"]).output();
+    let ipt = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output();
+    let text = |o: std::io::Result<std::process::Output>| {
+        o.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    text(nft) + &text(ipt)
+}
+
+#[track_caller]
+fn assert_nothing_left(name: &str) {
+    let short = &name[3..];
+    wait_until(&format!("{name} to go"), Duration::from_secs(10), || {
+        !links().contains(&format!(": {name}@"))
+    });
+    let rules = nat_rules();
+    assert!(
+        !rules.contains(&format!("dstack_{short}")) && !rules.contains(&format!("DSTACK-{short}")),
+        "{rules}"
+    );
+}
+
+/// A job serving on `$PORT_0` (and `$PORT_1`, `$PORT_2`) answers `curl 127.0.0.1:PORT`; the URLs are printed.
+fn three_ports_answer_curl(d: Dstack) {
+    let registry = registry();
+    let dir = project(
+        &d,
+        &[(
+            "web.yaml",
+            workflow(&registry, "web", &format!("    ports: 3\n{SERVE}")),
+        )],
+    );
+    let out = at(&d, &dir, &["run", "-d", "web"]);
+    out.assert_success();
+    let run = out.stdout.trim().to_string();
+    wait_until("the servers", Duration::from_secs(60), || {
+        at(&d, &dir, &["logs", &run]).stdout.contains("ready")
+    });
+    let ports = ports_of(&d, &run);
+    assert_eq!(ports.len(), 3);
+    for p in &ports {
+        let mut body = None;
+        wait_until(&format!("port {p}"), Duration::from_secs(20), || {
+            body = curl(&format!("http://127.0.0.1:{p}/"));
+            body.is_some()
+        });
+        assert_eq!(body.unwrap().trim(), format!("page of {run} on {p}"));
+    }
+    at(&d, &dir, &["stop", &run]).assert_success();
+}
+
+/// Two runs at once each get their own ports and answer on them.
+fn two_runs_at_once_get_their_own_ports(d: Dstack) {
+    let registry = registry();
+    let dir = project(
+        &d,
+        &[(
+            "one.yaml",
+            workflow(&registry, "one", &format!("    ports: 1\n{SERVE}")),
+        )],
+    );
+    at(&d, &dir, &["pull", &registry.image("demo/busybox:latest")]);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| start_detached(&d, &dir, "one"));
+        let b = s.spawn(|| start_detached(&d, &dir, "one"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (pa, pb) = (ports_of(&d, &a)[0], ports_of(&d, &b)[0]);
+    assert_ne!(pa, pb);
+    for (run, p) in [(&a, pa), (&b, pb)] {
+        let mut body = None;
+        wait_until(&format!("port {p}"), Duration::from_secs(20), || {
+            body = curl(&format!("http://127.0.0.1:{p}/"));
+            body.is_some()
+        });
+        assert_eq!(body.unwrap().trim(), format!("page of {run} on {p}"));
+    }
+    at(&d, &dir, &["stop", &a]).assert_success();
+    at(&d, &dir, &["stop", &b]).assert_success();
+}
+
+/// The job reaches a server the test runs on the host, by the name `host.dstack.internal`.
+fn a_job_reaches_a_server_on_the_host(d: Dstack) {
+    let registry = registry();
+    let server = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        let (mut conn, peer) = server.accept().unwrap();
+        let mut req = [0u8; 1024];
+        let _ = conn.read(&mut req);
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhello-from-host")
+            .unwrap();
+        peer
+    });
+    let body = format!(
+        "    commands:\n      - cat /etc/resolv.conf\n      - wget -q -O - http://host.dstack.internal:{port}/ && echo\n"
+    );
+    let dir = project(&d, &[("out.yaml", workflow(&registry, "out", &body))]);
+    let out = at(&d, &dir, &["run", "out"]);
+    out.assert_success().assert_stdout_contains("hello-from-h");
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("nameserver ")),
+        "{out}"
+    );
+    let peer = served.join().unwrap();
+    if d.run_as() == RunAs::Root {
+        assert!(
+            peer.ip().to_string().starts_with("10."),
+            "the job came from {peer}, not its own address"
+        );
+    }
+}
+
+/// Jobs cannot reach each other's addresses, only what they publish (root: rootless runs share the host
+/// network where no user-mode network is usable).
+fn jobs_are_isolated_unless_they_publish_ports(d: Dstack) {
+    let registry = registry();
+    let server = format!(
+        "    ports: 1\n    commands:\n      - echo \"addr $(hostname -i)\"\n{}",
+        &SERVE["    commands:\n".len()..]
+    );
+    let client = "    commands:\n      - echo ready\n      - sleep 600\n";
+    let dir = project(
+        &d,
+        &[
+            ("srv.yaml", workflow(&registry, "srv", &server)),
+            ("cli.yaml", workflow(&registry, "cli", client)),
+        ],
+    );
+    let srv = start_detached(&d, &dir, "srv");
+    let port = ports_of(&d, &srv)[0];
+    let log = at(&d, &dir, &["logs", &srv]).stdout;
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("addr "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(addr.starts_with("10."), "{log}");
+    // The client: a second run; its namespace is entered through its init's pid.
+    let cli = start_detached(&d, &dir, "cli");
+    let pid = state(&d, &cli)["container_pid"]
+        .as_i64()
+        .expect("the run records its init's pid");
+    let inside = |cmd: &str| {
+        let o = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let direct = inside(&format!("curl -s -m 3 http://{addr}:{port}/"));
+    assert!(
+        !direct.contains("page of"),
+        "the client reached the server's address directly"
+    );
+    let gw = inside("ip route show default | cut -d' ' -f3")
+        .trim()
+        .to_string();
+    let published = inside(&format!("curl -s -m 5 http://{gw}:{port}/"));
+    assert!(
+        published.contains(&format!("page of {srv}")),
+        "the published port is out of reach: {published:?}"
+    );
+    at(&d, &dir, &["stop", &srv]).assert_success();
+    at(&d, &dir, &["stop", &cli]).assert_success();
+}
+
+/// After a run, and after a SIGKILLed supervisor once the next command has swept, `ip link` and the NAT
+/// table hold nothing of ours.
+fn nothing_is_left_after_runs_or_a_sigkill(d: Dstack) {
+    let registry = registry();
+    let body = "    ports: 1\n    commands:\n      - echo ready\n      - sleep 600\n";
+    let dir = project(
+        &d,
+        &[
+            ("long.yaml", workflow(&registry, "long", body)),
+            (
+                "short.yaml",
+                workflow(&registry, "short", "    commands:\n      - echo short\n"),
+            ),
+        ],
+    );
+    let out = at(&d, &dir, &["run", "short"]);
+    out.assert_success();
+    let short_run = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_nothing_left(&host_interface(&d, &short_run));
+
+    let run = start_detached(&d, &dir, "long");
+    let name = host_interface(&d, &run);
+    assert!(links().contains(&format!(": {name}@")), "no veth {name}");
+    let port = ports_of(&d, &run)[0];
+    let supervisor = state(&d, &run)["supervisor_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
+    // The job's namespace dies with init (PDEATHSIG) and takes the veth; the NAT table waits for a sweep.
+    at(&d, &dir, &["run", "short"]).assert_success();
+    assert_nothing_left(&name);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port {port} still open"
+    );
+}
+
+macro_rules! as_root_and_rootless {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[test]
+            fn as_root() {
+                super::$scenario(super::Dstack::root());
+            }
+            #[test]
+            fn rootless() {
+                super::$scenario(super::Dstack::rootless());
+            }
+        }
+    };
+}
+
+as_root_and_rootless!(three_ports_answer_curl);
+as_root_and_rootless!(two_runs_at_once_get_their_own_ports);
+as_root_and_rootless!(a_job_reaches_a_server_on_the_host);
+
+#[test]
+fn jobs_are_isolated_unless_they_publish_ports_as_root() {
+    jobs_are_isolated_unless_they_publish_ports(Dstack::root());
+}
+
+#[test]
+fn nothing_is_left_after_runs_or_a_sigkill_as_root() {
+    nothing_is_left_after_runs_or_a_sigkill(Dstack::root());
+}
