@@ -549,3 +549,79 @@ fn slirp4netns_gives_outbound_access_and_ports_still_forward() {
     );
     t.join().unwrap();
 }
+
+/// Traffic both ways on a connection the client resets: the forwarder's error path shuts the other
+/// direction's socket mid-splice, whose EPIPE raises SIGPIPE. dstack keeps SIGPIPE's default action
+/// (death), so the test does too: the process must survive and the port keep working.
+#[test]
+fn a_client_reset_mid_stream_does_not_kill_the_supervisor() {
+    let _env = read_env();
+    let mut net = Network::prepare(
+        &NetworkConfig::new("net-test-sigpipe")
+            .mode(NetworkMode::None)
+            .ports(1),
+    )
+    .unwrap();
+    let port = net.ports()[0];
+    let job = Job::start("exec sleep 600");
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", job.pid())).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: moves only this thread into the job's network namespace.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
+        tx.send(()).unwrap();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = conn.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            std::thread::spawn(move || {
+                let chunk = vec![7u8; 1 << 16];
+                while conn.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    rx.recv().unwrap();
+    net.attach(job.pid()).unwrap();
+    // SAFETY: restoring the default action, as dstack's main does; undone at the end.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    net.start_forwarding().unwrap();
+    for _ in 0..30 {
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut writer = conn.try_clone().unwrap();
+        let w = std::thread::spawn(move || {
+            let chunk = vec![1u8; 1 << 16];
+            while writer.write_all(&chunk).is_ok() {}
+        });
+        let mut buf = vec![0u8; 1 << 20];
+        conn.read_exact(&mut buf).unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        use std::os::fd::AsRawFd;
+        // SAFETY: setsockopt reads a valid linger struct; the socket is open.
+        unsafe {
+            libc::setsockopt(
+                conn.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        let _ = conn.shutdown(Shutdown::Both);
+        drop(conn);
+        w.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    conn.read_exact(&mut buf).unwrap();
+    // SAFETY: back to what the test harness had.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}

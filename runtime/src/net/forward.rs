@@ -94,6 +94,10 @@ impl Forwarder {
                 .name(format!("dstack-fwd-{port}"))
                 .stack_size(STACK)
                 .spawn(move || {
+                    // A splice into a socket its peer closed raises SIGPIPE, which kills a process that
+                    // keeps the default action (dstack does, for `| head`); blocked here, it stays blocked
+                    // in every connection thread this one starts.
+                    block_sigpipe();
                     let entered = netns::enter(ns.as_fd());
                     let ok = entered.is_ok();
                     let _ = ready_tx.send(entered);
@@ -126,6 +130,16 @@ impl Drop for Forwarder {
                 shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
             }
         }
+    }
+}
+
+fn block_sigpipe() {
+    // SAFETY: an initialised signal set given to pthread_sigmask for the calling thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

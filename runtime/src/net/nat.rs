@@ -2,7 +2,6 @@
 //! them is exact: `table ip dstack_<short>` / chains `DSTACK-<short>`. Masquerade what the job sends out
 //! of any interface but its own veth; drop what it sends to other runs' veths.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
@@ -31,35 +30,41 @@ fn ipt_chain(short: &str) -> String {
     format!("DSTACK-{short}")
 }
 
-/// Runs `program args` with `input` on stdin; Err(None) when the program does not exist.
-fn run(program: &str, args: &[&str], input: &str) -> Result<(), Option<String>> {
-    let child = Command::new(program)
+/// Runs `program args [SCRIPT-FILE]`, the script written to a temporary file (not a pipe: writing into
+/// a pipe that a failing tool closed raises SIGPIPE, which dstack does not ignore). Err(None) when the
+/// program does not exist.
+fn run(program: &str, args: &[&str], script: Option<&str>) -> Result<(), Option<String>> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let file = match script {
+        Some(text) => {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("dstack-nat-{}-{n}", std::process::id()));
+            std::fs::write(&path, text).map_err(|e| Some(format!("{}: {e}", path.display())))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let out = Command::new(program)
         .args(args)
-        .stdin(Stdio::piped())
+        .args(file.iter())
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
+        .output();
+    if let Some(path) = &file {
+        let _ = std::fs::remove_file(path);
+    }
+    let out = match out {
+        Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
         Err(e) => return Err(Some(e.to_string())),
     };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| Some(e.to_string()))?;
     if out.status.success() {
-        Ok(())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(Some(
-            err.lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("failed")
-                .trim()
-                .to_string(),
-        ))
+        return Ok(());
     }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed");
+    Err(Some(line.trim().to_string()))
 }
 
 fn nft_script(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
@@ -86,14 +91,14 @@ fn iptables_rules(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
 
 /// Installs the run's NAT with nft, else iptables; says which package to install when neither exists.
 pub(super) fn install(short: &str, host_if: &str, job_ip: Ipv4Addr) -> Result<NatTool, NetError> {
-    let nft_err = match run("nft", &["-f", "-"], &nft_script(short, host_if, job_ip)) {
+    let nft_err = match run("nft", &["-f"], Some(&nft_script(short, host_if, job_ip))) {
         Ok(()) => return Ok(NatTool::Nft),
         Err(e) => e,
     };
     match run(
         "iptables-restore",
         &["-w", "--noflush"],
-        &iptables_rules(short, host_if, job_ip),
+        Some(&iptables_rules(short, host_if, job_ip)),
     ) {
         Ok(()) => Ok(NatTool::Iptables),
         Err(None) => match nft_err {
@@ -119,14 +124,14 @@ pub(super) fn install(short: &str, host_if: &str, job_ip: Ipv4Addr) -> Result<Na
 /// Removes what `install` added with `tool`.
 pub(super) fn remove(tool: NatTool, short: &str) -> Result<(), String> {
     let result = match tool {
-        NatTool::Nft => run("nft", &["delete", "table", "ip", &nft_table(short)], ""),
+        NatTool::Nft => run("nft", &["delete", "table", "ip", &nft_table(short)], None),
         NatTool::Iptables => {
             let chain = ipt_chain(short);
             let rules = format!(
                 "*nat\n-D POSTROUTING -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n\
                  *filter\n-D FORWARD -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n"
             );
-            run("iptables-restore", &["-w", "--noflush"], &rules)
+            run("iptables-restore", &["-w", "--noflush"], Some(&rules))
         }
     };
     result.map_err(|e| e.unwrap_or_else(|| format!("{} is gone", tool.name())))
