@@ -78,6 +78,17 @@ pub fn request(
     }
 }
 
+/// Inside a Slurm job: the job's cgroup already confines the CPUs and memory Slurm allocated, and the
+/// container stays in it, so it gets no limits of its own (a cgroup of ours would sit outside Slurm's and
+/// escape them). `/dev/shm` keeps the size the memory limit would have given it.
+pub fn leave_limits_to_slurm(request: &mut JobRequest) {
+    if request.shm_size.is_none() {
+        request.shm_size = request.memory.map(|m| m / 2);
+    }
+    request.cpu = None;
+    request.memory = None;
+}
+
 /// Where a run keeps what it binds into its container.
 #[derive(Debug, Clone)]
 pub struct HostDirs {
@@ -314,6 +325,24 @@ mod tests {
         assert_eq!((req.memory, req.strict_limits), (Some(1 << 30), false));
         assert_eq!(req.mounts, mounts.mounts);
         assert_eq!(value(&req.env, "RUN_NAME"), Some("brave-otter-1"));
+    }
+
+    #[test]
+    fn slurm_keeps_the_limits_and_shm_follows_the_memory_it_gave() {
+        let mut w = workflow();
+        w.resources.cpu = Some(2.0);
+        w.resources.memory = Some(1 << 30);
+        let mounts = plan_mounts(&w, "/root", &dirs());
+        let mut req = request(&w, "r", "j", &[], &BTreeMap::new(), &mounts);
+        leave_limits_to_slurm(&mut req);
+        assert_eq!(
+            (req.cpu, req.memory, req.shm_size),
+            (None, None, Some(1 << 29))
+        );
+        w.resources.shm_size = Some(1 << 20);
+        let mut req = request(&w, "r", "j", &[], &BTreeMap::new(), &mounts);
+        leave_limits_to_slurm(&mut req);
+        assert_eq!(req.shm_size, Some(1 << 20));
     }
 
     #[test]

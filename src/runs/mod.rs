@@ -9,7 +9,9 @@
 //! runs/<name>/stop-request      `stop` or `abort`, written by `dstack stop`
 //! ```
 //! A run whose record says it is unfinished but whose lock nobody holds lost its supervisor (killed, or
-//! the machine rebooted): it is shown, and recorded, as `aborted` rather than running forever.
+//! the machine rebooted): it is shown, and recorded, as `aborted` rather than running forever. A Slurm
+//! run's supervisor is on a compute node and may not have started yet: Slurm's view of its job decides
+//! (see `slurm`).
 
 pub mod artifacts;
 pub mod cache;
@@ -22,12 +24,13 @@ pub mod machine;
 pub mod name;
 pub mod record;
 pub mod signals;
+pub mod slurm;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use record::{RunRecord, Status};
+pub use record::{RunRecord, SlurmRecord, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
@@ -49,6 +52,8 @@ pub enum RunsError {
     },
     #[error(transparent)]
     Copy(#[from] copy::CopyError),
+    #[error(transparent)]
+    Slurm(Box<slurm::SlurmError>),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RunsError + '_ {
@@ -90,10 +95,12 @@ impl StopRequest {
     }
 }
 
-/// The runs directory of one state root.
+/// The runs directory of one state root, where new runs go, and others whose runs it also finds (a
+/// project's Slurm state directory).
 #[derive(Debug, Clone)]
 pub struct RunStore {
     dir: PathBuf,
+    also: Vec<PathBuf>,
 }
 
 /// A run as others see it: its record (with the end filled in if its supervisor died) and whether its
@@ -119,6 +126,31 @@ impl RunStore {
     pub fn new(state_root: &Path) -> RunStore {
         RunStore {
             dir: state_root.join("runs"),
+            also: Vec::new(),
+        }
+    }
+
+    /// Also finds the runs of `state_root` (new names avoid theirs too); new runs still go to this
+    /// store's own directory.
+    pub fn also(mut self, state_root: &Path) -> RunStore {
+        let dir = state_root.join("runs");
+        if dir != self.dir && !self.also.contains(&dir) {
+            self.also.push(dir);
+        }
+        self
+    }
+
+    /// The store the run commands (`ps`, `logs`, `stop`, `rm`, `artifacts`) read: the state root's runs,
+    /// and those of the current project's Slurm `state_dir` when it has one.
+    pub fn visible(state_root: &Path) -> RunStore {
+        let store = RunStore::new(state_root);
+        let configured = crate::project::Project::current()
+            .ok()
+            .and_then(|p| slurm::SlurmConfig::load(&p).ok().flatten())
+            .and_then(|c| c.state_dir);
+        match configured {
+            Some(dir) => store.also(&dir),
+            None => store,
         }
     }
 
@@ -138,6 +170,10 @@ impl RunStore {
         let (name, dir) = loop {
             let name = name::generate(number);
             let dir = self.dir.join(&name);
+            if self.also.iter().any(|d| d.join(&name).exists()) {
+                number += 1;
+                continue;
+            }
             match fs::create_dir(&dir) {
                 Ok(()) => break (name, dir),
                 // A counter file lost or reset: skip numbers in use.
@@ -158,22 +194,29 @@ impl RunStore {
 
     /// Every run, oldest first.
     pub fn list(&self) -> Result<Vec<RunView>, RunsError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_at(&self.dir)(e)),
-        };
-        let mut runs = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name::looks_like_run_name(&name) {
-                continue;
-            }
-            match self.view(&name) {
-                Ok(Some(view)) => runs.push(view),
-                Ok(None) => {}
-                // One damaged record should not hide the others.
-                Err(err) => tracing::warn!("{err}"),
+        let mut runs: Vec<RunView> = Vec::new();
+        for (i, dir) in std::iter::once(&self.dir).chain(&self.also).enumerate() {
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Another store may be on a file system that is not there now: show what is.
+                Err(e) if i > 0 => {
+                    tracing::warn!("{}: {e}", dir.display());
+                    continue;
+                }
+                Err(e) => return Err(io_at(dir)(e)),
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name::looks_like_run_name(&name) || runs.iter().any(|r| r.record.name == name) {
+                    continue;
+                }
+                match self.view_at(dir.join(&name)) {
+                    Ok(Some(view)) => runs.push(view),
+                    Ok(None) => {}
+                    // One damaged record should not hide the others.
+                    Err(err) => tracing::warn!("{err}"),
+                }
             }
         }
         runs.sort_by(|a, b| {
@@ -213,9 +256,18 @@ impl RunStore {
         }
     }
 
-    /// Reads a run's record; finishes the record of a run whose supervisor is gone.
+    /// Reads a run's record, from the first directory that has it.
     fn view(&self, name: &str) -> Result<Option<RunView>, RunsError> {
-        let dir = self.dir.join(name);
+        let dirs = std::iter::once(&self.dir).chain(&self.also);
+        let dir = dirs
+            .map(|d| d.join(name))
+            .find(|d| d.exists())
+            .unwrap_or_else(|| self.dir.join(name));
+        self.view_at(dir)
+    }
+
+    /// Reads the record in `dir`; finishes the record of a run whose supervisor is gone.
+    fn view_at(&self, dir: PathBuf) -> Result<Option<RunView>, RunsError> {
         let Some(record) = read_record(&dir)? else {
             return Ok(None);
         };
@@ -241,15 +293,46 @@ impl RunStore {
         };
         let mut run = ActiveRun { dir, record, lock };
         if !run.record.status.is_finished() {
-            let status = run
-                .stop_request()
-                .map_or(Status::Aborted, StopRequest::status);
+            let (status, message) = match run.record.slurm.clone() {
+                Some(job) => match slurm::jobs::info(&job.job_id) {
+                    // Pending, requeued, or started and not yet holding the lock.
+                    Ok(Some(info)) if info.is_active() => {
+                        return Ok(Some(RunView {
+                            record: run.record.clone(),
+                            live: true,
+                            dir: run.dir.clone(),
+                        }));
+                    }
+                    Ok(info) => {
+                        let (status, message) =
+                            slurm::end_from_slurm(info.as_ref(), run.stop_request());
+                        run.update(|r| {
+                            if let (Some(s), Some(info)) = (r.slurm.as_mut(), &info) {
+                                s.state = Some(info.state.clone());
+                            }
+                        })?;
+                        (status, message)
+                    }
+                    // Slurm cannot be asked (no commands here, controller down): end nothing on a guess.
+                    Err(err) => {
+                        tracing::debug!("{err}");
+                        return Ok(Some(RunView {
+                            record: run.record.clone(),
+                            live: true,
+                            dir: run.dir.clone(),
+                        }));
+                    }
+                },
+                None => (
+                    run.stop_request()
+                        .map_or(Status::Aborted, StopRequest::status),
+                    "the run's supervisor ended before the run did (killed, or the machine restarted)"
+                        .to_string(),
+                ),
+            };
             let _ = run.save_artifacts();
-            run.finish(
-                status,
-                None,
-                Some("the run's supervisor ended before the run did (killed, or the machine restarted)"),
-            )?;
+            run.remove_inputs();
+            run.finish(status, None, Some(&message))?;
         }
         Ok(Some(RunView {
             record: run.record.clone(),
@@ -270,12 +353,39 @@ impl RunStore {
             .map_err(io_at(&lock_path))?
             .ok_or_else(|| RunsError::StillRunning(name.to_string()))?;
         // Rename first so that a half-removed run never shows in `ps`.
-        let doomed = self
+        let doomed = view
             .dir
+            .parent()
+            .unwrap_or(&self.dir)
             .join(format!(".removing-{name}-{}", std::process::id()));
         fs::rename(&view.dir, &doomed).map_err(io_at(&view.dir))?;
         copy::remove_tree(&doomed)?;
         Ok(())
+    }
+
+    /// Ends a Slurm run's job that did not end on `request_stop`'s signal: SIGKILL to everything in it,
+    /// then Slurm's cancel. Local runs need nothing: their supervisor kills after its grace period.
+    pub fn force_stop(&self, name: &str) -> Result<(), RunsError> {
+        let view = self.get(name)?;
+        if let Some(job) = view.record.slurm.as_ref().filter(|_| view.live) {
+            slurm::jobs::signal(&job.job_id, "KILL")
+                .and_then(|()| slurm::jobs::cancel(&job.job_id))
+                .map_err(|e| RunsError::Slurm(Box::new(e)))?;
+        }
+        Ok(())
+    }
+
+    /// Takes over an existing run as its supervisor (a Slurm job on its node): waits for its lock (held
+    /// for moments by whoever looks at the run), then reads its record.
+    pub fn attach(&self, name: &str) -> Result<ActiveRun, RunsError> {
+        let dir = self.dir.join(name);
+        let lock_path = dir.join(LOCK);
+        if !lock_path.exists() {
+            return Err(self.not_found(name));
+        }
+        let lock = fsutil::lock(&lock_path).map_err(io_at(&lock_path))?;
+        let record = read_record(&dir)?.ok_or_else(|| self.not_found(name))?;
+        Ok(ActiveRun { dir, record, lock })
     }
 
     /// Asks a live run to end: records the request (so the run ends `stopped` or `aborted` even if its
@@ -288,6 +398,20 @@ impl RunStore {
         let path = view.dir.join(STOP_REQUEST);
         fsutil::write_atomic(&path, how.as_str().as_bytes(), 0o644).map_err(io_at(&path))?;
         let record = &view.record;
+        if let Some(job) = &record.slurm {
+            // The supervisor is on a compute node: Slurm delivers the signals. A job still waiting for a
+            // node is simply cancelled.
+            let result = match how {
+                StopRequest::Graceful if record.status == Status::Submitted => {
+                    slurm::jobs::cancel(&job.job_id)
+                }
+                StopRequest::Graceful => slurm::jobs::signal(&job.job_id, "TERM"),
+                StopRequest::Abort => slurm::jobs::signal(&job.job_id, "KILL")
+                    .and_then(|()| slurm::jobs::cancel(&job.job_id)),
+            };
+            result.map_err(|e| RunsError::Slurm(Box::new(e)))?;
+            return Ok(true);
+        }
         let signal_pid = |pid: i32, sig: nix::sys::signal::Signal| {
             // ESRCH: it ended meanwhile, which is what we want.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
@@ -410,6 +534,40 @@ impl ActiveRun {
         )?;
         copy::remove_tree(&self.dir.join(PROJECT_COPY))?;
         Ok(())
+    }
+
+    /// A requeued Slurm run starting again: back to `submitted` (from wherever its last start left it),
+    /// its last start's traces cleared. A run that has ended stays ended.
+    pub fn requeued(&mut self, restarts: u32) -> Result<(), RunsError> {
+        if self.record.status.is_finished() {
+            return Ok(());
+        }
+        self.update(|r| {
+            r.status = Status::Submitted;
+            r.started_at = None;
+            r.container_pid = None;
+            r.container_id = None;
+            r.ports.clear();
+            r.message = None;
+            if let Some(s) = r.slurm.as_mut() {
+                s.restarts = restarts;
+            }
+        })
+    }
+
+    /// The record as it is now.
+    pub fn record(&self) -> &RunRecord {
+        &self.record
+    }
+
+    /// The run's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the Slurm job's inputs (they hold the project's secrets) once the run has ended.
+    pub fn remove_inputs(&self) {
+        let _ = fs::remove_file(self.dir.join(slurm::INPUTS));
     }
 
     /// Removes a run that never started (its workflow could not be resolved with its name).

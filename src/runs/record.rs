@@ -107,6 +107,29 @@ pub struct RunRecord {
     /// Why it failed or was aborted, for `ps --json` and `logs`.
     #[serde(default)]
     pub message: Option<String>,
+    /// The Slurm job that runs it (`dstack run --slurm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRecord>,
+}
+
+/// A run's Slurm job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmRecord {
+    pub job_id: String,
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// The login node it was submitted from (for the `ssh -L` line that reaches its ports).
+    #[serde(default)]
+    pub login: Option<String>,
+    /// The compute node it runs on, once it runs.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How often Slurm requeued it.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Slurm's final state when the job ended without `dstack` recording it (`TIMEOUT`, `NODE_FAIL`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 impl RunRecord {
@@ -127,6 +150,7 @@ impl RunRecord {
             ports: Vec::new(),
             artifacts: Vec::new(),
             message: None,
+            slurm: None,
         }
     }
 

@@ -219,3 +219,69 @@ fn a_run_that_never_started_can_be_discarded() {
     assert!(store.get(&name).is_err());
     assert!(store.list().unwrap().is_empty());
 }
+
+#[test]
+fn a_second_state_directory_is_searched_and_its_names_avoided() {
+    let (home, shared) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let local = RunStore::new(home.path());
+    let first = local.create(template()).unwrap();
+    let slurm_store = RunStore::new(shared.path()).also(home.path());
+    let second = slurm_store.create(template()).unwrap();
+    assert_ne!(first.name(), second.name(), "the other directory's name is skipped");
+    assert!(shared.path().join("runs").join(second.name()).is_dir());
+    let both = RunStore::new(home.path()).also(shared.path());
+    let names: Vec<String> = both
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.record.name)
+        .collect();
+    assert_eq!(names, [first.name(), second.name()]);
+    assert!(both.get(second.name()).unwrap().live);
+    drop(second);
+    let name = names[1].clone();
+    both.remove(&name).unwrap();
+    assert!(!shared.path().join("runs").join(&name).exists());
+    assert!(
+        std::fs::read_dir(shared.path().join("runs"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".removing")),
+        "removed in its own directory"
+    );
+}
+
+#[test]
+fn a_requeued_run_is_taken_over_and_starts_again_as_submitted() {
+    let state = tempfile::tempdir().unwrap();
+    let store = RunStore::new(state.path());
+    let mut run = store.create(template()).unwrap();
+    let name = run.name().to_string();
+    run.update(|r| {
+        r.slurm = Some(SlurmRecord {
+            job_id: "7".into(),
+            partition: None,
+            login: None,
+            node: None,
+            restarts: 0,
+            state: None,
+        })
+    })
+    .unwrap();
+    run.set_status(Status::Running).unwrap();
+    run.update(|r| r.ports = vec![8080]).unwrap();
+    // The submitter lets go; the job on its node takes over.
+    drop(run);
+    let mut job = store.attach(&name).unwrap();
+    assert!(store.get(&name).unwrap().live, "the job holds the lock");
+    job.requeued(1).unwrap();
+    let record = job.record().clone();
+    assert_eq!(record.status, Status::Submitted);
+    assert!(record.ports.is_empty() && record.started_at.is_none());
+    assert_eq!(record.slurm.unwrap().restarts, 1);
+    job.set_status(Status::Running).unwrap();
+    job.finish(Status::Done, Some(0), None).unwrap();
+    job.requeued(2).unwrap();
+    assert_eq!(job.record().status, Status::Done, "an ended run stays ended");
+    assert!(store.attach("no-such-run-1").is_err());
+}
