@@ -48,6 +48,9 @@ pub enum Command {
     /// Manage the project's secrets
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Runs a submitted workflow inside its Slurm job (the batch script calls it)
+    #[command(name = "__slurm-job", hide = true)]
+    SlurmJob(SlurmJobArgs),
 }
 
 /// `dstack run`: flags first, then the workflow name (or `docker`), then everything else verbatim.
@@ -65,11 +68,26 @@ pub struct RunArgs {
     /// When to pull the image: missing (default), always, never
     #[arg(long, value_name = "POLICY", default_value = "missing")]
     pub pull: String,
+    /// Submit the workflow to Slurm as a batch job (the default when .dstack/slurm.yaml says so)
+    #[arg(long, conflicts_with = "local")]
+    pub slurm: bool,
+    /// Run on this machine even when .dstack/slurm.yaml makes Slurm the default
+    #[arg(long)]
+    pub local: bool,
     /// The workflow to run, or `docker` for an ad hoc image run
     pub target: String,
     /// The workflow's arguments (`${{ run.args }}`), or the ad hoc form's image, command and flags
     #[arg(allow_hyphen_values = true)]
     pub rest: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmJobArgs {
+    /// The state directory holding the run's record (`runs/<run>/`)
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// The run
+    pub run: String,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use crate::runs::{RunStore, artifacts};
 use runtime::container::human_size;
 
 pub fn artifacts(cmd: ArtifactsCommand) -> CliResult<ExitCode> {
-    let store = RunStore::new(&runtime::paths::state_root());
+    let store = RunStore::visible(&runtime::paths::state_root());
     match cmd {
         ArtifactsCommand::List { run, json } => {
             let view = store.get(&run)?;

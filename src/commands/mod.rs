@@ -6,6 +6,8 @@ mod run;
 mod run_workflow;
 mod runs;
 mod secrets;
+mod slurm_job;
+mod slurm_submit;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,7 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         Command::Rm(args) => runs::rm(args),
         Command::Artifacts(cmd) => artifacts::artifacts(cmd),
         Command::Secrets(cmd) => secrets::secrets(cmd),
+        Command::SlurmJob(args) => slurm_job::run(args),
     }
 }
 

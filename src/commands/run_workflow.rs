@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use runtime::container::ExitStatus;
@@ -30,9 +30,14 @@ use crate::secrets::SecretStore;
 use crate::workflow::{Catalog, Context, Workflow, shell};
 
 /// What `${{ run.name }}` reads as before a run has a name (checks, `--dry-run`).
-const UNNAMED: &str = "<run-name>";
+pub(super) const UNNAMED: &str = "<run-name>";
 
 pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
+    let args = own_flags(args);
+    // Before the user namespace: sbatch must run as the user the cluster knows.
+    if let Some((project, config)) = super::slurm_submit::wanted(&args)? {
+        return super::slurm_submit::submit(args, project, config);
+    }
     runtime::userns::enter_rootless_namespace()?;
     let state_root = runtime::paths::state_root();
     let project = Project::current()?;
@@ -125,10 +130,15 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     if let Err(err) = signals::record_stop_on_signal(&run.stop_request_path()) {
         tracing::warn!("stop signals before the job starts will abort the run: {err}");
     }
+    let site = Site {
+        copy_from: Some(project.dir().to_path_buf()),
+        cache: cache::workflow_dir(&state_root, &project, &workflow.name),
+        slurm_limits: false,
+    };
     let supervised = supervise(
         &mut run,
         &workflow,
-        &project,
+        &site,
         &state_root,
         &secrets,
         &args.pull,
@@ -140,39 +150,74 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
             finish(&mut run, &status, &mask);
             Ok(ExitCode::from(code))
         }
-        Err(failure) => {
-            let _ = signals::ignore_stop_signals();
-            append_to_log(&run.log_path(), &format!("error: {}\n", failure.message));
-            mask.log(&run);
-            if let Err(e) = run.save_artifacts() {
-                eprintln!(
-                    "warning: saving the artifacts of {}: {}",
-                    run.name(),
-                    mask.text(&e.to_string())
-                );
-            }
-            let status = run
-                .stop_request()
-                .map_or(Status::Failed, StopRequest::status);
-            let _ = run.finish(status, None, Some(&failure.message));
-            Err(CliError::new(failure.message).with_exit_code(failure.code))
-        }
+        Err(failure) => Err(record_failure(&mut run, failure, &mask)),
     }
 }
 
+/// Records a run that failed before its job ended (artifacts saved all the same); the error to report.
+pub(super) fn record_failure(run: &mut ActiveRun, failure: Failure, mask: &Masker) -> CliError {
+    let _ = signals::ignore_stop_signals();
+    append_to_log(&run.log_path(), &format!("error: {}\n", failure.message));
+    mask.log(run);
+    if let Err(e) = run.save_artifacts() {
+        eprintln!(
+            "warning: saving the artifacts of {}: {}",
+            run.name(),
+            mask.text(&e.to_string())
+        );
+    }
+    let status = run
+        .stop_request()
+        .map_or(Status::Failed, StopRequest::status);
+    let _ = run.finish(status, None, Some(&failure.message));
+    CliError::new(failure.message).with_exit_code(failure.code)
+}
+
+/// `dstack run NAME --slurm -d ARGS`: `--slurm`, `--local` and `-d` right after the name are `dstack`'s
+/// (everything from the first other word, or after `--`, is the workflow's).
+fn own_flags(mut args: RunArgs) -> RunArgs {
+    let mut taken = 0;
+    for word in &args.rest {
+        match word.as_str() {
+            "--slurm" => args.slurm = true,
+            "--local" => args.local = true,
+            "-d" | "--detach" => args.detach = true,
+            "--" => {
+                taken += 1;
+                break;
+            }
+            _ => break,
+        }
+        taken += 1;
+    }
+    args.rest.drain(..taken);
+    args
+}
+
 /// A failure of the run before the job ended: the whole cause chain in one line, secrets masked.
-struct Failure {
-    message: String,
-    code: u8,
+pub(super) struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+/// Where a run's job runs: here, or on a Slurm job's node.
+pub(super) struct Site {
+    /// The project to copy for `/workflow`; `None` when the run's copy exists (made at submission).
+    pub copy_from: Option<PathBuf>,
+    /// The workflow's cache directory.
+    pub cache: PathBuf,
+    /// Slurm confines the job (CPUs, memory) through its cgroup: the container stays in it and gets no
+    /// limits of its own.
+    pub slurm_limits: bool,
 }
 
 /// Replaces the project's secret values with `***` in anything shown or stored.
-struct Masker {
+pub(super) struct Masker {
     values: Vec<String>,
 }
 
 impl Masker {
-    fn new(secrets: &BTreeMap<String, String>) -> Masker {
+    pub(super) fn new(secrets: &BTreeMap<String, String>) -> Masker {
         let mut values: Vec<String> = Vec::new();
         for value in secrets.values().filter(|v| !v.is_empty()) {
             values.push(value.clone());
@@ -183,12 +228,17 @@ impl Masker {
         Masker { values }
     }
 
-    fn text(&self, text: &str) -> String {
+    /// The secret values (and their JSON-escaped forms) it masks.
+    pub(super) fn values(&self) -> &[String] {
+        &self.values
+    }
+
+    pub(super) fn text(&self, text: &str) -> String {
         logs::mask(text, &self.values)
     }
 
     /// Masks the run's kept output, in case the job printed a secret.
-    fn log(&self, run: &ActiveRun) {
+    pub(super) fn log(&self, run: &ActiveRun) {
         if let Err(e) = logs::mask_file(&run.log_path(), &self.values) {
             eprintln!("warning: masking secrets in the log of {}: {e}", run.name());
         }
@@ -199,7 +249,7 @@ impl Masker {
         self.text(&one_line(err))
     }
 
-    fn error(&self, err: &(dyn StdError + 'static), code: u8) -> CliError {
+    pub(super) fn error(&self, err: &(dyn StdError + 'static), code: u8) -> CliError {
         CliError::new(self.chain(err)).with_exit_code(code)
     }
 
@@ -212,10 +262,10 @@ impl Masker {
 }
 
 /// Runs the job for `run` and returns how it ended; its end is recorded by the caller.
-fn supervise(
+pub(super) fn supervise(
     run: &mut ActiveRun,
     workflow: &Workflow,
-    project: &Project,
+    site: &Site,
     state_root: &Path,
     secrets: &BTreeMap<String, String>,
     pull_policy: &str,
@@ -223,8 +273,10 @@ fn supervise(
 ) -> Result<ExitStatus, Failure> {
     const START_FAILED: u8 = 125;
     let copy_dir = run.project_copy_dir();
-    job::copy_project(project.dir(), &copy_dir, state_root)
-        .map_err(|e| mask.failure("copying the project for /workflow", &e, START_FAILED))?;
+    if let Some(project) = &site.copy_from {
+        job::copy_project(project, &copy_dir, state_root)
+            .map_err(|e| mask.failure("copying the project for /workflow", &e, START_FAILED))?;
+    }
     let record = |result: Result<(), crate::runs::RunsError>| {
         result.map_err(|e| mask.failure("recording the run", &e, START_FAILED))
     };
@@ -241,7 +293,7 @@ fn supervise(
     let dirs = HostDirs {
         project_copy: copy_dir,
         artifacts: run.artifacts_dir(),
-        cache: cache::workflow_dir(state_root, project, &workflow.name),
+        cache: site.cache.clone(),
     };
     let mounts = job::plan_mounts(workflow, &user.home, &dirs);
     job::prepare(&mounts, &dirs)
@@ -263,7 +315,10 @@ fn supervise(
     let network = Network::prepare(&NetworkConfig::new(&job_id).ports(workflow.ports.into()))
         .map_err(|e| mask.failure("setting up the job's network", &e, START_FAILED))?;
     let ports = network.ports().to_vec();
-    let request = job::request(workflow, run.name(), &job_id, &ports, secrets, &mounts);
+    let mut request = job::request(workflow, run.name(), &job_id, &ports, secrets, &mounts);
+    if site.slurm_limits {
+        job::leave_limits_to_slurm(&mut request);
+    }
     record(run.update(|r| {
         r.artifacts = mounts.artifacts.clone();
         r.ports = ports.clone();
@@ -295,7 +350,7 @@ fn supervise(
 }
 
 /// Saves the artifacts and records how the job ended.
-fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
+pub(super) fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
     let _ = signals::ignore_stop_signals();
     let _ = run.set_status(Status::Uploading);
     mask.log(run);
@@ -373,7 +428,7 @@ fn dry_run(
 }
 
 /// What the workflow's `resources.gpu` asks of the runtime, if anything.
-fn gpu_request(workflow: &Workflow, run_name: &str) -> Option<runtime::gpu::GpuRequest> {
+pub(super) fn gpu_request(workflow: &Workflow, run_name: &str) -> Option<runtime::gpu::GpuRequest> {
     let gpu = workflow.resources.gpu.as_ref()?;
     Some(runtime::gpu::GpuRequest {
         count: gpu.count,
@@ -385,7 +440,7 @@ fn gpu_request(workflow: &Workflow, run_name: &str) -> Option<runtime::gpu::GpuR
 }
 
 /// Checked before anything starts (the pull checks it again, after the run exists).
-fn check_pull_policy(policy: &str) -> CliResult<()> {
+pub(super) fn check_pull_policy(policy: &str) -> CliResult<()> {
     match policy {
         "missing" | "always" | "never" => Ok(()),
         other => Err(CliError::new(format!(
@@ -395,7 +450,7 @@ fn check_pull_policy(policy: &str) -> CliResult<()> {
 }
 
 /// An error and its causes in one line (each cause once).
-fn one_line(err: &(dyn StdError + 'static)) -> String {
+pub(super) fn one_line(err: &(dyn StdError + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
@@ -438,7 +493,7 @@ fn image_user(image: &Image) -> Result<plan::ResolvedUser, plan::PlanError> {
     plan::resolve_user(&user, &read("etc/passwd"), &read("etc/group"))
 }
 
-fn append_to_log(path: &Path, line: &str) {
+pub(super) fn append_to_log(path: &Path, line: &str) {
     use std::io::Write as _;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)

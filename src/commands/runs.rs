@@ -14,7 +14,7 @@ use crate::runs::{RunStore, RunView, StopRequest, cache, logs};
 use crate::secrets::SecretStore;
 
 fn store() -> RunStore {
-    RunStore::new(&runtime::paths::state_root())
+    RunStore::visible(&runtime::paths::state_root())
 }
 
 pub fn ps(args: PsArgs) -> CliResult<ExitCode> {
@@ -24,8 +24,13 @@ pub fn ps(args: PsArgs) -> CliResult<ExitCode> {
         .filter(|v| args.all || !v.record.status.is_finished())
         .collect();
     let now = record::now();
+    let slurm: Vec<Option<String>> = runs.iter().map(slurm_column).collect();
     if args.json {
-        let rows: Vec<PsJson<'_>> = runs.iter().map(|v| PsJson::new(&v.record, now)).collect();
+        let rows: Vec<PsJson<'_>> = runs
+            .iter()
+            .zip(&slurm)
+            .map(|(v, s)| PsJson::new(&v.record, now, s.as_deref()))
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialize")
@@ -39,8 +44,9 @@ pub fn ps(args: PsArgs) -> CliResult<ExitCode> {
         "EXIT".to_string(),
         "STARTED".to_string(),
         "DURATION".to_string(),
+        "SLURM".to_string(),
     ]];
-    for view in &runs {
+    for (view, slurm) in runs.iter().zip(&slurm) {
         let r = &view.record;
         rows.push([
             r.name.clone(),
@@ -51,13 +57,40 @@ pub fn ps(args: PsArgs) -> CliResult<ExitCode> {
                 .unwrap_or_else(|| "-".into()),
             record::ago(now - r.submitted_at),
             record::duration(r.duration(now)),
+            slurm.clone().unwrap_or_default(),
         ]);
     }
-    print_table(&rows);
+    if slurm.iter().all(Option::is_none) {
+        // No Slurm runs: no Slurm column.
+        let rows: Vec<[String; 6]> = rows
+            .into_iter()
+            .map(|r| std::array::from_fn(|i| r[i].clone()))
+            .collect();
+        print_table(&rows);
+    } else {
+        print_table(&rows);
+    }
     if runs.is_empty() && !args.all {
         eprintln!("(no runs going; `dstack ps -a` shows finished ones too)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `1234 RUNNING on node7` for a Slurm run: its job and what Slurm says of it now (or, once Slurm has
+/// forgotten the job, what was recorded).
+fn slurm_column(view: &RunView) -> Option<String> {
+    let job = view.record.slurm.as_ref()?;
+    let info = crate::runs::slurm::jobs::info(&job.job_id).ok().flatten();
+    let state = info
+        .as_ref()
+        .map(|i| i.state.clone())
+        .or_else(|| job.state.clone())
+        .unwrap_or_else(|| "-".into());
+    let node = info.and_then(|i| i.node).or_else(|| job.node.clone());
+    Some(match node {
+        Some(node) if state != "PENDING" => format!("{} {state} on {node}", job.job_id),
+        _ => format!("{} {state}", job.job_id),
+    })
 }
 
 /// One row of `ps --json`.
@@ -75,10 +108,23 @@ struct PsJson<'a> {
     duration_seconds: f64,
     ports: &'a [u16],
     message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slurm: Option<SlurmJson<'a>>,
+}
+
+/// `ps --json`'s `slurm`: the job id, Slurm's state and the node.
+#[derive(Serialize)]
+struct SlurmJson<'a> {
+    job_id: &'a str,
+    partition: Option<&'a str>,
+    node: Option<&'a str>,
+    restarts: u32,
+    /// `1234 RUNNING on node7`, as the table shows it.
+    summary: Option<&'a str>,
 }
 
 impl<'a> PsJson<'a> {
-    fn new(r: &'a RunRecord, now: f64) -> PsJson<'a> {
+    fn new(r: &'a RunRecord, now: f64, summary: Option<&'a str>) -> PsJson<'a> {
         PsJson {
             run: &r.name,
             workflow: &r.workflow,
@@ -92,6 +138,13 @@ impl<'a> PsJson<'a> {
             duration_seconds: (r.duration(now) * 10.0).round() / 10.0,
             ports: &r.ports,
             message: r.message.as_deref(),
+            slurm: r.slurm.as_ref().map(|s| SlurmJson {
+                job_id: &s.job_id,
+                partition: s.partition.as_deref(),
+                node: s.node.as_deref(),
+                restarts: s.restarts,
+                summary,
+            }),
         }
     }
 }
@@ -176,18 +229,29 @@ pub fn stop(args: StopArgs) -> CliResult<ExitCode> {
             eprintln!("{name} has already ended ({status})");
         }
     }
-    // A graceful stop gives the job the runtime's grace period (10 s) before SIGKILL.
-    let patience = match how {
-        StopRequest::Graceful => Duration::from_secs(20),
-        StopRequest::Abort => Duration::from_secs(10),
+    // A graceful stop gives the job the runtime's grace period (10 s) before SIGKILL. A Slurm job gets
+    // that grace too, then is killed through Slurm, which may take a while longer to report it ended.
+    let slurm = asked
+        .iter()
+        .any(|n| store.get(n).is_ok_and(|v| v.record.slurm.is_some()));
+    let patience = match (how, slurm) {
+        (StopRequest::Graceful, false) => Duration::from_secs(20),
+        (StopRequest::Abort, false) => Duration::from_secs(10),
+        (_, true) => Duration::from_secs(45),
     };
-    let deadline = Instant::now() + patience;
+    let started = Instant::now();
+    let deadline = started + patience;
     for name in asked {
+        let mut forced = false;
         loop {
             let view = store.get(&name)?;
             if !view.live {
                 eprintln!("{name} {}", view.record.status);
                 break;
+            }
+            if !forced && view.record.slurm.is_some() && started.elapsed() > SLURM_GRACE {
+                forced = true;
+                store.force_stop(&name)?;
             }
             if Instant::now() >= deadline {
                 return Err(CliError::new(format!(
@@ -200,6 +264,9 @@ pub fn stop(args: StopArgs) -> CliResult<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long a Slurm job has to end after SIGTERM before it is killed.
+const SLURM_GRACE: Duration = Duration::from_secs(15);
 
 pub fn rm(args: RmArgs) -> CliResult<ExitCode> {
     // A rootless job's files may belong to the user's subordinate ids: only the user namespace can

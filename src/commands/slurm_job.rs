@@ -1,0 +1,165 @@
+//! `dstack __slurm-job --state-dir DIR RUN`: what a `dstack run --slurm` batch script runs on the compute
+//! node. It takes the run over (its lock, its record), reads the workflow from the run's copy of the
+//! project as it was submitted, and runs it exactly as a local run does, except that the job's cgroup
+//! (Slurm's) holds the limits. `DSTACK_HOME` (set by the script) is the node's state root: image store and
+//! container scratch. A job that Slurm requeues leaves the run unfinished for its next start.
+
+use std::process::ExitCode;
+
+use super::run_workflow::{
+    Failure, Masker, Site, append_to_log, finish, one_line, record_failure, supervise,
+};
+use crate::cli::SlurmJobArgs;
+use crate::error::{CliError, CliResult};
+use crate::project::Project;
+use crate::runs::slurm::{self, JobInputs, jobs};
+use crate::runs::{ActiveRun, RunStore, Status, signals};
+use crate::workflow::{Catalog, Context};
+
+/// The exit code of a job that could not start (as for local runs).
+const START_FAILED: u8 = 125;
+
+pub fn run(args: SlurmJobArgs) -> CliResult<ExitCode> {
+    runtime::userns::enter_rootless_namespace()?;
+    let node_root = runtime::paths::state_root();
+    let store = RunStore::new(&args.state_dir);
+    let mut run = store.attach(&args.run)?;
+    if run.record().status.is_finished() {
+        eprintln!("{} has already ended ({})", run.name(), run.record().status);
+        run.remove_inputs();
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(request) = run.stop_request() {
+        run.remove_inputs();
+        run.finish(request.status(), None, Some("stopped before it started"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let inputs_path = run.dir().join(slurm::INPUTS);
+    let inputs: JobInputs = match std::fs::read(&inputs_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            let failure = Failure {
+                message: format!("reading the job's inputs {}: {e}", inputs_path.display()),
+                code: START_FAILED,
+            };
+            return Err(record_failure(
+                &mut run,
+                failure,
+                &Masker::new(&Default::default()),
+            ));
+        }
+    };
+    let mask = Masker::new(&inputs.secrets);
+    let restarts: u32 = std::env::var("SLURM_RESTART_COUNT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let node = std::env::var("SLURMD_NODENAME")
+        .ok()
+        .or_else(super::slurm_submit::hostname);
+    if restarts > 0 || run.record().status != Status::Submitted {
+        run.requeued(restarts)?;
+        append_to_log(
+            &run.log_path(),
+            &format!(
+                "[dstack] requeued by Slurm: starting again on {} (restart {restarts})\n",
+                node.as_deref().unwrap_or("a new node")
+            ),
+        );
+    }
+    run.update(|r| {
+        r.supervisor_pid = Some(std::process::id());
+        if let Some(s) = r.slurm.as_mut() {
+            s.node = node.clone();
+        }
+    })?;
+
+    // The workflow as submitted, from the run's copy of the project.
+    let context = Context {
+        run_name: &args.run,
+        run_args: &inputs.run_args,
+        secrets: &inputs.secrets,
+    };
+    let resolved = Project::at(&run.project_copy_dir())
+        .map_err(|e| one_line(&e))
+        .and_then(|p| Catalog::load(&p).map_err(|e| one_line(&e)))
+        .and_then(|c| {
+            c.get(&inputs.workflow)
+                .map_err(|e| one_line(&e))?
+                .resolve(&context)
+                .map_err(|e| one_line(&e))
+        });
+    let workflow = match resolved {
+        Ok(workflow) => workflow,
+        Err(message) => {
+            let failure = Failure {
+                message: mask.text(&format!("reading the workflow: {message}")),
+                code: START_FAILED,
+            };
+            return Err(finish_failed(&mut run, failure, &mask));
+        }
+    };
+    runtime::container::sweep_leftovers(&node_root);
+    runtime::net::sweep_leftovers();
+    let job_id = run
+        .record()
+        .slurm
+        .as_ref()
+        .map(|s| s.job_id.clone())
+        .unwrap_or_default();
+    eprintln!(
+        "{}: CPU and memory limits are enforced by Slurm (job {job_id})",
+        run.name()
+    );
+    let site = Site {
+        copy_from: None,
+        cache: inputs.cache.clone(),
+        slurm_limits: true,
+    };
+    let supervised = supervise(
+        &mut run,
+        &workflow,
+        &site,
+        &node_root,
+        &inputs.secrets,
+        &inputs.pull,
+        &mask,
+    );
+    let status = match supervised {
+        Ok(status) => status,
+        Err(failure) => return Err(finish_failed(&mut run, failure, &mask)),
+    };
+    let code = status.code.clamp(0, 255) as u8;
+    // Ended by a signal nobody asked for through dstack: if Slurm is requeueing the job, the run goes on
+    // at its next start, with its project copy (and what the job wrote there) as it is.
+    if run.stop_request().is_none()
+        && status.code >= 128
+        && let Ok(Some(info)) = jobs::info(&job_id)
+        && info.restarts > restarts
+    {
+        let _ = signals::ignore_stop_signals();
+        mask.log(&run);
+        run.requeued(info.restarts)?;
+        run.update(|r| {
+            r.message = Some("requeued by Slurm; it goes on when it starts again".into())
+        })?;
+        append_to_log(
+            &run.log_path(),
+            "[dstack] interrupted: Slurm requeued the job\n",
+        );
+        return Ok(ExitCode::from(code));
+    }
+    finish(&mut run, &status, &mask);
+    run.remove_inputs();
+    Ok(ExitCode::from(code))
+}
+
+/// `record_failure`, and the inputs (with their secrets) removed.
+fn finish_failed(run: &mut ActiveRun, failure: Failure, mask: &Masker) -> CliError {
+    let err = record_failure(run, failure, mask);
+    run.remove_inputs();
+    err
+}
