@@ -194,6 +194,8 @@ TaskPlugin={task}
 # Cores and memory are allocated per job (--cpus-per-task, --mem are recorded and enforced), GRES too.
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# A job that asks no memory gets 512 MiB per CPU, not the whole node (which would make jobs queue up).
+DefMemPerCPU=512
 # No accounting daemon (slurmdbd): sacct has no data; jobs are looked at with scontrol and squeue.
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
@@ -365,10 +367,8 @@ fn start_daemons(node: &str, restart: bool) -> bool {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    if !daemon_alive("slurmd") {
-        if !daemonize("slurmd") {
-            return false;
-        }
+    if !daemon_alive("slurmd") && !daemonize("slurmd") {
+        return false;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
