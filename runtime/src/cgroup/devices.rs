@@ -117,6 +117,61 @@ impl DevicePolicy {
     pub fn rules(&self) -> &[DeviceRule] {
         &self.rules
     }
+
+    /// An OCI `linux.resources.devices` list (applied in order, as runc does): a deny of everything
+    /// clears what came before; allows add rules; a narrower deny removes the allow rules it equals, and is
+    /// refused when it would cut into a wider allow (an allow list cannot say "all but this").
+    pub fn from_oci(list: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<DevicePolicy, String> {
+        use oci_spec::runtime::LinuxDeviceType as T;
+        let mut policy = DevicePolicy::deny_all();
+        for d in list {
+            let kind = match d.typ() {
+                None | Some(T::A) => DeviceKind::Any,
+                Some(T::C) | Some(T::U) => DeviceKind::Char,
+                Some(T::B) => DeviceKind::Block,
+                Some(T::P) => {
+                    return Err("device rules for FIFOs (type p) are not supported".into());
+                }
+            };
+            let num = |n: Option<i64>| n.filter(|n| *n >= 0).map(|n| n as u32);
+            let letters = d.access().clone().unwrap_or_else(|| "rwm".into());
+            let rule = DeviceRule {
+                kind,
+                major: num(d.major()),
+                minor: num(d.minor()),
+                access: DeviceAccess {
+                    read: letters.contains('r'),
+                    write: letters.contains('w'),
+                    mknod: letters.contains('m'),
+                },
+            };
+            if d.allow() {
+                policy.allow(rule);
+            } else if kind == DeviceKind::Any && rule.major.is_none() && rule.minor.is_none() {
+                policy.rules.clear();
+            } else if policy.rules.iter().any(|r| r.covers(&rule) && *r != rule) {
+                return Err(format!(
+                    "the device rule deny {} cuts into a wider allow rule: not supported",
+                    rule.v1_line()
+                ));
+            } else {
+                policy.rules.retain(|r| *r != rule);
+            }
+        }
+        Ok(policy)
+    }
+}
+
+impl DeviceRule {
+    /// True when this rule allows everything `other` does (and maybe more).
+    fn covers(&self, other: &DeviceRule) -> bool {
+        let kind = self.kind == DeviceKind::Any || self.kind == other.kind;
+        let num = |mine: Option<u32>, theirs: Option<u32>| mine.is_none() || mine == theirs;
+        let access = (!other.access.read || self.access.read)
+            && (!other.access.write || self.access.write)
+            && (!other.access.mknod || self.access.mknod);
+        kind && num(self.major, other.major) && num(self.minor, other.minor) && access
+    }
 }
 
 #[cfg(test)]
@@ -140,5 +195,23 @@ mod tests {
             access: DeviceAccess::RW,
         };
         assert_eq!(any.v1_line(), "a *:* rw");
+    }
+
+    #[test]
+    fn oci_device_lists_become_allow_lists() {
+        let rules: Vec<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_str(
+            r#"[{"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 136, "access": "rw"}]"#,
+        )
+        .unwrap();
+        let policy = DevicePolicy::from_oci(&rules).unwrap();
+        let lines: Vec<String> = policy.rules().iter().map(DeviceRule::v1_line).collect();
+        assert_eq!(lines, ["c 1:3 rwm", "c 136:* rw"]);
+        let cut: Vec<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_str(
+            r#"[{"allow": true, "access": "rwm"}, {"allow": false, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]"#,
+        )
+        .unwrap();
+        assert!(DevicePolicy::from_oci(&cut).is_err());
     }
 }

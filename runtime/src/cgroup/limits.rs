@@ -18,12 +18,48 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// Devices the job may use (as root); `None` leaves device access as the parent allows.
     pub devices: Option<DevicePolicy>,
+    /// Relative CPU weight, as v1 `cpu.shares` (1024 = default); v2 gets the matching `cpu.weight`.
+    pub cpu_shares: Option<u64>,
+    /// Memory plus swap in bytes (the OCI `memory.swap`); `None` with a memory limit means no swap.
+    pub memory_swap: Option<u64>,
 }
 
 impl Limits {
+    /// The limits of an OCI spec's `linux.resources` (cpu quota/period/shares, memory limit/swap, pids,
+    /// devices). What has no place here is named by `container::unsupported`.
+    pub fn from_oci(r: &oci_spec::runtime::LinuxResources) -> Result<Limits, CgroupError> {
+        let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
+        let mut limits = Limits::default();
+        if let Some(cpu) = r.cpu() {
+            if let Some(quota) = positive(cpu.quota()) {
+                let period = cpu.period().filter(|p| *p > 0).unwrap_or(CPU_PERIOD_US);
+                limits.cpu = Some(quota as f64 / period as f64);
+            }
+            limits.cpu_shares = cpu.shares().filter(|s| *s > 0);
+        }
+        if let Some(m) = r.memory() {
+            limits.memory = positive(m.limit());
+            limits.memory_swap = match m.swap() {
+                Some(-1) => Some(u64::MAX),
+                other => positive(other),
+            };
+        }
+        if let Some(p) = r.pids() {
+            limits.pids = (p.limit() > 0).then_some(p.limit() as u64);
+        }
+        if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            limits.devices =
+                Some(DevicePolicy::from_oci(rules).map_err(CgroupError::InvalidLimit)?);
+        }
+        Ok(limits)
+    }
+
     /// True when no CPU, memory or pids limit is asked for (devices aside).
     pub fn is_unlimited(&self) -> bool {
-        self.cpu.is_none() && self.memory.is_none() && self.pids.is_none()
+        self.cpu.is_none()
+            && self.memory.is_none()
+            && self.pids.is_none()
+            && self.cpu_shares.is_none()
     }
 
     /// The CFS quota per `CPU_PERIOD_US` for the CPU limit.

@@ -34,7 +34,7 @@ pub(crate) fn create(
         .filter(|h| USED.iter().any(|c| h.has(c)))
         .collect();
     let required = [
-        ("cpu", limits.cpu.is_some()),
+        ("cpu", limits.cpu.is_some() || limits.cpu_shares.is_some()),
         ("memory", limits.memory.is_some()),
         ("pids", limits.pids.is_some()),
         ("devices", limits.devices.is_some()),
@@ -100,11 +100,20 @@ impl V1 {
             fs::write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
             fs::write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
         }
+        if let (Some(shares), Some(dir)) = (limits.cpu_shares, self.dir("cpu")) {
+            fs::write(dir, "cpu.shares", &shares.to_string())?;
+        }
         if let (Some(bytes), Some(dir)) = (limits.memory, self.dir("memory")) {
             fs::write(dir, "memory.limit_in_bytes", &bytes.to_string())?;
-            // memory+swap equal to memory: no swap beyond the limit (the file exists only with swap accounting).
+            // memory+swap equal to memory unless asked otherwise: no swap beyond the limit (the file exists
+            // only with swap accounting).
+            let total = match limits.memory_swap {
+                Some(u64::MAX) => "-1".to_string(),
+                Some(total) => total.max(bytes).to_string(),
+                None => bytes.to_string(),
+            };
             if dir.join("memory.memsw.limit_in_bytes").exists() {
-                fs::write(dir, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
+                fs::write(dir, "memory.memsw.limit_in_bytes", &total)?;
             }
         }
         if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {

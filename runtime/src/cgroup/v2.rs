@@ -84,12 +84,23 @@ impl V2 {
         if let Some(quota) = limits.cpu_quota_us() {
             fs::write(&self.dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
         }
+        if let Some(shares) = limits.cpu_shares {
+            // The kernel's (and runc's) mapping of shares 2..262144 onto weight 1..10000.
+            let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            fs::write(&self.dir, "cpu.weight", &weight.to_string())?;
+        }
         if let Some(bytes) = limits.memory {
             fs::write(&self.dir, "memory.max", &bytes.to_string())?;
-            // No swap beyond the limit; without swap accounting the file is absent and there is nothing to cap.
-            match fs::write_raw(&self.dir.join("memory.swap.max"), "0") {
+            // No swap beyond the limit unless asked (OCI's swap is memory+swap); without swap accounting the
+            // file is absent and there is nothing to cap.
+            let swap = match limits.memory_swap {
+                Some(u64::MAX) => "max".to_string(),
+                Some(total) => total.saturating_sub(bytes).to_string(),
+                None => "0".to_string(),
+            };
+            match fs::write_raw(&self.dir.join("memory.swap.max"), &swap) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(fs::classify(self.dir.join("memory.swap.max"), "0", e));
+                    return Err(fs::classify(self.dir.join("memory.swap.max"), &swap, e));
                 }
                 _ => {}
             }
@@ -174,7 +185,7 @@ pub(crate) fn dstack_dirs(mount: &Path, own: &Path, as_root: bool) -> Vec<PathBu
 
 fn required_controllers(limits: &Limits) -> Vec<&'static str> {
     let mut required = Vec::new();
-    if limits.cpu.is_some() {
+    if limits.cpu.is_some() || limits.cpu_shares.is_some() {
         required.push("cpu");
     }
     if limits.memory.is_some() {

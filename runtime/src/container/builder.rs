@@ -13,11 +13,10 @@ use std::time::Duration;
 use oci_spec::runtime::{MountBuilder, Spec};
 
 use super::cgroup::CgroupPlacement;
-use super::init::{self, InitContext};
-use super::message::{Channel, Message};
+use super::hooks::State;
+use super::namespaces::{self, Namespaces};
 use super::scratch::ScratchDir;
-use super::supervise::{Container, SignalGuard};
-use super::{ContainerError, StdioMode, mounts, spawn, stdio};
+use super::{ContainerError, StdioMode, mounts, spec};
 use crate::net::Network;
 use crate::rootfs::Rootfs;
 
@@ -25,6 +24,8 @@ pub struct ContainerBuilder {
     id: String,
     spec: Option<Spec>,
     layers: Option<Vec<PathBuf>>,
+    directory: Option<(PathBuf, bool)>,
+    oci: Option<OciOptions>,
     state_root: Option<PathBuf>,
     cgroup: Option<Box<dyn CgroupPlacement>>,
     stdio: StdioMode,
@@ -33,17 +34,42 @@ pub struct ContainerBuilder {
     network: Option<Network>,
 }
 
+/// The OCI runtime lifecycle (`dstack-oci create`): the container outlives the process that creates it
+/// (no PDEATHSIG, no supervisor), its namespaces and id maps come from the spec, the job waits at a start
+/// gate in `state_dir`, and the spec's hooks run at their points.
+pub struct OciOptions {
+    /// The container's state directory, where the start gate is made.
+    pub state_dir: PathBuf,
+    /// The state hooks read on stdin (pid and status are filled in here).
+    pub state: State,
+    /// Where to send the pty's master when `process.terminal` is set (runc's `--console-socket`).
+    pub console_socket: Option<PathBuf>,
+}
+
 /// A container whose scratch directory and files exist, ready to start.
 pub struct PreparedContainer {
-    spec: Spec,
-    files: Vec<(String, String)>,
-    rootfs: Rootfs,
-    scratch: ScratchDir,
-    cgroup: Option<Box<dyn CgroupPlacement>>,
-    stdio: StdioMode,
-    log_file: Option<PathBuf>,
-    grace: Duration,
-    network: Option<Network>,
+    pub(super) spec: Spec,
+    pub(super) root: PreparedRoot,
+    pub(super) cgroup: Option<Box<dyn CgroupPlacement>>,
+    pub(super) stdio: StdioMode,
+    pub(super) log_file: Option<PathBuf>,
+    pub(super) grace: Duration,
+    pub(super) network: Option<Network>,
+    pub(super) oci: Option<OciOptions>,
+    pub(super) namespaces: Namespaces,
+}
+
+/// The root filesystem, prepared.
+pub(super) enum PreparedRoot {
+    Layers {
+        files: Vec<(String, String)>,
+        rootfs: Rootfs,
+        scratch: ScratchDir,
+    },
+    Directory {
+        path: PathBuf,
+        readonly: bool,
+    },
 }
 
 impl ContainerBuilder {
@@ -53,6 +79,8 @@ impl ContainerBuilder {
             id: id.into(),
             spec: None,
             layers: None,
+            directory: None,
+            oci: None,
             state_root: None,
             cgroup: None,
             stdio: StdioMode::Auto,
@@ -70,6 +98,20 @@ impl ContainerBuilder {
     /// The image's layer directories, bottom to top.
     pub fn rootfs(mut self, layer_dirs: Vec<PathBuf>) -> Self {
         self.layers = Some(layer_dirs);
+        self
+    }
+
+    /// A ready root directory (an OCI bundle's `root.path`) instead of image layers: no overlay, no
+    /// scratch directory; `readonly` remounts it read-only once everything is mounted.
+    pub fn root_directory(mut self, path: impl Into<PathBuf>, readonly: bool) -> Self {
+        self.directory = Some((path.into(), readonly));
+        self
+    }
+
+    /// Runs the OCI lifecycle instead of supervising: see [`OciOptions`]; start with
+    /// [`PreparedContainer::create`].
+    pub fn oci(mut self, options: OciOptions) -> Self {
+        self.oci = Some(options);
         self
     }
 
@@ -122,28 +164,88 @@ impl ContainerBuilder {
                 "the spec has no command to run".into(),
             ));
         }
-        let layers = self.layers.ok_or_else(|| {
-            ContainerError::Invalid("no root filesystem: call .rootfs(..)".into())
-        })?;
-        let state_root = self.state_root.unwrap_or_else(crate::paths::state_root);
-        let scratch = ScratchDir::create(&state_root, &self.id)?;
-        let rootfs = Rootfs::new(layers, scratch.path())?;
-        rootfs.prepare()?;
-        let staging = scratch.path().join(mounts::STAGING);
-        std::fs::create_dir(&staging).map_err(ContainerError::io("cannot create", &staging))?;
-        let files = etc_files(&mut spec, &staging, self.network.as_ref())?;
+        let namespaces = match &self.oci {
+            Some(_) => namespaces::from_spec(&spec)?,
+            None => Namespaces::default(),
+        };
+        if self.oci.is_some() {
+            check_oci(&spec, &namespaces)?;
+        }
+        let root = match (self.layers, self.directory) {
+            (Some(layers), None) if self.oci.is_none() => {
+                // Docker's rule: a job that is not root keeps no capabilities but its bounding set.
+                spec::docker_user_caps(&mut spec);
+                let state_root = self.state_root.unwrap_or_else(crate::paths::state_root);
+                let scratch = ScratchDir::create(&state_root, &self.id)?;
+                let rootfs = Rootfs::new(layers, scratch.path())?;
+                rootfs.prepare()?;
+                let staging = scratch.path().join(mounts::STAGING);
+                std::fs::create_dir(&staging)
+                    .map_err(ContainerError::io("cannot create", &staging))?;
+                let files = etc_files(&mut spec, &staging, self.network.as_ref())?;
+                PreparedRoot::Layers {
+                    files,
+                    rootfs,
+                    scratch,
+                }
+            }
+            (None, Some((path, readonly))) if self.oci.is_some() => {
+                if !path.is_dir() {
+                    return Err(ContainerError::Invalid(format!(
+                        "the root filesystem {} is not a directory",
+                        path.display()
+                    )));
+                }
+                PreparedRoot::Directory { path, readonly }
+            }
+            _ => {
+                return Err(ContainerError::Invalid(
+                    "give image layers (.rootfs) for a supervised run, or a root directory (.root_directory) with .oci(..)".into(),
+                ));
+            }
+        };
         Ok(PreparedContainer {
             spec,
-            files,
-            rootfs,
-            scratch,
+            root,
             cgroup: self.cgroup,
             stdio: self.stdio,
             log_file: self.log_file,
             grace: self.grace,
             network: self.network,
+            oci: self.oci,
+            namespaces,
         })
     }
+}
+
+/// What an OCI spec asks that cannot be honoured with the namespaces it has.
+fn check_oci(spec: &Spec, ns: &Namespaces) -> Result<(), ContainerError> {
+    let has = |flag: libc::c_int| ns.new & flag as u64 != 0;
+    if spec.hostname().is_some() && !has(libc::CLONE_NEWUTS) {
+        return Err(ContainerError::Invalid(
+            "hostname needs a uts namespace of the container's own".into(),
+        ));
+    }
+    if spec.domainname().is_some() && !has(libc::CLONE_NEWUTS) {
+        return Err(ContainerError::Invalid(
+            "domainname needs a uts namespace of the container's own".into(),
+        ));
+    }
+    let maps = spec
+        .linux()
+        .as_ref()
+        .is_some_and(|l| l.uid_mappings().is_some() || l.gid_mappings().is_some());
+    if maps && !has(libc::CLONE_NEWUSER) {
+        return Err(ContainerError::Invalid(
+            "uidMappings and gidMappings need a user namespace (linux.namespaces: user)".into(),
+        ));
+    }
+    if !crate::paths::running_as_host_root() && !has(libc::CLONE_NEWUSER) {
+        return Err(ContainerError::Invalid(
+            "an unprivileged user needs a user namespace: add {\"type\": \"user\"} to linux.namespaces (with uidMappings and gidMappings, or none for your own id and subordinate range)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (name, contents), bound into the container unless
@@ -196,7 +298,7 @@ fn etc_files(
 }
 
 /// With a terminal, `TERM` as the user's terminal has it (Docker's `xterm` without one), unless set.
-fn set_term(spec: &mut Spec) {
+pub(super) fn set_term(spec: &mut Spec) {
     let Some(process) = spec.process_mut().as_mut() else {
         return;
     };
@@ -210,136 +312,6 @@ fn set_term(spec: &mut Spec) {
     }
 }
 
-fn setgroups_allowed() -> bool {
+pub(super) fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
-}
-
-impl PreparedContainer {
-    /// Clones init into its namespaces (and cgroup), lets it set up, and returns once the job has
-    /// exec'd; a failure inside comes back as an error naming the cause.
-    pub fn start(mut self) -> Result<Container, ContainerError> {
-        let own_netns = self.network.as_ref().is_none_or(|n| n.needs_netns());
-        let namespaces = if own_netns {
-            spawn::NAMESPACES
-        } else {
-            spawn::NAMESPACES & !(libc::CLONE_NEWNET as u64)
-        };
-        let stdio = stdio::open(self.stdio)?;
-        if matches!(stdio.parent, stdio::ParentStdio::Pty { .. }) {
-            set_term(&mut self.spec);
-        }
-        let (channel, init_end) = Channel::pair()?;
-        let log = match &self.log_file {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(ContainerError::io("cannot open the log file", path))?,
-            ),
-            None => None,
-        };
-        let signals = SignalGuard::new()?;
-        let clone_fd = self.cgroup.as_ref().and_then(|c| c.dir_fd()).map(|fd| {
-            use std::os::fd::AsRawFd;
-            fd.as_raw_fd()
-        });
-        let ctx = InitContext {
-            staging: self.scratch.path().join(mounts::STAGING),
-            files: self.files,
-            spec: self.spec,
-            rootfs: self.rootfs,
-            channel: init_end,
-            stdio: stdio.child,
-            rootless: crate::paths::in_child_user_namespace(),
-            setgroups_allowed: setgroups_allowed(),
-            unshare_cgroupns: clone_fd.is_none(),
-            wait_for_go: (self.cgroup.is_some() && clone_fd.is_none()) || self.network.is_some(),
-            own_netns,
-        };
-        let flags = namespaces
-            | if clone_fd.is_some() {
-                libc::CLONE_NEWCGROUP as u64
-            } else {
-                0
-            };
-        let mut ctx = ctx;
-        let spawned = match spawn::clone_child(flags, clone_fd, || init::run(&ctx)) {
-            // A cgroup clone3 cannot start in (a v2 cgroup with processes of its own, an old kernel):
-            // clone plainly and let the cgroup take the pid afterwards.
-            Err(ContainerError::Clone(e)) if clone_fd.is_some() => {
-                tracing::debug!(
-                    "clone3 into the cgroup failed ({e}); placing init after the clone"
-                );
-                ctx.unshare_cgroupns = true;
-                ctx.wait_for_go = true;
-                spawn::clone_child(namespaces, None, || init::run(&ctx)).map(|pid| (pid, false))
-            }
-            other => other.map(|pid| (pid, clone_fd.is_some())),
-        };
-        let (pid, placed) = spawned?;
-        let need_go = ctx.wait_for_go;
-        drop(stdio.child_ends);
-        let mut container = Container {
-            pid,
-            channel,
-            stdio: stdio.parent,
-            log,
-            grace: self.grace,
-            signals,
-            reaped: false,
-            cgroup: self.cgroup,
-            network: self.network,
-            scratch: self.scratch,
-        };
-        if let Some(net) = container.network.as_mut() {
-            net.attach(pid)?;
-        }
-        if let (false, Some(c)) = (placed, &container.cgroup) {
-            c.add_pid(pid).map_err(ContainerError::Cgroup)?;
-        }
-        if need_go {
-            container
-                .channel
-                .send(&Message::Go)
-                .map_err(ContainerError::Channel)?;
-        }
-        loop {
-            match container.channel.recv().map_err(ContainerError::Channel)? {
-                Some(Message::Rootfs {
-                    driver,
-                    fallback_reason: Some(why),
-                }) => {
-                    tracing::info!("root filesystem: {driver} (overlay not used: {why})")
-                }
-                Some(Message::Rootfs { driver, .. }) => {
-                    tracing::debug!("root filesystem: {driver}")
-                }
-                Some(Message::Started) => {
-                    if let Some(net) = container.network.as_mut() {
-                        net.start_forwarding()?;
-                    }
-                    return Ok(container);
-                }
-                Some(Message::Failed { message, exit_code }) => {
-                    return Err(ContainerError::Start { message, exit_code });
-                }
-                Some(_) => {}
-                None => {
-                    let status = container.wait()?;
-                    return Err(ContainerError::Start {
-                        message: format!(
-                            "the container's init exited during set-up (status {})",
-                            status.code
-                        ),
-                        exit_code: 125,
-                    });
-                }
-            }
-        }
-    }
-
-    pub fn scratch_dir(&self) -> &Path {
-        self.scratch.path()
-    }
 }

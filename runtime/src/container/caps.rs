@@ -1,5 +1,5 @@
-//! Capabilities: the bounding set cut to the spec's, then effective/permitted/inheritable set, ambient
-//! cleared. Raw `prctl`/`capset`, as no capability crate is in the tree.
+//! Capabilities: the bounding set cut to the spec's, then effective/permitted/inheritable set and the
+//! ambient ones raised, exactly as the spec says. Raw `prctl`/`capset`, as no capability crate is in the tree.
 
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities};
 
@@ -95,18 +95,14 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Sets the effective, permitted and inheritable sets (after the user switch) and clears ambient ones.
-/// A non-root user keeps none, as with Docker.
-pub fn apply(caps: &LinuxCapabilities, uid: u32) -> std::io::Result<()> {
-    let (eff, perm, inh) = if uid == 0 {
-        (
-            mask(caps.effective().as_ref()),
-            mask(caps.permitted().as_ref()),
-            mask(caps.inheritable().as_ref()),
-        )
-    } else {
-        (0, 0, 0)
-    };
+/// Sets the effective, permitted and inheritable sets exactly as the spec gives them (after the user
+/// switch, which kept the permitted set with `PR_SET_KEEPCAPS`), then raises the ambient ones.
+pub fn apply(caps: &LinuxCapabilities) -> std::io::Result<()> {
+    let (eff, perm, inh) = (
+        mask(caps.effective().as_ref()),
+        mask(caps.permitted().as_ref()),
+        mask(caps.inheritable().as_ref()),
+    );
     let header = CapHeader {
         version: 0x2008_0522,
         pid: 0,
@@ -137,6 +133,21 @@ pub fn apply(caps: &LinuxCapabilities, uid: u32) -> std::io::Result<()> {
             0,
         )
     };
+    for cap in caps.ambient().iter().flatten() {
+        // SAFETY: prctl with integer arguments only.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                number(*cap) as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     Ok(())
 }
 

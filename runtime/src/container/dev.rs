@@ -62,6 +62,14 @@ pub(super) fn populate(dev: &Path, extra: &[LinuxDevice], rootless: bool) -> Res
             mode,
             rootless,
         )?;
+        if !rootless && (d.uid().is_some() || d.gid().is_some()) {
+            nix::unistd::chown(
+                &target,
+                d.uid().map(nix::unistd::Uid::from_raw),
+                d.gid().map(nix::unistd::Gid::from_raw),
+            )
+            .map_err(|e| format!("chown {}: {e}", d.path().display()))?;
+        }
     }
     Ok(())
 }

@@ -1,39 +1,62 @@
-//! The container's PID 1: waits for the supervisor's go, sets the container up (root filesystem,
-//! mounts, hostname, pivot_root, masked paths, loopback), forks the job, then reaps zombies and forwards
+//! The container's PID 1: waits for the supervisor's go, sets the container up (namespaces joined, root
+//! filesystem, mounts, hostname, createContainer hooks, pivot_root, sysctl, masked paths, loopback), forks
+//! the job, then reaps zombies and forwards
 //! signals to the job until it exits, and exits with its status. Every step reports failure as a message.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 
+use super::hooks::{self, HookPoint};
 use super::message::{Channel, Message};
 use super::process::{self, JobError};
+use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
-use super::{loopback, mounts};
+use super::{loopback, mounts, namespaces, sysctl};
 use crate::rootfs::Rootfs;
+
+/// The root filesystem init mounts.
+pub(super) enum InitRoot {
+    /// dstack's: the image's layers (overlay or a fallback) under a staging tmpfs that also holds the
+    /// files bound into the container (/etc/hosts...).
+    Layers {
+        rootfs: Rootfs,
+        /// Where init mounts its staging tmpfs (`<scratch>/merged`).
+        staging: PathBuf,
+        files: Vec<(String, String)>,
+    },
+    /// A ready directory (an OCI bundle's `root.path`), bound onto itself.
+    Directory { path: PathBuf, readonly: bool },
+}
 
 /// Everything init needs, prepared by the supervisor before the clone.
 pub(super) struct InitContext {
-    /// Where init mounts its staging tmpfs (`<scratch>/merged`).
-    pub staging: std::path::PathBuf,
-    /// Files bound into the container (/etc/hosts...), written into the staging tmpfs.
-    pub files: Vec<(String, String)>,
+    pub root: InitRoot,
     pub spec: Spec,
-    pub rootfs: Rootfs,
     pub channel: Channel,
     pub stdio: ChildStdio,
     pub rootless: bool,
     pub setgroups_allowed: bool,
     /// Unshare the cgroup namespace after the supervisor placed us (when clone3 did not).
     pub unshare_cgroupns: bool,
-    /// Wait for the supervisor's go: it has a cgroup to place us in, or a network to attach, first.
+    /// Wait for the supervisor's go: it has a cgroup to place us in, id maps or a network to set up first.
     pub wait_for_go: bool,
     /// The job has a network namespace of its own (not the host's), whose `lo` init brings up.
     pub own_netns: bool,
+    /// Die with the supervisor (dstack's runs); an OCI container outlives the `create` that made it.
+    pub pdeathsig: bool,
+    /// Namespaces to join by `setns` (flag, fd opened by the caller), pid excepted (the caller joined it).
+    pub join: Vec<(u64, RawFd)>,
+    /// Once mounted, say so and wait for a second go while the caller runs its hooks.
+    pub pause_after_mounts: bool,
+    pub seccomp: Option<SeccompProgram>,
+    /// The start gate's listening socket (OCI `create`): the job waits there before exec.
+    pub gate: Option<RawFd>,
 }
 
-/// Signals init passes on to the job.
-const FORWARDED: [libc::c_int; 8] = [
+/// Signals init passes on to the job (every one a process may catch but those of faults).
+const FORWARDED: [libc::c_int; 18] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -42,6 +65,16 @@ const FORWARDED: [libc::c_int; 8] = [
     libc::SIGUSR2,
     libc::SIGWINCH,
     libc::SIGALRM,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGPWR,
+    libc::SIGURG,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGXCPU,
+    libc::SIGPIPE,
 ];
 
 struct Failure {
@@ -76,56 +109,111 @@ pub(super) fn run(ctx: &InitContext) -> ! {
 }
 
 fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if ctx.pdeathsig {
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    }
     // (getppid() is 0 in a new pid namespace; should the supervisor already be gone, the channel's end
     // of file below says so.)
     // Out of the terminal's process group: the supervisor alone receives ^C and forwards it.
     let _ = nix::unistd::setsid();
+    let mut state = None;
     if ctx.wait_for_go {
-        match ctx.channel.recv() {
-            Ok(Some(Message::Go)) => {}
-            _ => return Err("the supervisor did not say go".to_string().into()),
-        }
+        state = wait_for_go(ctx)?;
+    }
+    for (flag, fd) in &ctx.join {
+        namespaces::setns(*fd, *flag).map_err(|e| format!("joining a namespace: {e}"))?;
     }
     if ctx.unshare_cgroupns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     }
-    mounts::make_private()?;
-    let (target, top) = mounts::stage(&ctx.staging, &ctx.files)?;
-    let mounted = ctx
-        .rootfs
-        .mount(&target, Some(&top))
-        .map_err(|e| e.to_string())?;
-    if mounted.fallback_reason.is_some() {
-        // Worth a line at -v; the usual overlay is not worth waking the supervisor for.
-        let _ = ctx.channel.send(&Message::Rootfs {
-            driver: mounted.driver.to_string(),
-            fallback_reason: mounted.fallback_reason.clone(),
-        });
-    }
-    mounts::mount_all(&ctx.spec, &mounted.path, ctx.rootless)?;
+    let linux = ctx.spec.linux().as_ref();
+    mounts::make_private(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    let (root, fuse) = mount_root(ctx)?;
+    mounts::mount_all(&ctx.spec, &root, ctx.rootless)?;
     if let Some(name) = ctx.spec.hostname() {
         nix::unistd::sethostname(name).map_err(|e| format!("setting the hostname: {e}"))?;
     }
-    mounts::pivot(
-        &mounted.path,
-        mounted.driver == crate::rootfs::Driver::FuseOverlayfs,
-    )?;
-    if let Some(linux) = ctx.spec.linux() {
+    if let Some(name) = ctx.spec.domainname() {
+        set_domainname(name).map_err(|e| format!("setting the domain name: {e}"))?;
+    }
+    if ctx.pause_after_mounts {
+        let _ = ctx.channel.send(&Message::Mounted);
+        if let Some(s) = wait_for_go(ctx)? {
+            state = Some(s);
+        }
+    }
+    hooks::run(
+        ctx.spec.hooks().as_ref(),
+        HookPoint::CreateContainer,
+        state.as_deref().unwrap_or("{}"),
+    )
+    .map_err(|e| e.to_string())?;
+    mounts::pivot(&root, fuse)?;
+    if let Some(linux) = linux {
+        if let Some(values) = linux.sysctl() {
+            sysctl::apply(values)?;
+        }
         mounts::mask(linux.masked_paths().as_deref().unwrap_or_default())?;
         mounts::readonly(linux.readonly_paths().as_deref().unwrap_or_default())?;
+    }
+    if let InitRoot::Directory { readonly: true, .. } = ctx.root {
+        mounts::readonly_root()?;
     }
     if ctx.own_netns {
         loopback::up().map_err(|e| format!("bringing up the loopback interface: {e}"))?;
     }
     block_forwarded_signals();
-    let job = start_job(ctx)?;
+    let job = start_job(ctx, state.as_deref())?;
     let _ = ctx.channel.send(&Message::Started);
     let (code, signal) = supervise_job(job);
     let _ = ctx.channel.send(&Message::Exited { code, signal });
     Ok(code)
+}
+
+fn wait_for_go(ctx: &InitContext) -> Result<Option<String>, Failure> {
+    match ctx.channel.recv() {
+        Ok(Some(Message::Go { state })) => Ok(state),
+        _ => Err("the supervisor did not say go".to_string().into()),
+    }
+}
+
+/// Mounts the root filesystem; returns where, and whether fuse-overlayfs serves it.
+fn mount_root(ctx: &InitContext) -> Result<(PathBuf, bool), Failure> {
+    match &ctx.root {
+        InitRoot::Directory { path, .. } => {
+            mounts::bind_root(path)?;
+            Ok((path.clone(), false))
+        }
+        InitRoot::Layers {
+            rootfs,
+            staging,
+            files,
+        } => {
+            let (target, top) = mounts::stage(staging, files)?;
+            let mounted = rootfs
+                .mount(&target, Some(&top))
+                .map_err(|e| e.to_string())?;
+            if mounted.fallback_reason.is_some() {
+                // Worth a line at -v; the usual overlay is not worth waking the supervisor for.
+                let _ = ctx.channel.send(&Message::Rootfs {
+                    driver: mounted.driver.to_string(),
+                    fallback_reason: mounted.fallback_reason.clone(),
+                });
+            }
+            let fuse = mounted.driver == crate::rootfs::Driver::FuseOverlayfs;
+            Ok((mounted.path, fuse))
+        }
+    }
+}
+
+fn set_domainname(name: &str) -> std::io::Result<()> {
+    // SAFETY: setdomainname reads `len` bytes from a valid buffer.
+    if unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Handlers (PID 1 of a namespace ignores default-action signals) kept blocked, for `sigwaitinfo`.
@@ -144,7 +232,7 @@ fn block_forwarded_signals() {
 }
 
 /// Forks the job and waits until it has exec'd (its end of the error pipe closes) or failed.
-fn start_job(ctx: &InitContext) -> Result<i32, Failure> {
+fn start_job(ctx: &InitContext, state: Option<&str>) -> Result<i32, Failure> {
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let process = ctx
@@ -159,7 +247,14 @@ fn start_job(ctx: &InitContext) -> Result<i32, Failure> {
     }
     if pid == 0 {
         drop(err_r);
-        let err = process::exec_job(process, &ctx.stdio, ctx.setgroups_allowed);
+        let extras = process::JobExtras {
+            seccomp: ctx.seccomp.as_ref().filter(|s| !s.is_empty()),
+            gate: ctx.gate,
+            channel: Some(&ctx.channel),
+            hooks: ctx.spec.hooks().as_ref(),
+            state,
+        };
+        let err = process::exec_job(process, &ctx.stdio, ctx.setgroups_allowed, &extras);
         let bytes = serde_json::to_vec(&err).unwrap_or_default();
         // SAFETY: writing the error to our end of the pipe, then ending the job without unwinding.
         unsafe {
@@ -169,6 +264,8 @@ fn start_job(ctx: &InitContext) -> Result<i32, Failure> {
     }
     drop(err_w);
     let mut fds: Vec<i32> = ctx.stdio.fds().into_iter().flatten().collect();
+    // The gate is the job's alone: once it has exec'd, nobody may accept a `start` there.
+    fds.extend(ctx.gate);
     // A pty is one fd in all three places: close it once.
     fds.sort_unstable();
     fds.dedup();

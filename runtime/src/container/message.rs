@@ -7,8 +7,14 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// Supervisor to init: the cgroup is in place, go on.
-    Go,
+    /// Supervisor to init: the cgroup (and id maps, network, runtime hooks) are in place, go on. `state` is
+    /// the runtime-spec state JSON for the container's own hooks, when it has any.
+    Go { state: Option<String> },
+    /// Init: the spec's mounts are in place (before pivot_root); waiting for `Go` while the runtime's hooks
+    /// run (`prestart`, `createRuntime`).
+    Mounted,
+    /// The job: set up and waiting at the start gate for `start` (the OCI `created` state).
+    Created,
     /// Init: the root filesystem is mounted, with this driver (and why, when it is a fallback).
     Rootfs {
         driver: String,

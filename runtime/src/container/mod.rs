@@ -1,39 +1,56 @@
 //! Containers: an OCI runtime `Spec` run on a root filesystem in new namespaces, supervised by the
 //! calling process. One concern per file:
-//! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`] → [`Container`];
-//! - `spawn`: the clone (namespaces, cgroup), refused from a multi-threaded process;
+//! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`]; `launch`: → [`Container`] (supervised, dstack's
+//!   runs) or → [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec` to join it);
+//! - `spawn`: the clone, refused from a multi-threaded process; `namespaces`, `idmap`: the spec's namespaces
+//!   and user namespace maps;
 //! - `message`: typed messages between supervisor and init;
-//! - `init`: PID 1 (set-up, reaping, signal forwarding); `mounts`, `dev`, `loopback`: its set-up steps;
-//! - `process`: the job's user, capabilities (`caps`), rlimits and exec;
-//! - `stdio`, `supervise`: streams, signals and exit status on the supervisor's side;
+//! - `init`: PID 1 (set-up, reaping, signal forwarding); `mounts`, `dev`, `sysctl`, `loopback`: its steps;
+//! - `process`: the job's user, capabilities (`caps`), rlimits, `seccomp` and exec;
+//! - `stdio`, `console`, `supervise`: streams, signals and exit status on the supervisor's side;
 //! - `scratch`, `sweep`: the per-container directory and the leftovers of killed supervisors;
-//! - `spec`: Docker's defaults; `cgroup`: the seam to the cgroup module.
+//! - `spec`: Docker's defaults; `cgroup`: the seam to the cgroup module; `features`: what the spec may ask;
+//!   `unsupported`: the spec's fields this runtime refuses, by name.
 
 mod builder;
 mod caps;
 mod cgroup;
+mod console;
 mod dev;
 mod error;
+pub mod exec;
+pub mod gate;
+pub mod hooks;
+mod idmap;
 mod init;
+mod launch;
 mod loopback;
 mod message;
 mod mounts;
+mod namespaces;
 mod process;
 mod scratch;
+mod seccomp;
 mod spawn;
 mod spec;
 mod stdio;
 mod supervise;
 mod sweep;
+mod sysctl;
+pub mod unsupported;
 
-pub use builder::{ContainerBuilder, PreparedContainer};
+pub use builder::{ContainerBuilder, OciOptions, PreparedContainer};
 pub use caps::mask as capability_mask;
 pub use cgroup::CgroupPlacement;
 pub use error::ContainerError;
+pub use hooks::{HookPoint, State};
+pub use idmap::IdMap;
+pub use launch::Created;
 pub use message::Message;
+pub use seccomp::{SeccompError, SeccompProgram};
 pub use spec::{
     DEFAULT_PATH, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, default_capabilities,
-    default_mounts, default_spec,
+    default_mounts, default_spec, docker_user_caps,
 };
 pub use stdio::StdioMode;
 pub use supervise::{Container, ExitStatus, human_size};

@@ -58,16 +58,53 @@ pub(super) fn stage(
     Ok((root, layer))
 }
 
-/// Stops mount events from leaking out to the host (and in from it).
-pub(super) fn make_private() -> Step {
+/// Stops mount events from leaking out to the host (and in from it): `/` becomes recursively private, or
+/// takes the spec's `rootfsPropagation`.
+pub(super) fn make_private(propagation: Option<&str>) -> Step {
+    let flags = match propagation {
+        None | Some("") => MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        Some(p) => propagation_flags(p)
+            .ok_or_else(|| format!("unknown rootfsPropagation {p:?}: use private, slave, shared or unbindable (r-prefixed too)"))?,
+    };
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|e| {
+        format!("setting the propagation of / in the container's mount namespace: {e}")
+    })
+}
+
+/// `MS_*` flags of a propagation option (`rslave` = `MS_SLAVE | MS_REC`).
+fn propagation_flags(option: &str) -> Option<MsFlags> {
+    let kind = |name: &str| match name {
+        "private" => Some(MsFlags::MS_PRIVATE),
+        "slave" => Some(MsFlags::MS_SLAVE),
+        "shared" => Some(MsFlags::MS_SHARED),
+        "unbindable" => Some(MsFlags::MS_UNBINDABLE),
+        _ => None,
+    };
+    kind(option).or_else(|| {
+        option
+            .strip_prefix('r')
+            .and_then(kind)
+            .map(|k| k | MsFlags::MS_REC)
+    })
+}
+
+/// Binds a ready root directory (an OCI bundle's `root.path`) onto itself, so it is a mount point that
+/// pivot_root accepts. Recursive, as runc does: mounts below it come along.
+pub(super) fn bind_root(path: &Path) -> Step {
     mount(
+        Some(path),
+        path,
         None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| format!("making / private in the container's mount namespace: {e}"))
+    .map_err(|e| format!("binding the root filesystem {}: {e}", path.display()))
+}
+
+/// Remounts the new root read-only (`root.readonly`), once everything is mounted under it.
+pub(super) fn readonly_root() -> Step {
+    remount_bind(Path::new("/"), MsFlags::MS_RDONLY)
+        .map_err(|e| format!("making the root filesystem read-only: {e}"))
 }
 
 /// Mounts the spec's mounts under `root`, in order, and fills `/dev` when it is a tmpfs.
@@ -86,11 +123,16 @@ pub(super) fn mount_all(spec: &Spec, root: &Path, rootless: bool) -> Step {
     Ok(())
 }
 
-/// Mount flags and the remaining data string of an OCI options list.
-fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
+/// Mount flags, propagation flags and the remaining data string of an OCI options list.
+fn parse_options(options: &[String]) -> (MsFlags, Option<MsFlags>, Vec<String>) {
     let mut flags = MsFlags::empty();
+    let mut propagation = None;
     let mut data = Vec::new();
     for o in options {
+        if let Some(p) = propagation_flags(o) {
+            propagation = Some(p);
+            continue;
+        }
         let (set, clear) = match o.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -107,8 +149,11 @@ fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "async"
-            | "atime" => (MsFlags::empty(), MsFlags::empty()),
+            "async" | "atime" | "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
             _ => {
                 data.push(o.clone());
                 (MsFlags::empty(), MsFlags::empty())
@@ -116,64 +161,75 @@ fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
         };
         flags = (flags | set) & !clear;
     }
-    (flags, data)
+    (flags, propagation, data)
 }
 
 fn mount_one(m: &Mount, root: &Path, rootless: bool) -> Step {
     let dest = resolve_in_root(root, m.destination());
     let typ = m.typ().clone().unwrap_or_else(|| "bind".into());
     let options = m.options().clone().unwrap_or_default();
-    let (flags, data) = parse_options(&options);
-    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    let (flags, propagation, data) = parse_options(&options);
     let what =
         |e: &dyn std::fmt::Display| format!("mounting {} ({typ}): {e}", m.destination().display());
+    mount_by_type(m, &dest, &typ, flags, &data, rootless).map_err(|e| what(&e))?;
+    if let Some(p) = propagation {
+        mount(None::<&str>, &dest, None::<&str>, p, None::<&str>).map_err(|e| what(&e))?;
+    }
+    Ok(())
+}
+
+fn mount_by_type(
+    m: &Mount,
+    dest: &Path,
+    typ: &str,
+    flags: MsFlags,
+    data: &[String],
+    rootless: bool,
+) -> Result<(), String> {
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     if typ == "bind" || flags.contains(MsFlags::MS_BIND) {
         if !source.exists() {
-            return Err(what(&format!("{} does not exist", source.display())));
+            return Err(format!("{} does not exist", source.display()));
         }
-        make_mountpoint(&dest, source.is_dir()).map_err(|e| what(&e))?;
+        make_mountpoint(dest, source.is_dir()).map_err(|e| e.to_string())?;
         let rec = flags & MsFlags::MS_REC;
         mount(
             Some(&source),
-            &dest,
+            dest,
             None::<&str>,
             MsFlags::MS_BIND | rec,
             None::<&str>,
         )
-        .map_err(|e| what(&e))?;
-        if flags.contains(MsFlags::MS_RDONLY) {
-            remount_readonly(&dest).map_err(|e| what(&e))?;
+        .map_err(|e| e.to_string())?;
+        // A bind takes its flags (ro, nosuid, nodev, noexec...) only from a remount.
+        let remount = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !remount.is_empty() {
+            remount_bind(dest, remount).map_err(|e| e.to_string())?;
         }
         return Ok(());
     }
-    make_mountpoint(&dest, true).map_err(|e| what(&e))?;
-    match typ.as_str() {
-        "cgroup" | "cgroup2" => return mount_cgroup(&dest, flags).map_err(|e| what(&e)),
+    make_mountpoint(dest, true).map_err(|e| e.to_string())?;
+    match typ {
+        "cgroup" | "cgroup2" => return mount_cgroup(dest, flags),
         "sysfs" => {
-            if mount(Some("sysfs"), &dest, Some("sysfs"), flags, None::<&str>).is_err() {
+            if mount(Some("sysfs"), dest, Some("sysfs"), flags, None::<&str>).is_err() {
                 // Refused where the network namespace is not ours: bind the host's, read-only.
                 mount(
                     Some("/sys"),
-                    &dest,
+                    dest,
                     None::<&str>,
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .map_err(|e| what(&e))?;
-                remount_readonly(&dest).map_err(|e| what(&e))?;
+                .map_err(|e| e.to_string())?;
+                remount_bind(dest, MsFlags::MS_RDONLY).map_err(|e| e.to_string())?;
             }
             return Ok(());
         }
         _ => {}
     }
     let joined = data.join(",");
-    let result = mount(
-        Some(&source),
-        &dest,
-        Some(typ.as_str()),
-        flags,
-        Some(joined.as_str()),
-    );
+    let result = mount(Some(&source), dest, Some(typ), flags, Some(joined.as_str()));
     match result {
         Ok(()) => Ok(()),
         // A rootless namespace without a subordinate range has no gid 5 for devpts.
@@ -185,16 +241,16 @@ fn mount_one(m: &Mount, root: &Path, rootless: bool) -> Step {
                 .collect();
             mount(
                 Some(&source),
-                &dest,
+                dest,
                 Some("devpts"),
                 flags,
                 Some(data.join(",").as_str()),
             )
-            .map_err(|e| what(&e))
+            .map_err(|e| e.to_string())
         }
         // Without an IPC namespace of its own a rootless user may not mount mqueue; it is optional.
         Err(_) if typ == "mqueue" && rootless => Ok(()),
-        Err(e) => Err(what(&e)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -252,10 +308,16 @@ pub(super) fn resolve_in_root(root: &Path, path: &Path) -> PathBuf {
 
 /// Bind-remounts `path` read-only, keeping the flags the kernel locks in a user namespace.
 fn remount_readonly(path: &Path) -> nix::Result<()> {
+    remount_bind(path, MsFlags::MS_RDONLY)
+}
+
+/// Bind-remounts `path` with `extra` flags (`MS_RDONLY`, `MS_NOSUID`...), keeping the flags it has (the
+/// kernel refuses to drop the ones it locks in a user namespace).
+fn remount_bind(path: &Path, extra: MsFlags) -> nix::Result<()> {
     let locked = nix::sys::statvfs::statvfs(path)
         .map(|s| s.flags())
         .unwrap_or(nix::sys::statvfs::FsFlags::empty());
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra;
     use nix::sys::statvfs::FsFlags as F;
     for (f, m) in [
         (F::ST_NOSUID, MsFlags::MS_NOSUID),
@@ -449,13 +511,16 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let (flags, data) = parse_options(&[
+        let (flags, propagation, data) = parse_options(&[
             "nosuid".into(),
             "ro".into(),
             "size=65536k".into(),
+            "rslave".into(),
             "mode=755".into(),
         ]);
         assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_RDONLY));
+        assert_eq!(propagation, Some(MsFlags::MS_SLAVE | MsFlags::MS_REC));
+        assert_eq!(propagation_flags("ro"), None);
         assert_eq!(
             data,
             vec!["size=65536k".to_string(), "mode=755".to_string()]

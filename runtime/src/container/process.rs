@@ -1,16 +1,22 @@
-//! The job's side of the fork in init: stdio, session, rlimits, user, capabilities, no_new_privs,
-//! umask, working directory, then exec with `PATH` looked up in the container's environment. A failure
+//! The job's side of the fork in init: stdio, session, rlimits, oom_score_adj, user, capabilities,
+//! no_new_privs, umask, working directory, seccomp (and, for an OCI `create`, the start gate and the
+//! `startContainer` hooks), then exec with `PATH` looked up in the container's environment. A failure
 //! is written as JSON to the error pipe (init passes it on) and ends the process with 126 or 127.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{PosixRlimit, Process};
+use std::os::fd::RawFd;
+
+use oci_spec::runtime::{Hooks, PosixRlimit, Process};
 use serde::{Deserialize, Serialize};
 
-use super::caps;
+use super::hooks::{self, HookPoint};
+use super::message::{Channel, Message};
+use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
+use super::{caps, gate};
 
 /// What the job sends back when it could not exec.
 #[derive(Debug, Serialize, Deserialize)]
@@ -23,16 +29,75 @@ fn fail(message: String, exit_code: i32) -> JobError {
     JobError { message, exit_code }
 }
 
-/// Sets the job up and execs it; only returns the reason it could not.
-pub(super) fn exec_job(process: &Process, stdio: &ChildStdio, setgroups_allowed: bool) -> JobError {
-    match prepare(process, stdio, setgroups_allowed) {
-        Ok(()) => {}
-        Err(e) => return e,
-    }
-    exec(process)
+/// What the job does besides the spec's process: the OCI lifecycle's gate and hooks, and seccomp.
+#[derive(Default)]
+pub(super) struct JobExtras<'a> {
+    pub seccomp: Option<&'a SeccompProgram>,
+    /// The start gate's listening socket: wait there for `start` before exec (OCI `create`).
+    pub gate: Option<RawFd>,
+    /// Where to say `Created` once set up and waiting.
+    pub channel: Option<&'a Channel>,
+    pub hooks: Option<&'a Hooks>,
+    /// The state JSON for `startContainer` hooks.
+    pub state: Option<&'a str>,
 }
 
-fn prepare(process: &Process, stdio: &ChildStdio, setgroups_allowed: bool) -> Result<(), JobError> {
+/// Sets the job up and execs it; only returns the reason it could not.
+pub(super) fn exec_job(
+    process: &Process,
+    stdio: &ChildStdio,
+    setgroups_allowed: bool,
+    extras: &JobExtras,
+) -> JobError {
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN: install it while the job still has it.
+    let early_seccomp = extras.seccomp.filter(|_| !nnp);
+    if let Err(e) = prepare(process, stdio, setgroups_allowed, early_seccomp) {
+        return e;
+    }
+    let mut conn = None;
+    if let Some(listener) = extras.gate {
+        if let Some(channel) = extras.channel {
+            let _ = channel.send(&Message::Created);
+        }
+        match gate::wait(listener) {
+            Ok(c) => conn = Some(c),
+            Err(e) => return fail(format!("waiting for start: {e}"), 125),
+        }
+    }
+    // startContainer hooks see the container as `created`: its program has not run yet.
+    let state = extras
+        .state
+        .and_then(|s| serde_json::from_str::<hooks::State>(s).ok())
+        .map(|mut s| {
+            s.status = "created".into();
+            s.json()
+        })
+        .unwrap_or_else(|| "{}".into());
+    let result = hooks::run(extras.hooks, HookPoint::StartContainer, &state)
+        .map_err(|e| fail(e.to_string(), 125))
+        .and_then(|()| match extras.seccomp.filter(|_| nnp) {
+            Some(filter) => filter
+                .install()
+                .map_err(|e| fail(format!("installing the seccomp filter: {e}"), 125)),
+            None => Ok(()),
+        });
+    let err = match result {
+        Ok(()) => exec(process),
+        Err(e) => e,
+    };
+    if let Some(conn) = conn.as_mut() {
+        gate::report(conn, &err.message);
+    }
+    err
+}
+
+fn prepare(
+    process: &Process,
+    stdio: &ChildStdio,
+    setgroups_allowed: bool,
+    seccomp: Option<&SeccompProgram>,
+) -> Result<(), JobError> {
     let os = |what: &str, e: &dyn std::fmt::Display| fail(format!("{what}: {e}"), 126);
     stdio
         .install()
@@ -41,6 +106,10 @@ fn prepare(process: &Process, stdio: &ChildStdio, setgroups_allowed: bool) -> Re
     for rl in process.rlimits().as_deref().unwrap_or_default() {
         set_rlimit(rl).map_err(|e| os("setting a resource limit", &e))?;
     }
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| os("setting oom_score_adj", &e))?;
+    }
     let user = process.user();
     let cwd = process.cwd();
     // As Docker does, a missing working directory is created (as root, before the user switch).
@@ -48,6 +117,11 @@ fn prepare(process: &Process, stdio: &ChildStdio, setgroups_allowed: bool) -> Re
         .map_err(|e| os(&format!("working directory {}", cwd.display()), &e))?;
     let capabilities = process.capabilities().clone().unwrap_or_default();
     caps::drop_bounding(&capabilities).map_err(|e| os("dropping capabilities", &e))?;
+    if let Some(filter) = seccomp {
+        filter
+            .install()
+            .map_err(|e| os("installing the seccomp filter", &e))?;
+    }
     let gids: Vec<nix::unistd::Gid> = user
         .additional_gids()
         .as_deref()
@@ -61,11 +135,14 @@ fn prepare(process: &Process, stdio: &ChildStdio, setgroups_allowed: bool) -> Re
     let gid = nix::unistd::Gid::from_raw(user.gid());
     nix::unistd::setresgid(gid, gid, gid)
         .map_err(|e| unmapped(&format!("group {}", user.gid()), &e))?;
+    // Keep the permitted set across the switch to another user: the spec says which capabilities it keeps.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
     let uid = nix::unistd::Uid::from_raw(user.uid());
     nix::unistd::setresuid(uid, uid, uid)
         .map_err(|e| unmapped(&format!("user {}", user.uid()), &e))?;
-    caps::apply(&capabilities, user.uid()).map_err(|e| os("setting capabilities", &e))?;
-    if process.no_new_privileges().unwrap_or(true) {
+    caps::apply(&capabilities).map_err(|e| os("setting capabilities", &e))?;
+    if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(os("setting no_new_privs", &std::io::Error::last_os_error()));

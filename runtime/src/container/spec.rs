@@ -64,6 +64,25 @@ pub fn default_capabilities() -> LinuxCapabilities {
         .expect("all fields set")
 }
 
+/// Docker's rule for a job that is not root: it keeps its bounding set and no other capability (runc
+/// would keep the listed ones across the user switch).
+pub fn docker_user_caps(spec: &mut Spec) {
+    let Some(process) = spec.process_mut().as_mut() else {
+        return;
+    };
+    if process.user().uid() == 0 {
+        return;
+    }
+    if let Some(caps) = process.capabilities().clone() {
+        let mut caps = caps;
+        caps.set_effective(Some(Capabilities::new()));
+        caps.set_permitted(Some(Capabilities::new()));
+        caps.set_inheritable(Some(Capabilities::new()));
+        caps.set_ambient(Some(Capabilities::new()));
+        process.set_capabilities(Some(caps));
+    }
+}
+
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
     MountBuilder::default()
         .destination(PathBuf::from(dest))

@@ -11,20 +11,29 @@ pub enum StdioMode {
     Auto,
     Pipes,
     Pty,
+    /// The job uses this process's own standard streams (an OCI runtime's caller passes them in).
+    Inherit,
 }
 
-/// The fds the job installs as 0, 1 and 2 (`stdin: None` keeps the inherited stdin).
+/// The fds the job installs as 0, 1 and 2 (`None` keeps the inherited one).
 pub(super) struct ChildStdio {
     stdin: Option<RawFd>,
-    stdout: RawFd,
-    stderr: RawFd,
+    stdout: Option<RawFd>,
+    stderr: Option<RawFd>,
     tty: bool,
 }
 
 /// The supervisor's ends.
 pub(super) enum ParentStdio {
-    Pipes { stdout: OwnedFd, stderr: OwnedFd },
-    Pty { master: OwnedFd },
+    Pipes {
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Pty {
+        master: OwnedFd,
+    },
+    /// Nothing to stream: the job writes to our caller's streams itself.
+    Inherited,
 }
 
 pub(super) struct Stdio {
@@ -43,6 +52,18 @@ pub(super) fn open(mode: StdioMode) -> nix::Result<Stdio> {
         StdioMode::Auto => stdin_is_tty(),
         StdioMode::Pipes => false,
         StdioMode::Pty => true,
+        StdioMode::Inherit => {
+            return Ok(Stdio {
+                child: ChildStdio {
+                    stdin: None,
+                    stdout: None,
+                    stderr: None,
+                    tty: false,
+                },
+                parent: ParentStdio::Inherited,
+                child_ends: Vec::new(),
+            });
+        }
     };
     if pty {
         let winsize = window_size(0);
@@ -57,8 +78,8 @@ pub(super) fn open(mode: StdioMode) -> nix::Result<Stdio> {
         return Ok(Stdio {
             child: ChildStdio {
                 stdin: Some(s),
-                stdout: s,
-                stderr: s,
+                stdout: Some(s),
+                stderr: Some(s),
                 tty: true,
             },
             parent: ParentStdio::Pty { master: p.master },
@@ -70,8 +91,8 @@ pub(super) fn open(mode: StdioMode) -> nix::Result<Stdio> {
     Ok(Stdio {
         child: ChildStdio {
             stdin: None,
-            stdout: out_w.as_raw_fd(),
-            stderr: err_w.as_raw_fd(),
+            stdout: Some(out_w.as_raw_fd()),
+            stderr: Some(err_w.as_raw_fd()),
             tty: false,
         },
         parent: ParentStdio::Pipes {
@@ -96,7 +117,7 @@ pub(super) fn window_size(fd: RawFd) -> Option<nix::pty::Winsize> {
 
 impl ChildStdio {
     pub(super) fn fds(&self) -> [Option<RawFd>; 3] {
-        [self.stdin, Some(self.stdout), Some(self.stderr)]
+        [self.stdin, self.stdout, self.stderr]
     }
 
     /// In the job: a new session (with the pty as its controlling terminal) and fds 0..2.
@@ -111,8 +132,8 @@ impl ChildStdio {
         // SAFETY: setsid, ioctl and dup2 on fds this process inherited for exactly this.
         unsafe {
             check(libc::setsid())?;
-            if self.tty {
-                check(libc::ioctl(self.stdout, libc::TIOCSCTTY, 0))?;
+            if let (true, Some(tty)) = (self.tty, self.stdout) {
+                check(libc::ioctl(tty, libc::TIOCSCTTY, 0))?;
             }
             for (target, fd) in self.fds().into_iter().enumerate() {
                 if let Some(fd) = fd {

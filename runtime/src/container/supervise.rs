@@ -98,7 +98,7 @@ pub struct Container {
     pub(super) cgroup: Option<Box<dyn CgroupPlacement>>,
     /// Dropped after init is reaped (Drop below), before the scratch directory.
     pub(super) network: Option<crate::net::Network>,
-    pub(super) scratch: ScratchDir,
+    pub(super) scratch: Option<ScratchDir>,
 }
 
 /// Puts a terminal in raw mode for the pty's sake and restores it.
@@ -181,8 +181,8 @@ impl Container {
     }
 
     /// The container's scratch directory (`<state_root>/containers/<id>/`), removed when it ends.
-    pub fn scratch_dir(&self) -> &std::path::Path {
-        self.scratch.path()
+    pub fn scratch_dir(&self) -> Option<&std::path::Path> {
+        self.scratch.as_ref().map(|s| s.path())
     }
 
     /// Sends `signal` to the container's init, which passes it on to the job.
@@ -208,6 +208,7 @@ impl Container {
                 vec![(stdout.as_raw_fd(), 0), (stderr.as_raw_fd(), 1)]
             }
             ParentStdio::Pty { master } => vec![(master.as_raw_fd(), 0)],
+            ParentStdio::Inherited => Vec::new(),
         };
         let master = match &self.stdio {
             ParentStdio::Pty { master } => Some(master.as_raw_fd()),

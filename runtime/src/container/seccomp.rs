@@ -1,0 +1,293 @@
+//! The spec's seccomp profile as BPF, compiled by `seccompiler` (pure Rust, with its own syscall tables)
+//! before the clone and installed by the job just before exec.
+//!
+//! seccompiler's filters have one action for matches and one for the rest, while a profile gives each
+//! syscall its own action. The kernel runs every installed filter and keeps the strictest result, so a
+//! profile becomes a stack: one filter returning the default action for every syscall no rule names, and
+//! one filter per other action returning it for the syscalls of that action (allow for the rest). Syscall
+//! names this architecture lacks are skipped, as libseccomp does; only the native architecture is allowed
+//! (syscalls of other ABIs, such as 32-bit x86, are killed).
+
+use std::collections::{BTreeMap, HashSet};
+
+use oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
+use seccompiler::{BpfProgram, TargetArch};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp: {0} is not supported")]
+    Unsupported(String),
+    #[error("seccomp: this architecture ({0}) has no syscall table")]
+    Arch(&'static str),
+    #[error("seccomp: cannot compile the profile: {0}")]
+    Compile(String),
+}
+
+/// Compiled filters, installed in order.
+#[derive(Debug, Clone, Default)]
+pub struct SeccompProgram {
+    filters: Vec<BpfProgram>,
+    flags: libc::c_ulong,
+}
+
+/// An action as seccompiler's JSON names it (`None` for allow).
+fn action(
+    a: LinuxSeccompAction,
+    errno: Option<u32>,
+    default_errno: u32,
+) -> Result<Value, SeccompError> {
+    use LinuxSeccompAction as A;
+    Ok(match a {
+        A::ScmpActAllow => json!("allow"),
+        A::ScmpActKill | A::ScmpActKillThread => json!("kill_thread"),
+        A::ScmpActKillProcess => json!("kill_process"),
+        A::ScmpActTrap => json!("trap"),
+        A::ScmpActLog => json!("log"),
+        A::ScmpActErrno => json!({ "errno": errno.unwrap_or(default_errno) }),
+        A::ScmpActTrace => json!({ "trace": errno.unwrap_or(default_errno) }),
+        A::ScmpActNotify => {
+            return Err(SeccompError::Unsupported(
+                "the SCMP_ACT_NOTIFY action (seccomp user notification)".into(),
+            ));
+        }
+    })
+}
+
+fn condition(arg: &LinuxSeccompArg) -> Value {
+    use LinuxSeccompOperator as O;
+    let (op, val) = match arg.op() {
+        O::ScmpCmpNe => (json!("ne"), arg.value()),
+        O::ScmpCmpLt => (json!("lt"), arg.value()),
+        O::ScmpCmpLe => (json!("le"), arg.value()),
+        O::ScmpCmpEq => (json!("eq"), arg.value()),
+        O::ScmpCmpGe => (json!("ge"), arg.value()),
+        O::ScmpCmpGt => (json!("gt"), arg.value()),
+        // libseccomp: (arg & value) == valueTwo.
+        O::ScmpCmpMaskedEq => (
+            json!({ "masked_eq": arg.value() }),
+            arg.value_two().unwrap_or(0),
+        ),
+    };
+    json!({ "index": arg.index(), "type": "qword", "op": op, "val": val })
+}
+
+fn target() -> Result<TargetArch, SeccompError> {
+    TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| SeccompError::Arch(std::env::consts::ARCH))
+}
+
+fn compile_one(
+    arch: TargetArch,
+    mismatch: &Value,
+    matched: &Value,
+    rules: &[Value],
+) -> Result<BpfProgram, String> {
+    let doc =
+        json!({ "f": { "mismatch_action": mismatch, "match_action": matched, "filter": rules } });
+    let mut map = seccompiler::compile_from_json(doc.to_string().as_bytes(), arch)
+        .map_err(|e| e.to_string())?;
+    map.remove("f")
+        .ok_or_else(|| "no filter compiled".to_string())
+}
+
+/// Whether seccompiler knows `name` on `arch`.
+fn known(arch: TargetArch, name: &str) -> bool {
+    compile_one(
+        arch,
+        &json!("allow"),
+        &json!("trap"),
+        &[json!({ "syscall": name })],
+    )
+    .is_ok()
+}
+
+/// Rules of one action: syscall -> argument conditions (an empty list matches any arguments).
+type Group = BTreeMap<String, Vec<Vec<Value>>>;
+
+fn add(group: &mut Group, name: &str, conds: Vec<Value>) {
+    let entry = group.entry(name.to_string()).or_default();
+    let unconditional = entry.iter().any(|c| c.is_empty());
+    if unconditional {
+        return;
+    }
+    if conds.is_empty() {
+        entry.clear();
+    }
+    entry.push(conds);
+}
+
+fn rules(group: &Group) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (name, alternatives) in group {
+        for conds in alternatives {
+            if conds.is_empty() {
+                out.push(json!({ "syscall": name }));
+            } else {
+                out.push(json!({ "syscall": name, "args": conds }));
+            }
+        }
+    }
+    out
+}
+
+pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
+    if profile.listener_path().is_some() {
+        return Err(SeccompError::Unsupported(
+            "listenerPath (seccomp user notification)".into(),
+        ));
+    }
+    let arch = target()?;
+    let default_errno = profile.default_errno_ret().unwrap_or(libc::EPERM as u32);
+    let default = action(profile.default_action(), None, default_errno)?;
+    let mut flags: libc::c_ulong = 0;
+    for f in profile.flags().as_deref().unwrap_or_default() {
+        flags |= match f {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => 0,
+            other => return Err(SeccompError::Unsupported(format!("the flag {other}"))),
+        };
+    }
+    let mut named = Group::new();
+    let mut by_action: BTreeMap<String, (Value, Group)> = BTreeMap::new();
+    let mut checked: HashSet<String> = HashSet::new();
+    let mut missing: HashSet<String> = HashSet::new();
+    for sc in profile.syscalls().as_deref().unwrap_or_default() {
+        let act = action(sc.action(), sc.errno_ret(), default_errno)?;
+        let conds: Vec<Value> = sc
+            .args()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(condition)
+            .collect();
+        for name in sc.names() {
+            if !checked.contains(name) {
+                checked.insert(name.clone());
+                if !known(arch, name) {
+                    missing.insert(name.clone());
+                }
+            }
+            if missing.contains(name) {
+                continue;
+            }
+            add(&mut named, name, conds.clone());
+            if act != json!("allow") {
+                let (_, group) = by_action
+                    .entry(act.to_string())
+                    .or_insert_with(|| (act.clone(), Group::new()));
+                add(group, name, conds.clone());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let mut list: Vec<_> = missing.into_iter().collect();
+        list.sort();
+        tracing::debug!(
+            "seccomp: syscalls unknown on {}: {}",
+            std::env::consts::ARCH,
+            list.join(" ")
+        );
+    }
+    let mut filters = Vec::new();
+    if default != json!("allow") {
+        filters.push(
+            compile_one(arch, &default, &json!("allow"), &rules(&named))
+                .map_err(SeccompError::Compile)?,
+        );
+    }
+    for (act, group) in by_action.values() {
+        filters.push(
+            compile_one(arch, &json!("allow"), act, &rules(group))
+                .map_err(SeccompError::Compile)?,
+        );
+    }
+    Ok(SeccompProgram { filters, flags })
+}
+
+impl SeccompProgram {
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// Installs the filters on the calling thread. Without no_new_privs this needs CAP_SYS_ADMIN.
+    pub fn install(&self) -> std::io::Result<()> {
+        // The kernel runs every filter and keeps the highest-precedence result, whatever the order.
+        for filter in &self.filters {
+            #[repr(C)]
+            struct SockFprog {
+                len: libc::c_ushort,
+                filter: *const seccompiler::sock_filter,
+            }
+            let prog = SockFprog {
+                len: filter.len() as libc::c_ushort,
+                filter: filter.as_ptr(),
+            };
+            // SAFETY: seccomp(SET_MODE_FILTER) copies the program from a valid sock_fprog pointing into a live Vec.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    self.flags,
+                    &prog as *const SockFprog,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxSeccompBuilder, LinuxSyscallBuilder};
+
+    #[test]
+    fn a_profile_becomes_one_filter_per_action_and_unknown_names_are_skipped() {
+        let profile = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![
+                LinuxSyscallBuilder::default()
+                    .names(vec![
+                        "read".to_string(),
+                        "write".into(),
+                        "no_such_syscall".into(),
+                    ])
+                    .action(LinuxSeccompAction::ScmpActAllow)
+                    .build()
+                    .unwrap(),
+                LinuxSyscallBuilder::default()
+                    .names(vec!["mkdir".to_string()])
+                    .action(LinuxSeccompAction::ScmpActErrno)
+                    .errno_ret(122u32)
+                    .build()
+                    .unwrap(),
+            ])
+            .build()
+            .unwrap();
+        let program = compile(&profile).unwrap();
+        assert_eq!(program.filters.len(), 2);
+    }
+
+    #[test]
+    fn notify_is_refused_by_name() {
+        let profile = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActNotify)
+            .build()
+            .unwrap();
+        assert!(
+            compile(&profile)
+                .unwrap_err()
+                .to_string()
+                .contains("SCMP_ACT_NOTIFY")
+        );
+    }
+}
