@@ -58,6 +58,8 @@ impl Job {
             assert!(Instant::now() < deadline, "the job never got its namespace");
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The script brings lo up too, but maybe not yet: as init does before the job starts.
+        assert!(job.exec("ip link set lo up").status.success());
         job
     }
 
@@ -138,7 +140,7 @@ fn echo_server_in(job: &Job, port: u16) {
         let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
         tx.send(()).unwrap();
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
+            let Ok(mut conn) = conn else { continue };
             std::thread::spawn(move || {
                 let mut data = Vec::new();
                 if conn.read_to_end(&mut data).is_ok() {
@@ -430,7 +432,8 @@ fn a_sigkilled_supervisor_leaves_nothing_after_the_sweep() {
             .join(format!("{short}.lease"))
             .exists()
     );
-    assert!(runtime::net::sweep_leftovers() >= 1);
+    // (A concurrent test's allocation may sweep it first: it scans the leases the same way.)
+    runtime::net::sweep_leftovers();
     assert!(!nft_tables().contains(&format!("dstack_{short}")));
     assert!(
         !runtime::net::lease_dir()
@@ -576,7 +579,7 @@ fn a_client_reset_mid_stream_does_not_kill_the_supervisor() {
         let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
         tx.send(()).unwrap();
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
+            let Ok(mut conn) = conn else { continue };
             let mut reader = conn.try_clone().unwrap();
             std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
             std::thread::spawn(move || {

@@ -28,6 +28,7 @@ mod lease;
 mod nat;
 mod netlink;
 mod netns;
+mod nftables;
 mod pool;
 mod ports;
 mod usermode;
@@ -115,6 +116,8 @@ pub struct Network {
     ports: Vec<u16>,
     listeners: Vec<(u16, OwnedFd)>,
     netns: Option<OwnedFd>,
+    /// The pid `attach` was given and the identity (device, inode) of its network namespace.
+    attached: Option<(i32, (u64, u64))>,
     forwarder: Option<forward::Forwarder>,
 }
 
@@ -180,6 +183,7 @@ impl Network {
             ports,
             listeners,
             netns: None,
+            attached: None,
             forwarder: None,
         })
     }
@@ -253,7 +257,9 @@ impl Network {
         if !self.needs_netns() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let ns = netns::open(pid).map_err(|source| NetError::Netns { pid, source })?;
+        self.attached = netns::identity(pid).map(|id| (pid, id));
         match &mut self.kind {
             Kind::Host | Kind::Loopback => {}
             Kind::Veth { lease, nl, nat } => {
@@ -261,8 +267,17 @@ impl Network {
                 let (host_ip, job_ip) = (lease.host_ip(), lease.job_ip());
                 use std::os::fd::{AsFd, AsRawFd};
                 let op = |what: &str| NetError::netlink(format!("{what} ({host_if})"));
-                nl.create_veth(&host_if, JOB_IF, ns.as_raw_fd(), MTU)
-                    .map_err(op("creating the veth pair"))?;
+                let mut created = nl.create_veth(&host_if, JOB_IF, ns.as_raw_fd(), MTU);
+                if created
+                    .as_ref()
+                    .is_err_and(|e| e.raw_os_error() == Some(libc::EEXIST))
+                {
+                    // The lease is ours, so a link of that name is a leftover: the namespace of an
+                    // earlier run of the same id that the kernel has not finished removing.
+                    let _ = nl.delete_link(&host_if);
+                    created = nl.create_veth(&host_if, JOB_IF, ns.as_raw_fd(), MTU);
+                }
+                created.map_err(op("creating the veth pair"))?;
                 let index = nl
                     .link_index(&host_if)
                     .map_err(op("finding the host end"))?;
@@ -299,6 +314,7 @@ impl Network {
             }
         }
         self.netns = Some(ns);
+        tracing::debug!("network attached in {:?}", started.elapsed());
         Ok(())
     }
 
@@ -317,7 +333,9 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
+        let started = std::time::Instant::now();
         self.forwarder.take();
+        self.netns.take();
         if let Kind::UserMode { net, .. } = &mut self.kind {
             net.take();
         }
@@ -331,10 +349,19 @@ impl Drop for Network {
                     lease.record.host_if
                 );
             }
-            if let Err(e) = nl.delete_link(&lease.record.host_if) {
-                tracing::warn!("cannot delete interface {}: {e}", lease.record.host_if);
+            // Once the job's init is gone its namespace goes too, and the kernel deletes the veth pair
+            // with it, off our clock (deleting it here waits ~20 ms for RCU). While init still lives in
+            // it (an error path), delete it now.
+            let alive = self
+                .attached
+                .is_some_and(|(pid, id)| netns::identity(pid) == Some(id));
+            if alive {
+                if let Err(e) = nl.delete_link(&lease.record.host_if) {
+                    tracing::warn!("cannot delete interface {}: {e}", lease.record.host_if);
+                }
             }
         }
+        tracing::debug!("network removed in {:?}", started.elapsed());
         // The lease record goes with `kind`.
     }
 }

@@ -63,10 +63,15 @@ fn run(program: &str, args: &[&str], script: Option<&str>) -> Result<(), Option<
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed");
+    let line = err
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("failed");
     Err(Some(line.trim().to_string()))
 }
 
+/// What the netlink batch creates, as an `nft -f` script (the tests compare the two).
+#[cfg(test)]
 fn nft_script(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
     let table = nft_table(short);
     format!(
@@ -89,42 +94,43 @@ fn iptables_rules(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
     )
 }
 
-/// Installs the run's NAT with nft, else iptables; says which package to install when neither exists.
+/// Installs the run's NAT through nf_tables netlink, else with iptables; says what to install when
+/// neither is there.
 pub(super) fn install(short: &str, host_if: &str, job_ip: Ipv4Addr) -> Result<NatTool, NetError> {
-    let nft_err = match run("nft", &["-f"], Some(&nft_script(short, host_if, job_ip))) {
+    let nft_err = match super::nftables::create(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip)
+    {
         Ok(()) => return Ok(NatTool::Nft),
         Err(e) => e,
     };
+    // No nf_tables in this kernel (or not allowed): iptables (legacy) may still be.
+    let no_nftables = matches!(
+        nft_err.raw_os_error(),
+        Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP | libc::ENOENT)
+    );
     match run(
         "iptables-restore",
         &["-w", "--noflush"],
         Some(&iptables_rules(short, host_if, job_ip)),
     ) {
         Ok(()) => Ok(NatTool::Iptables),
-        Err(None) => match nft_err {
-            None => Err(NetError::NatToolMissing),
-            Some(message) => Err(NetError::Nat {
-                tool: "nft",
-                message,
-            }),
-        },
-        Err(Some(message)) => {
-            let message = match nft_err {
-                Some(n) => format!("{message} (nft: {n})"),
-                None => message,
-            };
-            Err(NetError::Nat {
-                tool: "iptables",
-                message,
-            })
-        }
+        Err(None) if no_nftables => Err(NetError::NatToolMissing),
+        Err(None) => Err(NetError::Nat {
+            tool: "nf_tables",
+            message: nft_err.to_string(),
+        }),
+        Err(Some(message)) => Err(NetError::Nat {
+            tool: "iptables",
+            message: format!("{message} (nf_tables: {nft_err})"),
+        }),
     }
 }
 
 /// Removes what `install` added with `tool`.
 pub(super) fn remove(tool: NatTool, short: &str) -> Result<(), String> {
     let result = match tool {
-        NatTool::Nft => run("nft", &["delete", "table", "ip", &nft_table(short)], None),
+        NatTool::Nft => super::nftables::delete(&nft_table(short))
+            .map(drop)
+            .map_err(|e| Some(e.to_string())),
         NatTool::Iptables => {
             let chain = ipt_chain(short);
             let rules = format!(
@@ -139,29 +145,17 @@ pub(super) fn remove(tool: NatTool, short: &str) -> Result<(), String> {
 
 /// For the sweep: removes the run's table or chains with whichever tool has them.
 pub(super) fn remove_any(short: &str) {
-    let listed = |program: &str, args: &[&str], line: &str| {
-        Command::new(program)
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .is_ok_and(|out| {
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .any(|l| l.trim() == line)
-            })
-    };
-    if listed(
-        "nft",
-        &["list", "tables", "ip"],
-        &format!("table ip {}", nft_table(short)),
-    ) {
-        let _ = remove(NatTool::Nft, short);
-    }
-    if listed(
-        "iptables",
-        &["-w", "-t", "nat", "-S"],
-        &format!("-N {}", ipt_chain(short)),
-    ) {
+    let _ = super::nftables::delete(&nft_table(short));
+    let listed = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == format!("-N {}", ipt_chain(short)))
+        });
+    if listed {
         let _ = remove(NatTool::Iptables, short);
     }
 }
@@ -169,6 +163,36 @@ pub(super) fn remove_any(short: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listed(table: &str) -> String {
+        let out = Command::new("nft")
+            .args(["list", "table", "ip", table])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).replace(table, "T")
+    }
+
+    /// Needs root and the nft tool: the netlink batch makes exactly what nft makes of the script.
+    #[test]
+    fn the_netlink_table_is_the_one_nft_would_make() {
+        let ip = Ipv4Addr::new(10, 89, 250, 2);
+        super::super::nftables::create("dstack_ut_netlink", "dstut0", HOST_IF_PREFIX, ip).unwrap();
+        // Created twice: a leftover of the same name is replaced, not duplicated.
+        super::super::nftables::create("dstack_ut_netlink", "dstut0", HOST_IF_PREFIX, ip).unwrap();
+        let script = nft_script("ut_script", "dstut0", ip);
+        run("nft", &["-f"], Some(&script)).unwrap();
+        let (a, b) = (listed("dstack_ut_netlink"), listed("dstack_ut_script"));
+        assert!(super::super::nftables::delete("dstack_ut_netlink").unwrap());
+        assert!(!super::super::nftables::delete("dstack_ut_netlink").unwrap());
+        remove(NatTool::Nft, "ut_script").unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains("masquerade") && a.contains("drop"), "{a}");
+    }
 
     #[test]
     fn the_rules_name_only_this_run() {

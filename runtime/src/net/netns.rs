@@ -18,6 +18,13 @@ pub(super) fn open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The (device, inode) of the network namespace of `pid`, while it lives.
+pub(super) fn identity(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
 /// Moves the calling thread into the network namespace `ns`.
 pub(super) fn enter(ns: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: setns with a namespace descriptor we hold; it changes only this thread's network namespace.
