@@ -835,3 +835,71 @@ fn features_version_and_spec_describe_the_runtime() {
     let ran = env.oci(&["run", "s1"]);
     assert_eq!(ran.ok().stdout, "rootless-spec-ok\n");
 }
+
+/// Slurm's `oci.conf` for `srun --container`: `RunTimeRun` hands the task's own stdio to the container
+/// (Slurm reads RunTimeCreate's output to its end, so a created container holding it would stall the
+/// step); query, kill and delete clean up after it.
+fn oci_conf() -> String {
+    let cmd = format!("{OCI_BIN} --root=/tmp/dstack-oci-%u");
+    let id = "%n.%u.%j.%s.%t";
+    format!(
+        "{}\nRunTimeQuery=\"{cmd} state {id}\"\nRunTimeRun=\"{cmd} run --bundle %b {id}\"\n\
+         RunTimeKill=\"{cmd} kill -a {id}\"\nRunTimeDelete=\"{cmd} delete --force {id}\"\n",
+        common::slurm::MARKER
+    )
+}
+
+#[test]
+fn srun_container_runs_the_bundle_through_dstack_oci() {
+    common::slurm::slurm();
+    let conf = Path::new("/etc/slurm/oci.conf");
+    if let Ok(existing) = std::fs::read_to_string(conf) {
+        assert!(
+            existing.starts_with(common::slurm::MARKER),
+            "{} exists and is not the test harness's: refusing to replace it",
+            conf.display()
+        );
+    }
+    std::fs::write(conf, oci_conf()).unwrap();
+    for mode in MODES {
+        let env = Env::new(mode);
+        env.write_config(&base_spec(&env, "true"));
+        let bundle = format!("--container={}", env.bundle.display());
+        let ran = env.program(
+            "srun",
+            &[
+                &bundle,
+                "sh",
+                "-c",
+                "echo hello from $(hostname); cat /proc/self/uid_map; exit 4",
+            ],
+        );
+        assert_eq!(ran.code, 4, "{mode:?}: {ran}");
+        assert!(
+            ran.stdout.contains("hello from oci-test"),
+            "{mode:?}: {ran}"
+        );
+        let map: Vec<String> = ran
+            .stdout
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let (uid, _) = mode.ids();
+        let expected: Vec<String> = match mode {
+            RunAs::Root => vec!["0".into(), "0".into(), "4294967295".into()],
+            _ => vec!["0".into(), uid.to_string(), "1".into()],
+        };
+        assert_eq!(map, expected, "{mode:?}: {ran}");
+        let user = mode.user_name().unwrap_or("root");
+        let left = std::fs::read_dir(format!("/tmp/dstack-oci-{user}"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{mode:?}: containers left behind: {left:?}"
+        );
+    }
+}
