@@ -350,7 +350,8 @@ fn the_config_is_applied_inside_the_container() {
         let script = "hostname; cat /proc/sys/kernel/domainname; id; umask; pwd; echo \"V=$V\"; \
              ulimit -n; cat /proc/self/oom_score_adj; grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs)' /proc/self/status; \
              grep ' /scratch ' /proc/mounts; cat /shared/file; grep ' /shared ' /proc/mounts; \
-             wc -c < /etc/hostname; cat /proc/self/uid_map; echo done";
+             wc -c < /etc/hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+             touch /new-file 2>&1; cat /proc/self/uid_map; echo done";
         let mut spec = base_spec(&env, script);
         spec.set_domainname(Some("example.org".into()));
         let caps: oci_spec::runtime::Capabilities = [
@@ -415,6 +416,20 @@ fn the_config_is_applied_inside_the_container() {
         let mut masked = linux.masked_paths().clone().unwrap_or_default();
         masked.push("/etc/hostname".into());
         linux.set_masked_paths(Some(masked));
+        linux.set_sysctl(Some(
+            [(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "81".to_string(),
+            )]
+            .into(),
+        ));
+        spec.set_root(Some(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(true)
+                .build()
+                .unwrap(),
+        ));
         spec.set_linux(Some(linux));
         env.write_config(&spec);
         let ran = env.oci(&["run", "cfg"]);
@@ -475,6 +490,14 @@ fn the_config_is_applied_inside_the_container() {
                 "{mode:?}: root is not mapped to the user: {out}"
             );
         }
+        assert!(
+            out.contains("\n81\n"),
+            "{mode:?}: the sysctl was not applied: {out}"
+        );
+        assert!(
+            out.contains("Read-only file system"),
+            "{mode:?}: root.readonly: {ran}"
+        );
         assert!(out.ends_with("done\n"), "{mode:?}");
     }
 }
@@ -727,7 +750,8 @@ fn resources_become_cgroup_limits_as_root() {
     let mut spec = base_spec(
         &env,
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us \
-         /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/pids/pids.max; while true; do sleep 0.1; done",
+         /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/pids/pids.max; grep Cpus_allowed_list /proc/self/status; \
+         cat /sys/fs/cgroup/devices/devices.list; while true; do sleep 0.1; done",
     );
     let mut linux = spec.linux().clone().unwrap();
     linux.set_cgroups_path(Some(PathBuf::from(format!("/test/{name}"))));
@@ -744,8 +768,18 @@ fn resources_become_cgroup_limits_as_root() {
                     .quota(50_000i64)
                     .period(100_000u64)
                     .shares(512u64)
+                    .cpus("0")
                     .build()
                     .unwrap(),
+            )
+            .devices(
+                serde_json::from_str::<Vec<oci_spec::runtime::LinuxDeviceCgroup>>(
+                    r#"[{"allow": false, "access": "rwm"},
+                        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                        {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rw"},
+                        {"allow": true, "type": "c", "major": 136, "access": "rwm"}]"#,
+                )
+                .unwrap(),
             )
             .pids(LinuxPidsBuilder::default().limit(50i64).build().unwrap())
             .build()
@@ -771,7 +805,7 @@ fn resources_become_cgroup_limits_as_root() {
         .unwrap_or_default()
         .lines()
         .count()
-        < 4
+        < 8
     {
         assert!(
             Instant::now() < deadline,
@@ -786,6 +820,16 @@ fn resources_become_cgroup_limits_as_root() {
         .map(String::from)
         .collect();
     assert_eq!(seen[..4], ["67108864", "50000", "512", "50"], "{seen:?}");
+    assert_eq!(
+        seen[4].split_whitespace().last(),
+        Some("0"),
+        "cpus: {seen:?}"
+    );
+    assert_eq!(
+        seen[5..8],
+        ["c 1:3 rwm", "c 1:5 rw", "c 136:* rwm"],
+        "devices: {seen:?}"
+    );
     assert!(
         v1_dir("memory", &name).is_dir(),
         "the cgroup is named after cgroupsPath"
@@ -902,4 +946,47 @@ fn srun_container_runs_the_bundle_through_dstack_oci() {
             "{mode:?}: containers left behind: {left:?}"
         );
     }
+}
+
+#[test]
+fn namespaces_given_by_path_are_joined() {
+    let env = Env::new(RunAs::Root);
+    env.write_config(&base_spec(&env, "while true; do sleep 0.1; done"));
+    env.oci(&["create", "first"]).ok();
+    env.oci(&["start", "first"]).ok();
+    let pid = env.state("first")["pid"].as_i64().unwrap();
+    let mut spec = base_spec(
+        &env,
+        "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; cat /proc/1/cmdline | tr '\\0' ' '; echo",
+    );
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    for ns in namespaces.iter_mut() {
+        let name = match ns.typ() {
+            LinuxNamespaceType::Network => "net",
+            LinuxNamespaceType::Ipc => "ipc",
+            LinuxNamespaceType::Pid => "pid",
+            _ => continue,
+        };
+        ns.set_path(Some(PathBuf::from(format!("/proc/{pid}/ns/{name}"))));
+    }
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    env.write_config(&spec);
+    let ran = env.oci(&["run", "second"]);
+    ran.ok();
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    let host = |name: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{name}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(lines[0], host("net"), "{ran}");
+    assert_eq!(lines[1], host("ipc"), "{ran}");
+    assert!(
+        lines[2].contains("dstack-oci"),
+        "PID 1 is not the first container's init: {ran}"
+    );
+    env.oci(&["delete", "--force", "first"]).ok();
 }
