@@ -344,18 +344,21 @@ fn concurrent_runs_get_distinct_leases_and_leave_nothing_behind() {
         "{tables}"
     );
     drop(nets);
-    let links = host_links();
-    let tables = nft_tables();
+    // The NAT tables and leases go in the background (unhooking waits for RCU): moments later.
+    let deadline = Instant::now() + Duration::from_secs(10);
     for n in &names {
-        assert!(!links.contains(&format!(": {n}@")), "{n} is still there");
+        let short = &n[3..];
+        let lease = runtime::net::lease_dir().join(format!("{short}.lease"));
+        while nft_tables().contains(&format!("dstack_{short}")) || lease.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the NAT table or lease of {n} is still there"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(
-            !tables.contains(&format!("dstack_{}", &n[3..])),
-            "the NAT table of {n} is still there"
-        );
-        assert!(
-            !runtime::net::lease_dir()
-                .join(format!("{}.lease", &n[3..]))
-                .exists()
+            !host_links().contains(&format!(": {n}@")),
+            "{n} is still there"
         );
     }
 }
@@ -376,7 +379,18 @@ fn a_small_pool_runs_out_with_an_error_that_says_what_to_do() {
     assert!(err.to_string().contains("DSTACK_NETWORK_POOL"), "{err}");
     drop(first);
     config.id = "net-test-pool-3".into();
-    Network::prepare(&config).expect("a released lease is reused");
+    // The lease is released once its NAT table is gone, in the background: moments later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let third = loop {
+        match Network::prepare(&config) {
+            Ok(n) => break n,
+            Err(NetError::PoolExhausted { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("a released lease is not reused: {e}"),
+        }
+    };
+    drop(third);
     drop(second);
 }
 

@@ -38,6 +38,8 @@ pub(super) struct Lease {
     pub record: Record,
     path: PathBuf,
     lock: File,
+    /// Someone else (the detached NAT cleanup) removes the record.
+    disowned: bool,
 }
 
 impl Lease {
@@ -51,22 +53,26 @@ impl Lease {
 }
 
 impl Lease {
-    /// Notes the NAT tool in the record, so the sweep removes the rules without probing.
-    pub fn set_nat(&mut self, tool: nat::NatTool) {
-        use std::io::{Seek, SeekFrom};
-        self.record.nat = Some(tool.name().to_string());
-        let bytes = serde_json::to_vec(&self.record).expect("plain data");
-        let _ = self.lock.set_len(0);
-        let _ = self
-            .lock
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.lock.write_all(&bytes));
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The descriptor holding the lease's lock.
+    pub fn lock_fd(&self) -> i32 {
+        self.lock.as_raw_fd()
+    }
+
+    /// Leaves the record for another process to remove (one that holds the lock).
+    pub fn disown(&mut self) {
+        self.disowned = true;
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.disowned {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -145,12 +151,8 @@ pub(super) fn release_resources(r: &Record, nl: &mut Netlink) {
     if let Err(e) = nl.delete_link(&r.host_if) {
         tracing::warn!("cannot delete interface {}: {e}", r.host_if);
     }
-    match r.nat.as_deref() {
-        Some("nft") => drop(nat::remove(nat::NatTool::Nft, &r.short)),
-        Some("iptables") => drop(nat::remove(nat::NatTool::Iptables, &r.short)),
-        // Killed between installing the rules and noting the tool: look in both.
-        _ => nat::remove_any(&r.short),
-    }
+    // The tool noted is the one tried first: nf_tables, then iptables where that failed.
+    nat::remove_any(&r.short);
 }
 
 /// Takes a free /30 of the pool for `short`/`host_if` (after sweeping dead holders' leftovers).
@@ -206,7 +208,8 @@ pub(super) fn allocate(
         host_if: host_if.to_string(),
         subnet: pool.subnet(index as u32),
         pid: std::process::id(),
-        nat: None,
+        // Written once, here, under the lock: readers never see it half-written.
+        nat: Some(nat::NatTool::Nft.name().to_string()),
     };
     let path = dir.join(format!("{short}.lease"));
     let err = |source| NetError::Lock {
@@ -224,6 +227,7 @@ pub(super) fn allocate(
         record,
         path: path.clone(),
         lock: file.try_clone().map_err(err)?,
+        disowned: false,
     };
     file.write_all(&serde_json::to_vec(&lease.record).expect("plain data"))
         .map_err(err)?;

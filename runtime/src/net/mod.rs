@@ -95,6 +95,7 @@ impl NetworkConfig {
 }
 
 /// What `prepare` decided.
+#[allow(clippy::large_enum_variant)] // One per run: boxing would buy nothing.
 enum Kind {
     /// No namespace of its own.
     Host,
@@ -102,6 +103,8 @@ enum Kind {
     Veth {
         lease: lease::Lease,
         nl: netlink::Netlink,
+        /// Being installed (from `prepare`), then installed (from `attach`).
+        pending: Option<nat::Pending>,
         nat: Option<nat::NatTool>,
     },
     UserMode {
@@ -153,9 +156,11 @@ impl Network {
                 let short = short_id(&config.id);
                 let host_if = format!("{HOST_IF_PREFIX}{short}");
                 let lease = lease::allocate(&lease_dir(), &mut nl, config.pool, &short, &host_if)?;
+                let pending = Some(nat::begin(&short, &host_if, lease.job_ip()));
                 Kind::Veth {
                     lease,
                     nl,
+                    pending,
                     nat: None,
                 }
             }
@@ -262,8 +267,13 @@ impl Network {
         self.attached = netns::identity(pid).map(|id| (pid, id));
         match &mut self.kind {
             Kind::Host | Kind::Loopback => {}
-            Kind::Veth { lease, nl, nat } => {
-                let (host_if, short) = (lease.record.host_if.clone(), lease.record.short.clone());
+            Kind::Veth {
+                lease,
+                nl,
+                pending,
+                nat,
+            } => {
+                let host_if = lease.record.host_if.clone();
                 let (host_ip, job_ip) = (lease.host_ip(), lease.job_ip());
                 use std::os::fd::{AsFd, AsRawFd};
                 let op = |what: &str| NetError::netlink(format!("{what} ({host_if})"));
@@ -293,9 +303,9 @@ impl Network {
                 })
                 .map_err(op("configuring the job's eth0"))?;
                 enable_forwarding()?;
-                let tool = nat::install(&short, &host_if, job_ip)?;
-                *nat = Some(tool);
-                lease.set_nat(tool);
+                if let Some(p) = pending.take() {
+                    *nat = Some(p.finish()?);
+                }
             }
             Kind::UserMode { tools, net } => {
                 let mut last = None;
@@ -339,15 +349,33 @@ impl Drop for Network {
         if let Kind::UserMode { net, .. } = &mut self.kind {
             net.take();
         }
-        if let Kind::Veth { lease, nl, nat } = &mut self.kind {
-            if let Some(Err(e)) = nat
-                .take()
-                .map(|tool| nat::remove(tool, &lease.record.short))
-            {
-                tracing::warn!(
-                    "cannot remove the NAT rules of {}: {e}",
-                    lease.record.host_if
-                );
+        if let Kind::Veth {
+            lease,
+            nl,
+            pending,
+            nat,
+        } = &mut self.kind
+        {
+            if let Some(p) = pending.take() {
+                *nat = p.finish().ok();
+            }
+            match nat.take() {
+                // The table goes in the background (unhooking its chains waits for RCU), by a process
+                // that holds the lease until it is done.
+                Some(nat::NatTool::Nft)
+                    if nat::remove_detached(&lease.record.short, lease.path(), lease.lock_fd()) =>
+                {
+                    lease.disown();
+                }
+                Some(tool) => {
+                    if let Err(e) = nat::remove(tool, &lease.record.short) {
+                        tracing::warn!(
+                            "cannot remove the NAT rules of {}: {e}",
+                            lease.record.host_if
+                        );
+                    }
+                }
+                None => {}
             }
             // Once the job's init is gone its namespace goes too, and the kernel deletes the veth pair
             // with it, off our clock (deleting it here waits ~20 ms for RCU). While init still lives in
@@ -355,10 +383,8 @@ impl Drop for Network {
             let alive = self
                 .attached
                 .is_some_and(|(pid, id)| netns::identity(pid) == Some(id));
-            if alive {
-                if let Err(e) = nl.delete_link(&lease.record.host_if) {
-                    tracing::warn!("cannot delete interface {}: {e}", lease.record.host_if);
-                }
+            if let Some(Err(e)) = alive.then(|| nl.delete_link(&lease.record.host_if)) {
+                tracing::warn!("cannot delete interface {}: {e}", lease.record.host_if);
             }
         }
         tracing::debug!("network removed in {:?}", started.elapsed());

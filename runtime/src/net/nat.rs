@@ -94,35 +94,72 @@ fn iptables_rules(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
     )
 }
 
-/// Installs the run's NAT through nf_tables netlink, else with iptables; says what to install when
-/// neither is there.
-pub(super) fn install(short: &str, host_if: &str, job_ip: Ipv4Addr) -> Result<NatTool, NetError> {
-    let nft_err = match super::nftables::create(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip)
-    {
-        Ok(()) => return Ok(NatTool::Nft),
-        Err(e) => e,
-    };
-    // No nf_tables in this kernel (or not allowed): iptables (legacy) may still be.
-    let no_nftables = matches!(
-        nft_err.raw_os_error(),
-        Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP | libc::ENOENT)
-    );
-    match run(
-        "iptables-restore",
-        &["-w", "--noflush"],
-        Some(&iptables_rules(short, host_if, job_ip)),
-    ) {
-        Ok(()) => Ok(NatTool::Iptables),
-        Err(None) if no_nftables => Err(NetError::NatToolMissing),
-        Err(None) => Err(NetError::Nat {
-            tool: "nf_tables",
-            message: nft_err.to_string(),
-        }),
-        Err(Some(message)) => Err(NetError::Nat {
-            tool: "iptables",
-            message: format!("{message} (nf_tables: {nft_err})"),
-        }),
+/// The run's NAT being installed: nf_tables in a background child, collected by `finish`.
+pub(super) struct Pending {
+    short: String,
+    host_if: String,
+    job_ip: Ipv4Addr,
+    child: Option<super::nftables::PendingCreate>,
+}
+
+/// Starts installing the run's NAT (nf_tables through netlink, in a child process); call it before the
+/// container's clone.
+pub(super) fn begin(short: &str, host_if: &str, job_ip: Ipv4Addr) -> Pending {
+    let child =
+        super::nftables::create_in_background(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip)
+            .map_err(|e| {
+                tracing::debug!("cannot fork for the NAT table ({e}): creating it in place")
+            })
+            .ok();
+    Pending {
+        short: short.into(),
+        host_if: host_if.into(),
+        job_ip,
+        child,
     }
+}
+
+impl Pending {
+    /// Waits for the table; falls back to iptables where nf_tables is missing; says what to install when
+    /// neither is there.
+    pub(super) fn finish(self) -> Result<NatTool, NetError> {
+        let (short, host_if, job_ip) = (&self.short, &self.host_if, self.job_ip);
+        let created = match self.child {
+            Some(child) => child.wait(),
+            None => super::nftables::create(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip),
+        };
+        let nft_err = match created {
+            Ok(()) => return Ok(NatTool::Nft),
+            Err(e) => e,
+        };
+        // No nf_tables in this kernel (or not allowed): iptables (legacy) may still be.
+        let no_nftables = matches!(
+            nft_err.raw_os_error(),
+            Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP | libc::ENOENT)
+        );
+        match run(
+            "iptables-restore",
+            &["-w", "--noflush"],
+            Some(&iptables_rules(short, host_if, job_ip)),
+        ) {
+            Ok(()) => Ok(NatTool::Iptables),
+            Err(None) if no_nftables => Err(NetError::NatToolMissing),
+            Err(None) => Err(NetError::Nat {
+                tool: "nf_tables",
+                message: nft_err.to_string(),
+            }),
+            Err(Some(message)) => Err(NetError::Nat {
+                tool: "iptables",
+                message: format!("{message} (nf_tables: {nft_err})"),
+            }),
+        }
+    }
+}
+
+/// Removes the run's nf_tables table from a detached process that then removes the lease `record`
+/// (holding the lease's lock `lock_fd` until then); true when handed over.
+pub(super) fn remove_detached(short: &str, record: &std::path::Path, lock_fd: i32) -> bool {
+    super::nftables::delete_detached(&nft_table(short), record, lock_fd).is_ok()
 }
 
 /// Removes what `install` added with `tool`.
@@ -145,15 +182,18 @@ pub(super) fn remove(tool: NatTool, short: &str) -> Result<(), String> {
 
 /// For the sweep: removes the run's table or chains with whichever tool has them.
 pub(super) fn remove_any(short: &str) {
-    let _ = super::nftables::delete(&nft_table(short));
+    if super::nftables::delete(&nft_table(short)).unwrap_or(false) {
+        return;
+    }
     let listed = Command::new("iptables")
         .args(["-w", "-t", "nat", "-S"])
         .stderr(Stdio::null())
         .output()
         .is_ok_and(|out| {
+            let chain = format!("-N {}", ipt_chain(short));
             String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .any(|l| l.trim() == format!("-N {}", ipt_chain(short)))
+                .any(|l| l.trim() == chain)
         });
     if listed {
         let _ = remove(NatTool::Iptables, short);

@@ -13,7 +13,6 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NETLINK_NETFILTER: i32 = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -268,11 +267,16 @@ fn table_batch(table: &str, host_if: &str, prefix: &str, job_ip: Ipv4Addr) -> (V
     b.finish()
 }
 
-/// Sends a batch and waits for every acknowledgement; the first error fails it (the kernel then applies
-/// none of it).
-fn send(batch: (Vec<u8>, usize)) -> io::Result<()> {
-    let (bytes, acks) = batch;
-    // SAFETY: creating a socket; the descriptor is checked and owned below.
+/// Sends a batch and waits for every acknowledgement; the first error (an errno) fails it, and the
+/// kernel then applies none of it. Only system calls, no allocation: it also runs in forked children
+/// of a multi-threaded process.
+fn send_raw(bytes: &[u8], acks: usize, buf: &mut [u8]) -> Result<(), i32> {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    // SAFETY: creating a socket, closed below on every path.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
@@ -281,60 +285,70 @@ fn send(batch: (Vec<u8>, usize)) -> io::Result<()> {
         )
     };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(errno());
     }
-    // SAFETY: a fresh descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_nl is plain data; zero addresses the kernel.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: sendto reads `bytes` and a valid sockaddr_nl of the given size.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len(),
-            0,
-            (&addr as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut seen = 0;
-    let mut buf = vec![0u8; 16 * 1024];
-    while seen < acks {
-        // SAFETY: recv writes at most buf.len() bytes into buf.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let result = (|| {
+        // SAFETY: sockaddr_nl is plain data; zero addresses the kernel.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: sendto reads `bytes` and a valid sockaddr_nl of the given size.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
         if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
+            return Err(errno());
         }
-        let mut rest = &buf[..n as usize];
-        while rest.len() >= 20 {
-            let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-            let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));
-            if len < 16 || len > rest.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "truncated netlink message",
-                ));
-            }
-            if kind == NLMSG_ERROR {
-                let code = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
-                if code != 0 {
-                    return Err(io::Error::from_raw_os_error(-code));
+        let mut seen = 0;
+        while seen < acks {
+            // SAFETY: recv writes at most buf.len() bytes into buf.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                match errno() {
+                    libc::EINTR => continue,
+                    e => return Err(e),
                 }
-                seen += 1;
             }
-            rest = &rest[align4(len).min(rest.len())..];
+            let mut rest = &buf[..n as usize];
+            while rest.len() >= 20 {
+                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+                if len < 16 || len > rest.len() {
+                    return Err(libc::EPROTO);
+                }
+                if kind == NLMSG_ERROR {
+                    let code = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
+                    if code != 0 {
+                        return Err(-code);
+                    }
+                    seen += 1;
+                }
+                rest = &rest[align4(len).min(rest.len())..];
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })();
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    result
+}
+
+fn send(batch: (Vec<u8>, usize)) -> io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    send_raw(&batch.0, batch.1, &mut buf).map_err(io::Error::from_raw_os_error)
+}
+
+fn delete_batch(table: &str) -> (Vec<u8>, usize) {
+    let mut b = Batch::new();
+    b.nft(NFT_MSG_DELTABLE, 0);
+    b.str(NFTA_TABLE_NAME, table);
+    b.finish()
 }
 
 /// Creates the run's table, replacing a leftover of the same name.
@@ -350,13 +364,132 @@ pub(super) fn create(table: &str, host_if: &str, prefix: &str, job_ip: Ipv4Addr)
 
 /// Deletes the run's table; `Ok(false)` when there was none.
 pub(super) fn delete(table: &str) -> io::Result<bool> {
-    let mut b = Batch::new();
-    b.nft(NFT_MSG_DELTABLE, 0);
-    b.str(NFTA_TABLE_NAME, table);
-    match send(b.finish()) {
+    match send(delete_batch(table)) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// A table being created by a child process (committing a new nat chain takes the kernel ~4 ms, which
+/// this overlaps with the rest of the container's start).
+pub(super) struct PendingCreate {
+    pid: libc::pid_t,
+    args: (String, String, String, Ipv4Addr),
+}
+
+/// Forks a child that creates the table; `PendingCreate::wait` collects the result. Call it while the
+/// process is single-threaded (before the container's clone).
+pub(super) fn create_in_background(
+    table: &str,
+    host_if: &str,
+    prefix: &str,
+    job_ip: Ipv4Addr,
+) -> io::Result<PendingCreate> {
+    let (bytes, acks) = table_batch(table, host_if, prefix, job_ip);
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: fork; the child only makes system calls on memory prepared above, then _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let code = match send_raw(&bytes, acks, &mut buf) {
+            Ok(()) => 0,
+            Err(e) => e.clamp(1, 255),
+        };
+        // SAFETY: ending the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    Ok(PendingCreate {
+        pid,
+        args: (table.into(), host_if.into(), prefix.into(), job_ip),
+    })
+}
+
+impl PendingCreate {
+    pub(super) fn wait(self) -> io::Result<()> {
+        let mut status = 0;
+        loop {
+            // SAFETY: waiting for our own child into a local status word.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if r == self.pid {
+                break;
+            }
+            if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            libc::EIO
+        };
+        match code {
+            0 => Ok(()),
+            // A leftover table of the same name: replace it, here and now (rare).
+            libc::EEXIST => create(&self.args.0, &self.args.1, &self.args.2, self.args.3),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Deletes the table from a detached grandchild (unhooking the chains waits ~10 ms for the kernel's
+/// RCU grace period, which then does not delay the run's end), which then removes `record` and exits.
+/// It keeps `keep_fd` (the lease's lock, so the lease stays held until the table is gone) and closes
+/// every other descriptor, so that no one waiting for the run's output waits for it.
+pub(super) fn delete_detached(
+    table: &str,
+    record: &std::path::Path,
+    keep_fd: i32,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let (bytes, acks) = delete_batch(table);
+    let mut buf = vec![0u8; 16 * 1024];
+    let record = std::ffi::CString::new(record.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let null = c"/dev/null";
+    // SAFETY: fork; child and grandchild only make system calls on memory prepared above, then _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: as above; the child forks the grandchild and ends at once, so init adopts it.
+        unsafe {
+            if libc::fork() == 0 {
+                libc::setsid();
+                let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+                for std in 0..3 {
+                    libc::dup2(fd, std);
+                }
+                close_all_but(keep_fd);
+                let _ = send_raw(&bytes, acks, &mut buf);
+                libc::unlink(record.as_ptr());
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: reaping the intermediate child, which exits at once.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    Ok(())
+}
+
+/// Closes every descriptor from 3 up but `keep`.
+fn close_all_but(keep: i32) {
+    // SAFETY: close_range/close on descriptors of this (forked) process only.
+    unsafe {
+        let ranges = [
+            (3u32, (keep as u32).saturating_sub(1)),
+            (keep as u32 + 1, u32::MAX),
+        ];
+        for (lo, hi) in ranges {
+            if lo <= hi && libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
+                for fd in lo..hi.min(4096) {
+                    libc::close(fd as i32);
+                }
+            }
+        }
     }
 }
 
