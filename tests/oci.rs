@@ -679,7 +679,10 @@ fn the_terminal_goes_to_the_console_socket() {
     use std::os::fd::{FromRawFd, OwnedFd};
     for mode in MODES {
         let env = Env::new(mode);
-        let mut spec = base_spec(&env, "[ -t 0 ] && [ -t 1 ] && echo on-the-pty");
+        let mut spec = base_spec(
+            &env,
+            "tty; [ -t 0 ] && [ -t 1 ] && [ -c /dev/console ] && echo on-the-pty",
+        );
         let mut process = spec.process().clone().unwrap();
         process.set_terminal(Some(true));
         spec.set_process(Some(process));
@@ -730,6 +733,8 @@ fn the_terminal_goes_to_the_console_socket() {
         env.oci(&["start", "t1"]).ok();
         let text = receiver.join().unwrap();
         assert!(text.contains("on-the-pty"), "{mode:?}: {text:?}");
+        // The container's own devpts: `tty` names it.
+        assert!(text.contains("/dev/pts/0"), "{mode:?}: {text:?}");
         env.wait_status("t1", "stopped");
         env.oci(&["delete", "t1"]).ok();
     }

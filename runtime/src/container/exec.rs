@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use super::process::{self, JobError, JobExtras};
-use super::stdio::{self, ParentStdio};
+use super::stdio::{self, ChildStdio};
 use super::{ContainerError, StdioMode, console, namespaces, seccomp};
 
 /// Namespaces in the order they are joined: user first, mount last (it changes our root).
@@ -46,13 +46,12 @@ pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, C
         .transpose()
         .map_err(|e| ContainerError::Invalid(e.to_string()))?;
     let terminal = process.terminal().unwrap_or(false);
-    let stdio = match (&options.console_socket, terminal) {
-        (Some(_), true) => stdio::open(StdioMode::Pty)?,
-        _ => stdio::open(StdioMode::Inherit)?,
+    // Connected now: once in the container's mount namespace the socket's path means something else.
+    let console = match (&options.console_socket, terminal) {
+        (Some(path), true) => Some(console::connect(path).map_err(ContainerError::Invalid)?),
+        _ => None,
     };
-    if let (Some(path), ParentStdio::Pty { master }) = (&options.console_socket, stdio.parent) {
-        console::send(path, master)?;
-    }
+    let mut stdio = stdio::open(StdioMode::Inherit)?;
     let setgroups = std::fs::read_to_string(format!("/proc/{pid}/setgroups"))
         .map_or(true, |s| s.trim() != "deny");
     let joins = open_namespaces(pid)?;
@@ -63,6 +62,17 @@ pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, C
         })?;
     }
     drop(joins);
+    // The terminal comes from the container's own devpts, as its init's does.
+    let mut slave = None;
+    if let Some(stream) = &console {
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        let (fd, _) =
+            console::allocate(Path::new("/dev"), stream, size).map_err(ContainerError::Invalid)?;
+        stdio.child = ChildStdio::tty(fd.as_raw_fd());
+        slave = Some(fd);
+    }
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: this process is single-threaded (checked above); the child sets itself up and execs.
     let child = unsafe { libc::fork() };
@@ -85,6 +95,7 @@ pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, C
     }
     drop(err_w);
     drop(stdio.child_ends);
+    drop(slave);
     let mut buf = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::fs::File::from(err_r), &mut buf);
     if buf.is_empty() {

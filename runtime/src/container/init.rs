@@ -13,7 +13,7 @@ use super::message::{Channel, Message};
 use super::process::{self, JobError};
 use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
-use super::{loopback, mounts, namespaces, sysctl};
+use super::{console, loopback, mounts, namespaces, sysctl};
 use crate::rootfs::Rootfs;
 
 /// The root filesystem init mounts.
@@ -53,6 +53,8 @@ pub(super) struct InitContext {
     pub seccomp: Option<SeccompProgram>,
     /// The start gate's listening socket (OCI `create`): the job waits there before exec.
     pub gate: Option<RawFd>,
+    /// The console socket to send a terminal of the container's own devpts to (`process.terminal`).
+    pub console: Option<PathBuf>,
 }
 
 /// Signals init passes on to the job (every one a process may catch but those of faults).
@@ -132,6 +134,10 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
     mounts::make_private(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
     let (root, fuse) = mount_root(ctx)?;
     mounts::mount_all(&ctx.spec, &root, ctx.rootless)?;
+    let terminal = match &ctx.console {
+        Some(socket) => Some(open_console(ctx, socket, &root)?),
+        None => None,
+    };
     if let Some(name) = ctx.spec.hostname() {
         nix::unistd::sethostname(name).map_err(|e| format!("setting the hostname: {e}"))?;
     }
@@ -165,7 +171,7 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         loopback::up().map_err(|e| format!("bringing up the loopback interface: {e}"))?;
     }
     block_forwarded_signals();
-    let job = start_job(ctx, state.as_deref())?;
+    let job = start_job(ctx, state.as_deref(), terminal.as_ref())?;
     let _ = ctx.channel.send(&Message::Started);
     let (code, signal) = supervise_job(job);
     let _ = ctx.channel.send(&Message::Exited { code, signal });
@@ -208,6 +214,39 @@ fn mount_root(ctx: &InitContext) -> Result<(PathBuf, bool), Failure> {
     }
 }
 
+/// A pty of the container's devpts for the job, its master sent to `socket`, its slave bound on
+/// /dev/console as runc does.
+fn open_console(
+    ctx: &InitContext,
+    socket: &std::path::Path,
+    root: &std::path::Path,
+) -> Result<ChildStdio, Failure> {
+    let stream = console::connect(socket)?;
+    let size = ctx
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.console_size())
+        .map(|b| (b.height() as u16, b.width() as u16));
+    let (slave, n) = console::allocate(&root.join("dev"), &stream, size)?;
+    let console = root.join("dev/console");
+    if std::fs::symlink_metadata(&console).is_err() {
+        let _ = std::fs::File::create(&console);
+    }
+    let pts = root.join(format!("dev/pts/{n}"));
+    if let Err(e) = nix::mount::mount(
+        Some(&pts),
+        &console,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        tracing::debug!("binding the terminal on /dev/console: {e}");
+    }
+    // start_job closes it in init once the job has its own copy.
+    Ok(ChildStdio::tty(std::os::fd::IntoRawFd::into_raw_fd(slave)))
+}
+
 fn set_domainname(name: &str) -> std::io::Result<()> {
     // SAFETY: setdomainname reads `len` bytes from a valid buffer.
     if unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } != 0 {
@@ -232,7 +271,12 @@ fn block_forwarded_signals() {
 }
 
 /// Forks the job and waits until it has exec'd (its end of the error pipe closes) or failed.
-fn start_job(ctx: &InitContext, state: Option<&str>) -> Result<i32, Failure> {
+fn start_job(
+    ctx: &InitContext,
+    state: Option<&str>,
+    terminal: Option<&ChildStdio>,
+) -> Result<i32, Failure> {
+    let stdio = terminal.unwrap_or(&ctx.stdio);
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let process = ctx
@@ -254,7 +298,7 @@ fn start_job(ctx: &InitContext, state: Option<&str>) -> Result<i32, Failure> {
             hooks: ctx.spec.hooks().as_ref(),
             state,
         };
-        let err = process::exec_job(process, &ctx.stdio, ctx.setgroups_allowed, &extras);
+        let err = process::exec_job(process, stdio, ctx.setgroups_allowed, &extras);
         let bytes = serde_json::to_vec(&err).unwrap_or_default();
         // SAFETY: writing the error to our end of the pipe, then ending the job without unwinding.
         unsafe {
@@ -263,7 +307,7 @@ fn start_job(ctx: &InitContext, state: Option<&str>) -> Result<i32, Failure> {
         }
     }
     drop(err_w);
-    let mut fds: Vec<i32> = ctx.stdio.fds().into_iter().flatten().collect();
+    let mut fds: Vec<i32> = stdio.fds().into_iter().flatten().collect();
     // The gate is the job's alone: once it has exec'd, nobody may accept a `start` there.
     fds.extend(ctx.gate);
     // A pty is one fd in all three places: close it once.

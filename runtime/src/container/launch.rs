@@ -17,7 +17,7 @@ use super::message::{Channel, Message};
 use super::scratch::ScratchDir;
 use super::stdio::ParentStdio;
 use super::supervise::{Container, SignalGuard};
-use super::{ContainerError, StdioMode, console, gate, mounts, seccomp, spawn, stdio};
+use super::{ContainerError, StdioMode, gate, mounts, seccomp, spawn, stdio};
 use crate::net::Network;
 
 const NEWNET: u64 = libc::CLONE_NEWNET as u64;
@@ -272,23 +272,19 @@ impl PreparedContainer {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        let mode = match (&oci, terminal && console.is_some()) {
-            (Some(_), true) => StdioMode::Pty,
-            // Without a console socket the job uses our caller's streams (a terminal, when it is one).
-            (Some(_), false) => StdioMode::Inherit,
-            (None, _) => mode,
+        // An OCI container's terminal is made by init in its own devpts; without a console socket the job
+        // uses our caller's streams (a terminal, when it is one).
+        let console = console.filter(|_| terminal);
+        let mode = if oci.is_some() {
+            StdioMode::Inherit
+        } else {
+            mode
         };
         let stdio = stdio::open(mode)?;
         if oci.is_none() && matches!(stdio.parent, ParentStdio::Pty { .. }) {
             set_term(&mut spec);
         }
-        let parent_stdio = match (console, stdio.parent) {
-            (Some(path), ParentStdio::Pty { master }) => {
-                console::send(&path, master)?;
-                ParentStdio::Inherited
-            }
-            (_, parent) => parent,
-        };
+        let parent_stdio = stdio.parent;
         let (channel, init_end) = Channel::pair()?;
         let clone_fd = cgroup
             .as_ref()
@@ -358,6 +354,7 @@ impl PreparedContainer {
             pause_after_mounts,
             seccomp,
             gate: gate.as_ref().map(|g| g.as_raw_fd()),
+            console,
         };
         let with_cgroupns = if clone_fd.is_some() && cgroupns {
             NEWCGROUP

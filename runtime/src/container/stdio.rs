@@ -116,6 +116,16 @@ pub(super) fn window_size(fd: RawFd) -> Option<nix::pty::Winsize> {
 }
 
 impl ChildStdio {
+    /// A terminal's slave as all three streams (and the controlling terminal).
+    pub(super) fn tty(fd: RawFd) -> ChildStdio {
+        ChildStdio {
+            stdin: Some(fd),
+            stdout: Some(fd),
+            stderr: Some(fd),
+            tty: true,
+        }
+    }
+
     pub(super) fn fds(&self) -> [Option<RawFd>; 3] {
         [self.stdin, self.stdout, self.stderr]
     }

@@ -34,7 +34,8 @@ pub fn release(globals: &Globals, id: &str) -> Result<(), Failure> {
     }
     gate::open(&locked.dir).map_err(|e| Failure::new(format!("starting container {id}: {e}")))?;
     let spec = record::config(&locked.dir)?;
-    let state = rec.state(rec.status(&locked.dir)).json();
+    // As the start left it (the program may already have ended: the hooks still learn its pid).
+    let state = rec.state(Status::Running).json();
     if let Err(e) = hooks::run(spec.hooks().as_ref(), HookPoint::Poststart, &state) {
         tracing::warn!("{e}");
     }
