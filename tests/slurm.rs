@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -294,6 +295,119 @@ fn stop_ends_a_running_job_and_keeps_its_artifacts() {
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), "partial\n");
     let end = slurm::slurm().wait_for_end(&p.job_id(&run), Duration::from_secs(60));
     assert_ne!(end, "COMPLETED", "the job did not finish on its own");
+}
+
+/// `stop -x`: the job is killed through Slurm at once (its `dstack` with it); whoever looks next records
+/// `aborted` from Slurm's word and saves the artifacts the job wrote. A job still waiting for a node is
+/// simply cancelled and ends `stopped`.
+#[test]
+fn abort_kills_through_slurm_and_a_waiting_job_is_cancelled() {
+    let body = "  - name: long
+    provider: docker
+    image: IMAGE
+    commands:
+      - mkdir -p out && echo partial > out/a.txt
+      - echo started
+      - sleep 600
+    artifacts: [out]
+";
+    let p = project(RunAs::Root, body, "");
+    let out = p.run(&["run", "-d", "--slurm", "long"]);
+    out.assert_success();
+    let run = run_name(&out);
+    p.wait_log(&run, "started");
+    p.run(&["stop", "-x", &run])
+        .assert_success()
+        .assert_stderr_contains(&format!("{run} aborted"));
+    let state = p.state(&run);
+    assert_eq!(state["status"], "aborted", "{state}");
+    let kept = p.shared_run_dir(&run).join("artifacts/out/a.txt");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "partial\n");
+    assert_eq!(
+        slurm::slurm().wait_for_end(&p.job_id(&run), Duration::from_secs(60)),
+        "CANCELLED"
+    );
+
+    // Held: it waits for a node until released, which never comes.
+    let held = project(RunAs::Root, body, "sbatch_options: [--hold]\n");
+    let out = held.run(&["run", "-d", "--slurm", "long"]);
+    out.assert_success();
+    let run = run_name(&out);
+    let ps = held.run(&["ps"]);
+    assert!(ps.stdout.contains("PENDING"), "{ps}");
+    held.run(&["stop", &run])
+        .assert_success()
+        .assert_stderr_contains(&format!("{run} stopped"));
+    assert!(
+        !held.shared_run_dir(&run).join("slurm-job.json").exists(),
+        "the inputs (secrets) go when the run ends"
+    );
+}
+
+/// A store shared by nodes: a pull waiting for a layer whose lock another puller holds fetches the other
+/// layers meanwhile, and goes on as soon as the holder dies (the kernel drops a dead process's flock; an
+/// NFSv4 server drops a dead client's when its lease expires).
+#[test]
+fn a_dead_holder_of_a_layer_lock_holds_up_only_that_layer() {
+    let registry = TestRegistry::plain();
+    let extra = LayerBuilder::new()
+        .dir("opt")
+        .file("opt/big", vec![7u8; 1 << 20])
+        .build(Compression::Gzip);
+    let image = busybox_image().layer(extra).build();
+    registry.push("demo/two:1", &image);
+    let d = Dstack::root();
+    let hex = |diff_id: &str| diff_id.trim_start_matches("sha256:").to_string();
+    let locks = d.state_root().join("store/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held = locks.join(format!("layer-{}", hex(&image.layers[0].diff_id)));
+    // A puller on another node that died holding the first layer's lock, as far as we can tell.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&held)
+        .args(["sleep", "600"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the holder to take the lock",
+        Duration::from_secs(10),
+        || {
+            let free = std::process::Command::new("flock")
+                .args(["-n", "-x"])
+                .arg(&held)
+                .arg("true")
+                .status()
+                .unwrap()
+                .success();
+            (!free).then_some(())
+        },
+    );
+    let pull = d.spawn(&["pull", &registry.image("demo/two:1")]);
+    let layers = d.state_root().join("store/layers");
+    let other = layers.join(hex(&image.layers[1].diff_id));
+    wait_until(
+        "the other layer to be unpacked",
+        Duration::from_secs(60),
+        || other.join("meta.json").exists().then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !layers.join(hex(&image.layers[0].diff_id)).exists(),
+        "the held layer waits"
+    );
+    assert!(pull.stderr_so_far().is_empty() || !pull.stderr_so_far().contains("error"));
+    // The holder dies: flock and the sleep that inherited its descriptor.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(holder.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    holder.wait().unwrap();
+    pull.wait().assert_success();
+    d.run(&["images"])
+        .assert_success()
+        .assert_stdout_contains("demo/two");
 }
 
 /// Two jobs at once (one CPU each on the two-CPU node) pull into the same store at the same time and
