@@ -561,6 +561,7 @@ fn hooks_run_at_their_points_with_the_state() {
         let mut spec = base_spec(&env, "echo program >> /out/hooks");
         spec.set_hooks(Some(
             HooksBuilder::default()
+                .prestart(vec![marker("/bin/sh", "prestart", &host_out)])
                 .create_runtime(vec![marker("/bin/sh", "createRuntime", &host_out)])
                 .create_container(vec![marker("/bin/sh", "createContainer", &host_out)])
                 // After pivot_root: the container's own sh, and /out as the container sees it.
@@ -578,9 +579,15 @@ fn hooks_run_at_their_points_with_the_state() {
         env.oci(&["delete", "h1"]).ok();
         let log = env.out("hooks");
         let points: Vec<&str> = log.lines().map(|l| l.split(' ').next().unwrap()).collect();
+        // prestart (deprecated) runs with createRuntime, in the runtime's namespaces.
         assert_eq!(
-            points[..3],
-            ["createRuntime", "createContainer", "startContainer"],
+            points[..4],
+            [
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer"
+            ],
             "{mode:?}: {log}"
         );
         assert!(
@@ -597,7 +604,7 @@ fn hooks_run_at_their_points_with_the_state() {
                 assert_eq!(state["pid"], pid, "{mode:?} {name}: {state}");
             }
             let want = match name {
-                "createRuntime" | "createContainer" => "creating",
+                "prestart" | "createRuntime" | "createContainer" => "creating",
                 "startContainer" => "created",
                 "poststop" => "stopped",
                 _ => state["status"].as_str().unwrap(),
@@ -670,6 +677,36 @@ fn exec_runs_a_process_inside_a_running_container() {
         env.oci(&["exec", "--process", &file.to_string_lossy(), "e1"])
             .ok();
         assert_eq!(env.out("exec"), "from-file\n", "{mode:?}");
+        let pid_file = env.bundle.join("out/exec.pid");
+        let ran = env.oci(&[
+            "exec",
+            "--user",
+            "1000:1000",
+            "--env",
+            "X=from-flag",
+            "--cwd",
+            "/tmp",
+            "--pid-file",
+            &pid_file.to_string_lossy(),
+            "e1",
+            "sh",
+            "-c",
+            "id -u; echo $X; pwd",
+        ]);
+        assert_eq!(ran.ok().stdout, "1000\nfrom-flag\n/tmp\n", "{mode:?}");
+        assert!(
+            std::fs::read_to_string(&pid_file)
+                .unwrap()
+                .trim()
+                .parse::<u32>()
+                .is_ok()
+        );
+        let missing = env.oci(&["exec", "e1", "--", "no-such-program"]);
+        assert_eq!(missing.code, 127, "{mode:?}: {missing}");
+        assert!(
+            missing.stderr.contains("command not found"),
+            "{mode:?}: {missing}"
+        );
         env.oci(&["delete", "--force", "e1"]).ok();
     }
 }
@@ -850,8 +887,30 @@ fn unsupported_fields_are_refused_by_name() {
     config["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
     config["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
     std::fs::write(env.bundle.join("config.json"), config.to_string()).unwrap();
-    let ran = env.oci(&["create", "u1"]);
+    let log = env.bundle.join("out/log.json");
+    let ran = env.oci(&[
+        "--log",
+        &log.to_string_lossy(),
+        "--log-format",
+        "json",
+        "create",
+        "u1",
+    ]);
     assert_ne!(ran.code, 0);
+    // Callers such as conmon read the error from the log.
+    let last: Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["level"], "error");
+    assert!(
+        last["msg"].as_str().unwrap().contains("linux.intelRdt"),
+        "{last}"
+    );
     assert!(
         ran.stderr.contains("linux.intelRdt") && ran.stderr.contains("linux.personality"),
         "{ran}"
@@ -994,4 +1053,58 @@ fn namespaces_given_by_path_are_joined() {
         "PID 1 is not the first container's init: {ran}"
     );
     env.oci(&["delete", "--force", "first"]).ok();
+}
+
+#[test]
+fn root_can_give_a_container_a_user_namespace_from_the_spec() {
+    let env = Env::new(RunAs::Root);
+    let mut spec = base_spec(
+        &env,
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; ls -n /bin/busybox",
+    );
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap();
+    namespaces.push(
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::User)
+            .build()
+            .unwrap(),
+    );
+    linux.set_namespaces(Some(namespaces));
+    let map = vec![
+        LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(200_000u32)
+            .size(65_536u32)
+            .build()
+            .unwrap(),
+    ];
+    linux.set_uid_mappings(Some(map.clone()));
+    linux.set_gid_mappings(Some(map));
+    spec.set_linux(Some(linux));
+    // The container's root is host uid 200000: its root filesystem must be its own.
+    let status = Command::new("chown")
+        .args(["-R", "200000:200000"])
+        .arg(env.bundle.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    env.write_config(&spec);
+    let ran = env.oci(&["run", "userns"]);
+    let out = ran.ok().stdout.clone();
+    let maps: Vec<Vec<&str>> = out
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        maps,
+        [["0", "200000", "65536"], ["0", "200000", "65536"]],
+        "{ran}"
+    );
+    assert_eq!(out.lines().nth(2), Some("0"), "{ran}");
+    assert!(
+        out.lines().nth(3).unwrap_or_default().contains(" 0 "),
+        "files of uid 200000 are root's inside: {ran}"
+    );
 }

@@ -55,6 +55,8 @@ pub(super) struct InitContext {
     pub gate: Option<RawFd>,
     /// The console socket to send a terminal of the container's own devpts to (`process.terminal`).
     pub console: Option<PathBuf>,
+    /// Init was cloned into a new user namespace (its maps are written before the go).
+    pub new_userns: bool,
 }
 
 /// Signals init passes on to the job (every one a process may catch but those of faults).
@@ -123,6 +125,9 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
     if ctx.wait_for_go {
         state = wait_for_go(ctx)?;
     }
+    if ctx.new_userns {
+        become_namespace_root(ctx.setgroups_allowed)?;
+    }
     for (flag, fd) in &ctx.join {
         namespaces::setns(*fd, *flag).map_err(|e| format!("joining a namespace: {e}"))?;
     }
@@ -176,6 +181,19 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
     let (code, signal) = supervise_job(job);
     let _ = ctx.channel.send(&Message::Exited { code, signal });
     Ok(code)
+}
+
+/// In a new user namespace our ids are still the creator's, unmapped there unless it mapped itself: switch
+/// to the namespace's root, so files init creates (on /dev's tmpfs, say) have an owner the namespace knows.
+fn become_namespace_root(setgroups_allowed: bool) -> Result<(), Failure> {
+    let root = |e: nix::Error| format!("becoming root of the container's user namespace: {e}");
+    let (uid, gid) = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+    nix::unistd::setresgid(gid, gid, gid).map_err(root)?;
+    if setgroups_allowed {
+        nix::unistd::setgroups(&[]).map_err(root)?;
+    }
+    nix::unistd::setresuid(uid, uid, uid).map_err(root)?;
+    Ok(())
 }
 
 fn wait_for_go(ctx: &InitContext) -> Result<Option<String>, Failure> {

@@ -355,6 +355,7 @@ impl PreparedContainer {
             seccomp,
             gate: gate.as_ref().map(|g| g.as_raw_fd()),
             console,
+            new_userns: user_ns,
         };
         let with_cgroupns = if clone_fd.is_some() && cgroupns {
             NEWCGROUP
