@@ -145,8 +145,20 @@ fn start() -> Slurm {
     start_munge();
     // Cgroup plugins first (jobs get real CPU and memory limits, which dstack then leaves to Slurm); if
     // slurmd cannot run with them on this host, the plugins that need nothing from the kernel.
-    for cgroups in [true, false] {
-        let changed = write_config(&node, cgroups);
+    let variants = [true, false].map(|cgroups| (cgroups, config_files(&node, cgroups)));
+    // A cluster that another test binary (or an earlier run) started with either variant is used as it
+    // is: restarting it would kill their jobs.
+    if let Some((cgroups, _)) = variants.iter().find(|(_, files)| installed(files))
+        && start_daemons(&node, false)
+    {
+        drop(lock);
+        return Slurm {
+            node,
+            cgroups: *cgroups,
+        };
+    }
+    for (cgroups, files) in variants {
+        let changed = install(&files);
         if start_daemons(&node, changed) {
             drop(lock);
             return Slurm { node, cgroups };
@@ -158,8 +170,8 @@ fn start() -> Slurm {
     panic!("the test Slurm did not start; its logs:\n{}", log_tails());
 }
 
-/// Writes slurm.conf (and cgroup.conf, gres.conf) for this machine; returns whether anything changed.
-fn write_config(node: &str, cgroups: bool) -> bool {
+/// slurm.conf, cgroup.conf and gres.conf for this machine: (file name, text).
+fn config_files(node: &str, cgroups: bool) -> Vec<(&'static str, String)> {
     let (cpus_line, memory_mib) = node_hardware(node);
     // Leave the system some memory: slurmd drains a node whose RealMemory is more than it finds.
     let memory = memory_mib.saturating_sub(memory_mib / 10).max(256);
@@ -240,13 +252,25 @@ ConstrainRAMSpace=yes
     // gres/gpu needs a device file per GPU; /dev/null stands in (no ConstrainDevices, so nothing is
     // confined to it).
     let gres_conf = format!("{MARKER}\nNodeName={node} Name=gpu Type={GPU_TYPE} File=/dev/null\n");
-    let mut changed = false;
-    for (name, text) in [
+    vec![
         ("slurm.conf", slurm_conf),
         ("cgroup.conf", cgroup_conf),
         ("gres.conf", gres_conf),
-    ] {
-        changed |= write_ours(&Path::new(CONF_DIR).join(name), &text);
+    ]
+}
+
+/// Whether `/etc/slurm` holds exactly these files.
+fn installed(files: &[(&str, String)]) -> bool {
+    files.iter().all(|(name, text)| {
+        fs::read_to_string(Path::new(CONF_DIR).join(name)).is_ok_and(|old| old == *text)
+    })
+}
+
+/// Writes the files; returns whether anything changed.
+fn install(files: &[(&str, String)]) -> bool {
+    let mut changed = false;
+    for (name, text) in files {
+        changed |= write_ours(&Path::new(CONF_DIR).join(name), text);
     }
     changed
 }
