@@ -309,6 +309,11 @@ fn the_lifecycle_create_start_state_kill_delete() {
         env.oci(&["delete", "c2"]).ok();
         env.oci(&["create", "c3"]).ok();
         env.oci(&["delete", "--force", "c3"]).ok();
+        // A created container that is never started goes at a plain kill.
+        env.oci(&["create", "c4"]).ok();
+        env.oci(&["kill", "c4"]).ok();
+        env.wait_status("c4", "stopped");
+        env.oci(&["delete", "c4"]).ok();
         assert!(env.oci(&["list", "-q"]).ok().stdout.is_empty(), "{mode:?}");
     }
 }

@@ -278,6 +278,22 @@ mod tests {
     }
 
     #[test]
+    fn argument_conditions_compile() {
+        let profile: LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_NE"}]},
+                {"names": ["clone"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let program = compile(&profile).unwrap();
+        // Default allow: one filter, for the errno action; personality's unconditional rule wins.
+        assert_eq!(program.filters.len(), 1);
+    }
+
+    #[test]
     fn notify_is_refused_by_name() {
         let profile = LinuxSeccompBuilder::default()
             .default_action(LinuxSeccompAction::ScmpActNotify)

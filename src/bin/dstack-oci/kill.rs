@@ -42,13 +42,15 @@ pub fn parse_signal(text: &str) -> Result<i32, Failure> {
 pub fn kill(globals: &Globals, args: KillArgs) -> CmdResult {
     let sig = parse_signal(&args.signal)?;
     let (locked, rec) = record::load(globals, &args.id)?;
-    if rec.status(&locked.dir) == Status::Stopped {
+    let status = rec.status(&locked.dir);
+    if status == Status::Stopped {
         return Err(Failure::new(format!(
             "container {} is not running",
             args.id
         )));
     }
-    signal(&rec, sig, args.all)?;
+    // A created container's init holds signals until the program runs; its program-to-be takes them now.
+    signal(&rec, sig, args.all || status == Status::Created)?;
     Ok(ExitCode::SUCCESS)
 }
 
