@@ -1,7 +1,5 @@
 //! The network module's errors: one line each, saying what to do.
 
-use std::net::Ipv4Addr;
-
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error(
@@ -33,7 +31,7 @@ pub enum NetError {
     )]
     BadPool(String),
     #[error(
-        "neither nft nor iptables is installed, so outbound NAT cannot be set up: install nftables (or iptables), or use --network host"
+        "outbound NAT needs nf_tables or iptables and this host has neither: install nftables or iptables (and load the nf_tables module: modprobe nf_tables), or use --network host"
     )]
     NatToolMissing,
     #[error("setting up outbound NAT with {tool} failed: {message}")]
@@ -51,8 +49,6 @@ pub enum NetError {
     },
     #[error("another run already uses the interface name {0}: use a different container id")]
     NameTaken(String),
-    #[error("{0} was already attached")]
-    AlreadyAttached(Ipv4Addr),
     #[error(
         "the network must be attached to the job (Network::attach) before its ports are forwarded"
     )]
