@@ -2,8 +2,8 @@
 //! `unshare -n`, serving with busybox (`nc -ll -e cat` is a concurrent echo server that honours
 //! half-close). Covers addresses and routes, forwarded ports under load, outbound NAT to a separate
 //! "outside" namespace that has no route back, isolation between runs, distinct concurrent leases, pool
-//! exhaustion, cleanup at drop and by the sweep after a SIGKILLed holder, loopback-only runs, and the
-//! user-mode helper path.
+//! exhaustion, cleanup at drop and by the sweep after a SIGKILLed holder, loopback-only runs, the
+//! user-mode helper path, a client reset under SIGPIPE's default action, and forwarding rootless.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
@@ -641,4 +641,89 @@ fn a_client_reset_mid_stream_does_not_kill_the_supervisor() {
     conn.read_exact(&mut buf).unwrap();
     // SAFETY: back to what the test harness had.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Rootless, where `/dev/net/tun` is root-only (as on the test machines): the default network falls back
+/// to the host's, and a loopback-only job's ports are still forwarded by the supervisor, which enters the
+/// job's namespace through the user namespace it owns. The helper (this test, `NET_TEST_ROOTLESS` set)
+/// runs as the unprivileged test user inside `unshare -U -r`, as rootless dstack runs.
+#[test]
+fn rootless_ports_are_forwarded_without_tun() {
+    if std::env::var_os("NET_TEST_ROOTLESS").is_some() {
+        assert!(
+            runtime::paths::in_child_user_namespace() && !runtime::paths::running_as_host_root()
+        );
+        let private =
+            Network::prepare(&NetworkConfig::new("net-test-rootless-private").ports(1)).unwrap();
+        let tun = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_ok();
+        println!("FALLBACK tun={tun} netns={}", private.needs_netns());
+        let mut net = Network::prepare(
+            &NetworkConfig::new("net-test-rootless")
+                .mode(NetworkMode::None)
+                .ports(1),
+        )
+        .unwrap();
+        let job = echo_job(net.ports()[0]);
+        net.attach(job.pid()).unwrap();
+        net.start_forwarding().unwrap();
+        println!("READY {}", net.ports()[0]);
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    let _env = read_env();
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=dstack-test",
+        "--regid=dstack-test",
+        "--clear-groups",
+        "--",
+        "unshare",
+        "-U",
+        "-r",
+        "--",
+    ])
+    .arg(&exe)
+    .args([
+        "--exact",
+        "rootless_ports_are_forwarded_without_tun",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("NET_TEST_ROOTLESS", "1")
+    .env("HOME", "/tmp")
+    .stdout(Stdio::piped())
+    .process_group(0);
+    let mut helper = cmd.spawn().expect("setpriv runs (util-linux)");
+    let mut out = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let (mut line, mut all) = (String::new(), String::new());
+    while !line.contains("READY ") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        all.push_str(&line);
+        assert!(
+            n > 0,
+            "the rootless helper died (is the test user there? scripts/setup):\n{all}"
+        );
+    }
+    let port: u16 = line[line.find("READY ").unwrap() + 6..]
+        .trim()
+        .parse()
+        .unwrap();
+    let result = std::panic::catch_unwind(|| wait_echo(port));
+    // SAFETY: killing the helper's process group (setpriv, unshare and the test binary exec in turn).
+    unsafe { libc::kill(-(helper.id() as i32), libc::SIGKILL) };
+    let _ = helper.wait();
+    result.unwrap();
+    if all.contains("FALLBACK tun=false") {
+        assert!(
+            all.contains("netns=false"),
+            "no tun, yet a private network was promised:\n{all}"
+        );
+    }
 }
