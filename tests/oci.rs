@@ -159,6 +159,19 @@ impl Env {
     }
 }
 
+/// A failed test still removes its containers (processes, cgroups), as `delete --force` does.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let _ = self.oci(&["delete", "--force", &id]);
+        }
+    }
+}
+
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
     MountBuilder::default()
         .destination(dest)
