@@ -293,7 +293,6 @@ impl Network {
                     .map_err(op("finding the host end"))?;
                 nl.add_address(index, host_ip, 30)
                     .map_err(op("addressing the host end"))?;
-                nl.set_up(index).map_err(op("bringing the host end up"))?;
                 netns::run_in(ns.as_fd(), || {
                     let mut inner = netlink::Netlink::open()?;
                     let index = inner.link_index(JOB_IF)?;

@@ -262,7 +262,7 @@ impl Netlink {
         self.receive(seq, |_, _| {})
     }
 
-    /// Creates a veth pair: `host` here, `peer` moved at once into the namespace `peer_netns`, both down.
+    /// Creates a veth pair: `host` here and up, `peer` moved at once into the namespace `peer_netns`, down.
     pub(super) fn create_veth(
         &mut self,
         host: &str,
@@ -270,8 +270,14 @@ impl Netlink {
         peer_netns: RawFd,
         mtu: u32,
     ) -> io::Result<()> {
-        let mut m = Msg::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
-            .header(&IfInfoMsg::default());
+        // The host end up from the start (as `ip link add ... up`), a round trip fewer; the peer cannot
+        // be: the kernel configures it before the pair is joined (ENOTCONN).
+        let up = IfInfoMsg {
+            flags: IFF_UP,
+            change: IFF_UP,
+            ..Default::default()
+        };
+        let mut m = Msg::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).header(&up);
         m.attr_str(IFLA_IFNAME, host);
         m.attr(IFLA_MTU, &mtu.to_ne_bytes());
         m.begin(IFLA_LINKINFO);
