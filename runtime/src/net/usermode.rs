@@ -147,11 +147,14 @@ pub(super) fn start(tool: Tool, pid: i32, netns: &OwnedFd) -> Result<UserNet, Ne
     let mut exit_fd = None;
     let mut cmd = match tool {
         Tool::Pasta => {
-            // Foreground, so it is our child and dies with us; ports are forwarded by the supervisor,
-            // pasta only carries the job's own connections.
+            // Foreground, so it is our child and dies with us; as our own (namespace) root, not the
+            // `nobody` pasta switches to by default, which a rootless namespace may not map; ports are
+            // forwarded by the supervisor, pasta only carries the job's own connections.
             let mut cmd = Command::new("pasta");
             cmd.args([
                 "--foreground",
+                "--runas",
+                "0:0",
                 "--config-net",
                 "--quiet",
                 "-t",
