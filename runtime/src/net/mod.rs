@@ -147,23 +147,14 @@ impl Network {
     /// Starts no thread.
     pub fn prepare(config: &NetworkConfig) -> Result<Network, NetError> {
         let root = crate::paths::running_as_host_root();
+        // Decided first, with no side effect; ports next; the lease and the NAT child last, so that a
+        // refused port leaves nothing behind.
+        let veth =
+            config.mode == NetworkMode::Private && root && std::env::var_os(USERMODE_ENV).is_none();
         let kind = match config.mode {
             NetworkMode::Host => Kind::Host,
             NetworkMode::None => Kind::Loopback,
-            NetworkMode::Private if root && std::env::var_os(USERMODE_ENV).is_none() => {
-                let mut nl = netlink::Netlink::open()
-                    .map_err(NetError::netlink("opening a netlink socket"))?;
-                let short = short_id(&config.id);
-                let host_if = format!("{HOST_IF_PREFIX}{short}");
-                let lease = lease::allocate(&lease_dir(), &mut nl, config.pool, &short, &host_if)?;
-                let pending = Some(nat::begin(&short, &host_if, lease.job_ip()));
-                Kind::Veth {
-                    lease,
-                    nl,
-                    pending,
-                    nat: None,
-                }
-            }
+            NetworkMode::Private if veth => Kind::Loopback, // Replaced by the veth below.
             NetworkMode::Private => match usermode::candidates() {
                 Ok(tools) => Kind::UserMode { tools, net: None },
                 Err(why) => {
@@ -182,6 +173,22 @@ impl Network {
                 let l = ports::listen(&config.ports)?;
                 (l.iter().map(|(p, _)| *p).collect(), l)
             }
+        };
+        let kind = if veth {
+            let mut nl =
+                netlink::Netlink::open().map_err(NetError::netlink("opening a netlink socket"))?;
+            let short = short_id(&config.id);
+            let host_if = format!("{HOST_IF_PREFIX}{short}");
+            let lease = lease::allocate(&lease_dir(), &mut nl, config.pool, &short, &host_if)?;
+            let pending = Some(nat::begin(&short, &host_if, lease.job_ip()));
+            Kind::Veth {
+                lease,
+                nl,
+                pending,
+                nat: None,
+            }
+        } else {
+            kind
         };
         Ok(Network {
             kind,
