@@ -384,3 +384,41 @@ fn a_rootless_user_without_access_to_the_gpu_is_told_before_the_job_starts() {
             .assert_success();
     }
 }
+
+/// Inside a Slurm job (its variables stand in for one here) only the job's GPUs are handed out, by device minor
+/// (`SLURM_JOB_GPUS`, as Slurm writes it with the usual gres.conf) or by UUID.
+#[test]
+fn inside_a_slurm_job_only_its_allocated_gpus_are_given() {
+    for mode in MODES {
+        let s = setup(mode);
+        let run = |vars: &[&str], flags: &[&str]| {
+            let mut args = vars.to_vec();
+            args.extend_from_slice(&[common::dstack::DSTACK_BIN, "run", "docker", &s.image]);
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&["-c", "nvidia-smi -L"]);
+            s.dstack.run_program("/usr/bin/env", &args)
+        };
+        let job = ["SLURM_JOB_ID=42", "SLURM_JOB_GPUS=1"];
+        let out = run(&job, &["--gpu", "1"]);
+        out.assert_success();
+        assert_eq!(
+            out.stdout,
+            format!("GPU 0: NVIDIA A100-SXM4-80GB (UUID: {A100})\n"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+        let out = run(&job, &["--gpu", "2"]);
+        out.assert_failure();
+        out.assert_stderr_contains(
+            "requested 2 GPUs (this Slurm job has SLURM_JOB_GPUS=1); this machine has: 1: NVIDIA A100-SXM4-80GB",
+        );
+        assert!(!out.stderr.contains("H100"), "{mode:?}: {}", out.stderr);
+        run(&job, &["--gpu-name", "H100"]).assert_failure();
+        let by_uuid = format!("CUDA_VISIBLE_DEVICES={H100}");
+        let out = run(&["SLURM_JOB_ID=42", &by_uuid], &["--gpu", "1"]);
+        out.assert_success();
+        assert!(out.stdout.contains("H100"), "{mode:?}: {}", out.stdout);
+        // Outside a job the variables mean nothing to dstack.
+        run(&["SLURM_JOB_GPUS=1"], &["--gpu", "2"]).assert_success();
+    }
+}

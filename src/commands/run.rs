@@ -49,6 +49,15 @@ struct AdHoc {
     /// Size of /dev/shm (default: half the memory limit, else half of RAM)
     #[arg(long, value_name = "SIZE")]
     shm_size: Option<String>,
+    /// NVIDIA GPUs to give the job
+    #[arg(long, value_name = "N")]
+    gpu: Option<u32>,
+    /// Only GPUs of this model, e.g. A100 (alone: one such GPU)
+    #[arg(long, value_name = "NAME")]
+    gpu_name: Option<String>,
+    /// Only GPUs with at least this much memory, e.g. 40GB (alone: one such GPU)
+    #[arg(long, value_name = "SIZE")]
+    gpu_memory: Option<String>,
     /// Fail instead of warning when limits cannot be enforced
     #[arg(long)]
     strict_limits: bool,
@@ -61,6 +70,27 @@ struct AdHoc {
 }
 
 impl AdHoc {
+    /// The GPUs asked for (`--gpu-name` or `--gpu-memory` alone ask for one), held by `container ID`.
+    fn gpu_request(&self, id: &str) -> CliResult<Option<runtime::gpu::GpuRequest>> {
+        let named = self.gpu_name.is_some() || self.gpu_memory.is_some();
+        let count = self.gpu.unwrap_or(u32::from(named));
+        if count == 0 {
+            return Ok(None);
+        }
+        Ok(Some(runtime::gpu::GpuRequest {
+            count,
+            name: self.gpu_name.clone(),
+            memory: self
+                .gpu_memory
+                .as_deref()
+                .map(size::parse)
+                .transpose()
+                .context("--gpu-memory")?,
+            capabilities: None,
+            owner: format!("container {id}"),
+        }))
+    }
+
     fn request(&self) -> CliResult<JobRequest> {
         let parse_size = |flag: &str, v: &Option<String>| -> CliResult<Option<u64>> {
             v.as_deref()
@@ -113,9 +143,13 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
         .context(format!("pulling {}", req.image))?;
     let id = new_id();
     req.hostname.get_or_insert_with(|| id.clone());
-    let spec = plan::plan(&req, &image.config, &image.layer_dirs, Host::current())
+    let mut spec = plan::plan(&req, &image.config, &image.layer_dirs, Host::current())
         .context(format!("planning {}", image.reference))?;
+    let gpu = adhoc.gpu_request(&id)?;
     if args.dry_run || adhoc.dry_run {
+        if let Some(gpu) = &gpu {
+            runtime::gpu::apply(&mut spec, gpu)?;
+        }
         let plan = serde_json::json!({
             "image": image.reference,
             "layers": image.layer_dirs,
@@ -132,7 +166,8 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
         strict_limits: req.strict_limits,
         log_file: None,
         network: None,
-        gpu: None,
+        gpu,
+        in_current_cgroup: false,
     };
     let launched = self::launch(&store, &image, spec, launch)
         .map_err(|e| CliError::new(e.to_string()).with_exit_code(e.code))?;
@@ -186,6 +221,9 @@ pub(crate) struct Launch {
     pub log_file: Option<PathBuf>,
     pub network: Option<runtime::net::Network>,
     pub gpu: Option<runtime::gpu::GpuRequest>,
+    /// Make no cgroup of ours: the job stays in this process's cgroup, whose owner confines it (a Slurm
+    /// job's: its CPUs and memory, and its devices with ConstrainDevices).
+    pub in_current_cgroup: bool,
 }
 
 /// A started job, with what must live until it has ended (the image's lease, the GPUs').
@@ -267,7 +305,7 @@ pub(crate) fn launch(
     if let Some(net) = launch.network {
         builder = builder.network(net);
     }
-    if !limits.is_unlimited() || limits.devices.is_some() {
+    if !launch.in_current_cgroup && (!limits.is_unlimited() || limits.devices.is_some()) {
         let placement = runtime::cgroup::create(&launch.id, &limits, launch.strict_limits)
             .map_err(failed("setting the resource limits"))?;
         match placement {

@@ -206,8 +206,8 @@ pub(super) struct Site {
     pub copy_from: Option<PathBuf>,
     /// The workflow's cache directory.
     pub cache: PathBuf,
-    /// Slurm confines the job (CPUs, memory) through its cgroup: the container stays in it and gets no
-    /// limits of its own.
+    /// Slurm confines the job (CPUs, memory, devices) through its cgroup: the container stays in it and
+    /// gets no cgroup or limits of its own.
     pub slurm_limits: bool,
 }
 
@@ -332,6 +332,7 @@ pub(super) fn supervise(
         log_file: Some(run.log_path()),
         network: Some(network),
         gpu: gpu_request(workflow, run.name()),
+        in_current_cgroup: site.slurm_limits,
     };
     // `launched` also holds the image's and the GPUs' leases until the job has ended.
     let launched = run::launch(&images, &image, spec, launch).map_err(|e| Failure {

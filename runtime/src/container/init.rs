@@ -169,6 +169,9 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         mounts::mask(linux.masked_paths().as_deref().unwrap_or_default())?;
         mounts::readonly(linux.readonly_paths().as_deref().unwrap_or_default())?;
     }
+    // Soname links and the linker cache for injected GPU driver libraries (nothing without the annotation);
+    // before a read-only root makes /etc/ld.so.cache unwritable.
+    crate::gpu::finish_in_container(&ctx.spec)?;
     if let InitRoot::Directory { readonly: true, .. } = ctx.root {
         mounts::readonly_root()?;
     }

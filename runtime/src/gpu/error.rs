@@ -8,6 +8,10 @@ use std::path::PathBuf;
 pub enum GpuError {
     #[error("{request}; this machine has no NVIDIA GPU ({why})")]
     NoGpu { request: String, why: String },
+    #[error(
+        "{request}; this Slurm job was given none of this machine's GPUs ({allocation}): ask Slurm for them with --gres=gpu:N"
+    )]
+    NotAllocated { request: String, allocation: String },
     /// `listing` is "0: NVIDIA H100 80GB HBM3 (81559 MiB) [in use by run brave-fox-1], 1: ...".
     #[error("{request}; this machine has: {listing}")]
     Unmet { request: String, listing: String },

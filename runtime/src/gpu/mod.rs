@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod allocation;
 pub mod cdi;
 mod discover;
 mod driver;
@@ -42,6 +43,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 
+pub use allocation::Allocation;
 pub use discover::discover;
 pub use driver::LIB_DIR;
 pub use error::GpuError;
@@ -80,10 +82,12 @@ pub struct Host {
     pub cdi_dirs: Vec<PathBuf>,
     /// Device nodes are bound from the host instead of created, and no cgroup rules are made.
     pub rootless: bool,
+    /// Inside a Slurm job: the GPUs it was given, the only ones to hand out.
+    pub allocation: Option<Allocation>,
 }
 
 impl Host {
-    /// `$DSTACK_GPU_ROOT` or `/`; the leases under `paths::state_root()`.
+    /// `$DSTACK_GPU_ROOT` or `/`; the leases under `paths::state_root()`; a Slurm job's GPUs.
     pub fn from_env() -> Host {
         let root = std::env::var_os(ROOT_ENV)
             .filter(|v| !v.is_empty())
@@ -92,6 +96,7 @@ impl Host {
             cdi_dirs: cdi::spec_dirs(&root),
             lease_dir: crate::paths::state_root().join("gpu"),
             rootless: !crate::paths::running_as_host_root(),
+            allocation: Allocation::from_env(),
             root,
         }
     }
@@ -107,11 +112,30 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
     if request.count == 0 {
         return Ok(GpuLease::none());
     }
-    let inventory = discover(&host.root).map_err(|why| GpuError::NoGpu {
+    let mut inventory = discover(&host.root).map_err(|why| GpuError::NoGpu {
         request: select::describe(request),
         why,
     })?;
-    let mut lease = lease::acquire(&host.lease_dir, &inventory.gpus, request)?;
+    if let Some(allocation) = &host.allocation {
+        // The job's own GPUs only: Slurm's device cgroup (if any) would deny the others inside anyway.
+        inventory.gpus.retain(|g| allocation.contains(g));
+        if inventory.gpus.is_empty() {
+            return Err(GpuError::NotAllocated {
+                request: select::describe(request),
+                allocation: allocation.describe(),
+            });
+        }
+    }
+    let mut lease =
+        lease::acquire(&host.lease_dir, &inventory.gpus, request).map_err(|e| {
+            match (e, &host.allocation) {
+                (GpuError::Unmet { request, listing }, Some(allocation)) => GpuError::Unmet {
+                    request: format!("{request} (this Slurm job has {})", allocation.describe()),
+                    listing,
+                },
+                (e, _) => e,
+            }
+        })?;
     let capabilities = request
         .capabilities
         .clone()

@@ -27,6 +27,7 @@ fn host(fake: &BuiltFake, leases: &Path, rootless: bool) -> Host {
         lease_dir: leases.to_path_buf(),
         cdi_dirs: cdi::spec_dirs(fake.root())[..2].to_vec(),
         rootless,
+        allocation: None,
     }
 }
 
@@ -249,6 +250,7 @@ fn unmet_requests_and_gpu_less_machines_fail_before_anything_starts() {
         lease_dir: leases.path().into(),
         cdi_dirs: vec![],
         rootless: true,
+        allocation: None,
     };
     let err = apply_on(
         &none,
@@ -265,4 +267,38 @@ fn unmet_requests_and_gpu_less_machines_fail_before_anything_starts() {
     );
     let lease = apply_on(&none, &mut spec, &GpuRequest::default()).unwrap();
     assert!(lease.gpus().is_empty());
+}
+
+/// Inside a Slurm job only its GPUs are handed out; the others are neither given nor listed.
+#[test]
+fn a_slurm_jobs_allocation_limits_the_choice() {
+    let fake = machine(false);
+    let leases = tempfile::tempdir().unwrap();
+    let mut host = host(&fake, leases.path(), true);
+    host.allocation = Allocation::from_vars(|k| match k {
+        "SLURM_JOB_ID" => Some("42".into()),
+        "SLURM_JOB_GPUS" => Some("1".into()),
+        _ => None,
+    });
+    let ask = |count| GpuRequest {
+        count,
+        owner: "run x".into(),
+        ..Default::default()
+    };
+    let lease = apply_on(&host, &mut spec(), &ask(1)).unwrap();
+    assert_eq!(lease.gpus()[0].uuid, "GPU-bbbb", "minor 1 is the A100");
+    drop(lease);
+    let err = apply_on(&host, &mut spec(), &ask(2)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "requested 2 GPUs (this Slurm job has SLURM_JOB_GPUS=1); this machine has: 1: NVIDIA A100-SXM4-80GB (81559 MiB)"
+    );
+    host.allocation = Allocation::from_vars(|k| match k {
+        "SLURM_JOB_ID" => Some("42".into()),
+        "SLURM_JOB_GPUS" => Some("7".into()),
+        _ => None,
+    });
+    let err = apply_on(&host, &mut spec(), &ask(1)).unwrap_err();
+    assert!(matches!(err, GpuError::NotAllocated { .. }), "{err}");
+    assert!(err.to_string().contains("SLURM_JOB_GPUS=7"), "{err}");
 }
