@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, MountBuilder, Spec, UserBuilder,
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPids, LinuxResourcesBuilder, MountBuilder, Spec,
+    UserBuilder,
 };
 
 /// What the user asked to run, before the image is known. Sizes are bytes; `cpu` is in cores.
@@ -379,24 +380,15 @@ pub fn plan_with_user_files(
     Ok(spec)
 }
 
-/// The limits a spec asks for, as the cgroup module takes them.
-pub fn limits(spec: &Spec) -> runtime::cgroup::Limits {
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-    let memory = resources
-        .as_ref()
-        .and_then(|r| r.memory().as_ref())
-        .and_then(|m| m.limit());
-    let cpu = resources
-        .as_ref()
-        .and_then(|r| r.cpu().as_ref())
-        .and_then(|c| match (c.quota(), c.period()) {
-            (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
-            _ => None,
-        });
-    runtime::cgroup::Limits {
-        cpu,
-        memory: memory.and_then(|m| u64::try_from(m).ok()),
-        ..Default::default()
+/// Caps the tasks (processes and threads) the job may have at once; `limit <= 0` asks for no cap, kept as
+/// -1 (OCI's "max") so that no default replaces it. A spec without a pids limit gets the launcher's default.
+pub fn limit_pids(spec: &mut Spec, limit: i64) {
+    let mut pids = LinuxPids::default();
+    pids.set_limit(if limit > 0 { limit } else { -1 });
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        resources.set_pids(Some(pids));
+        linux.set_resources(Some(resources));
     }
 }
 
@@ -543,9 +535,29 @@ mod tests {
         let mut r = req(&["true"], None);
         r.memory = Some(64 << 20);
         r.cpu = Some(0.5);
-        let spec = plan(&r, &image(&[], &[], "app")).unwrap();
+        let mut spec = plan(&r, &image(&[], &[], "app")).unwrap();
+        let limits = |spec: &Spec| {
+            let resources = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+            runtime::cgroup::Limits::from_oci(resources).unwrap()
+        };
         let l = limits(&spec);
-        assert_eq!((l.memory, l.cpu), (Some(64 << 20), Some(0.5)));
+        assert_eq!((l.memory, l.cpu, l.pids), (Some(64 << 20), Some(0.5), None));
+        // No swap beyond the memory limit.
+        assert_eq!(l.memory_swap, Some(64 << 20));
+        limit_pids(&mut spec, 100);
+        assert_eq!(limits(&spec).pids, Some(100));
+        // "No limit" stays in the spec (so no default replaces it) and limits nothing.
+        limit_pids(&mut spec, 0);
+        let pids = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .pids();
+        assert_eq!(pids.map(|p| p.limit()), Some(-1));
+        assert_eq!(limits(&spec).pids, None);
         let user = spec.process().as_ref().unwrap().user().clone();
         assert_eq!((user.uid(), user.gid()), (1000, 1000));
     }

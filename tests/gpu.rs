@@ -246,6 +246,13 @@ fn gpu_n_takes_the_first_free_gpus_and_a_busy_gpu_is_refused_until_its_job_ends(
             "nvidia-smi -L; exec sleep 60",
         ]);
         holder.wait_for_output("the H100", |out, _| out.contains("H100"));
+        let holder_run = holder
+            .stderr_so_far()
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("run "))
+            .expect("the run's name first")
+            .to_string();
         // The other job gets the A100; asking for both, or for the H100 by name, is refused with the holder named.
         let out = s.run(&["--gpu", "1"], "nvidia-smi -L");
         out.assert_success();
@@ -257,7 +264,7 @@ fn gpu_n_takes_the_first_free_gpus_and_a_busy_gpu_is_refused_until_its_job_ends(
         let out = s.run(&["--gpu", "2"], "true");
         out.assert_failure();
         assert!(
-            out.stderr.contains("requested 2 GPUs; this machine has: 0: NVIDIA H100 80GB HBM3 (81559 MiB) [in use by container "),
+            out.stderr.contains(&format!("requested 2 GPUs; this machine has: 0: NVIDIA H100 80GB HBM3 (81559 MiB) [in use by run {holder_run}]")),
             "{mode:?}: {}",
             out.stderr
         );
@@ -288,6 +295,8 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
             out.stderr
         );
         assert!(!out.stdout.contains("started"), "{mode:?}");
+        let runs = s.dstack.run(&["ps", "-a", "--json"]);
+        assert_eq!(runs.stdout.trim(), "[]", "{mode:?}: a run was recorded");
         let out = s.run(&["--gpu-name", "V100"], "echo started");
         assert!(
             out.stderr

@@ -640,3 +640,228 @@ fn a_job_that_ignores_sigterm_is_killed_at_the_second_signal() {
         );
     }
 }
+
+/// The run record of `name`, as `ps -a --json` shows it.
+fn ps_row(dstack: &Dstack, name: &str) -> serde_json::Value {
+    let out = dstack.run(&["ps", "-a", "--json"]);
+    out.assert_success();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    rows.into_iter()
+        .find(|r| r["run"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in ps -a: {}", out.stdout))
+}
+
+/// The run name `dstack run` said first on stderr (`run NAME`).
+fn run_name(out: &Output) -> String {
+    let first = out.stderr.lines().next().unwrap_or_default();
+    first
+        .strip_prefix("run ")
+        .unwrap_or_else(|| panic!("stderr does not start with the run name:\n{}", out.stderr))
+        .to_string()
+}
+
+/// An ad hoc run is a recorded run: its name comes first, its output is kept for `logs`, `ps` lists it
+/// (workflow `docker`, the image in `--json`) with its end and exit code.
+#[test]
+fn ad_hoc_runs_are_recorded_with_their_output_and_end() {
+    for mode in MODES {
+        let s = setup(mode);
+        let out = s.sh("echo kept; echo err >&2; exit 3");
+        out.assert_code(3);
+        let name = run_name(&out);
+        let row = ps_row(&s.dstack, &name);
+        assert_eq!(row["workflow"], "docker", "{mode:?}: {row}");
+        assert_eq!(row["image"], s.image.as_str(), "{mode:?}");
+        assert_eq!(row["status"], "failed", "{mode:?}");
+        assert_eq!(row["exit_code"], 3, "{mode:?}");
+        let logs = s.dstack.run(&["logs", &name]);
+        logs.assert_success();
+        assert!(
+            logs.stdout.contains("kept\n") && logs.stdout.contains("err\n"),
+            "{mode:?}: {}",
+            logs.stdout
+        );
+        let table = s.dstack.run(&["ps", "-a"]);
+        assert!(
+            table
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&name) && l.contains("docker")),
+            "{mode:?}: {}",
+            table.stdout
+        );
+        let ok = s.sh("true");
+        ok.assert_success();
+        assert_eq!(ps_row(&s.dstack, &run_name(&ok))["status"], "done");
+        // A start failure is recorded too, with its reason.
+        let bad = s
+            .dstack
+            .run(&["run", "docker", &s.image, "--entrypoint", "no-such-program"]);
+        bad.assert_code(127);
+        let row = ps_row(&s.dstack, &run_name(&bad));
+        assert_eq!(row["status"], "failed", "{mode:?}: {row}");
+        assert!(
+            row["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("command not found"),
+            "{mode:?}: {row}"
+        );
+    }
+}
+
+/// `-d` (before or after the image) prints the name and returns; `logs -f` follows the run, `stop` ends it.
+#[test]
+fn a_detached_ad_hoc_run_is_followed_and_stopped_by_name() {
+    for mode in MODES {
+        let s = setup(mode);
+        for detach in [
+            vec!["run", "-d", "docker", s.image.as_str()],
+            vec!["run", "docker", s.image.as_str(), "-d"],
+        ] {
+            let mut args = detach.clone();
+            args.extend_from_slice(&["-c", "echo ready; sleep 60"]);
+            let out = s.dstack.run(&args);
+            out.assert_success();
+            let name = out.stdout.trim().to_string();
+            assert!(!name.is_empty() && !name.contains('\n'), "{mode:?}: {out}");
+            let seen = common::process::wait_until(Duration::from_secs(30), || {
+                s.dstack
+                    .run(&["logs", &name])
+                    .stdout
+                    .contains("ready")
+                    .then_some(())
+            });
+            assert!(seen.is_some(), "{mode:?}: the job never said ready");
+            assert_eq!(ps_row(&s.dstack, &name)["status"], "running", "{mode:?}");
+            s.dstack.run(&["stop", &name]).assert_success();
+            let row = ps_row(&s.dstack, &name);
+            assert_eq!(row["status"], "stopped", "{mode:?}: {row}");
+        }
+        let out = s.dstack.run(&[
+            "run",
+            "-d",
+            "docker",
+            &s.image,
+            "-c",
+            "echo one; sleep 0.5; echo two",
+        ]);
+        let name = out.stdout.trim().to_string();
+        let logs = s.dstack.run(&["logs", "-f", &name]);
+        logs.assert_success();
+        assert!(
+            logs.stdout.ends_with("one\ntwo\n"),
+            "{mode:?}: {}",
+            logs.stdout
+        );
+        assert_eq!(ps_row(&s.dstack, &name)["status"], "done");
+    }
+}
+
+/// `-p N` publishes N ports as for workflows: `PORT_i`/`JOB_PORT_i`, a URL printed for each, and a server on
+/// `$PORT_0` inside answers on the host. `--network host` and `none` choose the job's network.
+#[test]
+fn ad_hoc_ports_and_network_modes() {
+    for mode in MODES {
+        let s = setup(mode);
+        let running = s.dstack.spawn(&[
+            "run",
+            "docker",
+            &s.image,
+            "-p",
+            "2",
+            "-c",
+            "mkdir -p /www && echo hello > /www/index.html && echo ports $PORT_0 $JOB_PORT_0 $PORT_1 \
+             && exec httpd -f -p $PORT_0 -h /www",
+        ]);
+        running.wait_for_output("the ports", |out, err| {
+            out.contains("ports") && err.contains("PORT_1: http://127.0.0.1:")
+        });
+        let (out, err) = (running.stdout_so_far(), running.stderr_so_far());
+        let words: Vec<&str> = out
+            .lines()
+            .find(|l| l.starts_with("ports"))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(words[1], words[2], "{mode:?}: PORT_0 = JOB_PORT_0");
+        assert_ne!(words[1], words[3], "{mode:?}");
+        assert!(
+            err.contains(&format!("PORT_0: http://127.0.0.1:{}", words[1])),
+            "{mode:?}: {err}"
+        );
+        let port: u16 = words[1].parse().unwrap();
+        let page = common::process::wait_until(Duration::from_secs(20), || {
+            use std::io::{Read as _, Write as _};
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").ok()?;
+            let mut page = String::new();
+            conn.read_to_string(&mut page).ok()?;
+            page.contains("hello").then_some(page)
+        });
+        assert!(page.is_some(), "{mode:?}: no answer on port {port}");
+        running.signal(Signal::SIGTERM);
+        running.wait();
+
+        let interfaces = |network: &str| {
+            let out = s.dstack.run(&[
+                "run",
+                "docker",
+                &s.image,
+                "--network",
+                network,
+                "-c",
+                "ls /sys/class/net | sort | tr '\\n' ' '",
+            ]);
+            out.assert_success();
+            out.stdout
+        };
+        assert_eq!(interfaces("none"), "lo ", "{mode:?}");
+        let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let seen = interfaces("host");
+        assert!(
+            host.iter().all(|i| seen.split_whitespace().any(|s| s == i)),
+            "{mode:?}: host network shows {seen}, the host has {host:?}"
+        );
+        if mode == RunAs::Root {
+            assert_eq!(interfaces("private"), "eth0 lo ", "{mode:?}");
+        }
+        let bad = s.dstack.run(&[
+            "run",
+            "docker",
+            &s.image,
+            "--network",
+            "bridge",
+            "-c",
+            "true",
+        ]);
+        bad.assert_failure();
+        bad.assert_stderr_contains("private");
+    }
+}
+
+/// `--pids-limit N` caps the job's tasks (a fork past it fails), as root; `-1` lifts the cap.
+#[test]
+fn pids_limit_stops_forks_past_it() {
+    let s = setup(RunAs::Root);
+    let script = "sh -c 'for i in $(seq 20); do sleep 1 & done; wait'; echo inner=$?";
+    let capped = s
+        .dstack
+        .run(&["run", "docker", &s.image, "--pids-limit", "8", "-c", script]);
+    capped.assert_success().assert_stdout_contains("inner=2");
+    capped.assert_stderr_contains("can't fork");
+    let free = s.dstack.run(&[
+        "run",
+        "docker",
+        &s.image,
+        "--pids-limit",
+        "-1",
+        "-c",
+        script,
+    ]);
+    free.assert_success().assert_stdout_contains("inner=0");
+}

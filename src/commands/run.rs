@@ -1,24 +1,57 @@
 //! `dstack run`: the ad hoc form (`dstack run docker IMAGE ...`) here; workflows (`dstack run NAME`) are
 //! routed to the workflow runner. Thin on purpose: parse, get the image, plan, run, exit with the job's code.
+//! Both forms are recorded runs (`recorded`: a run name, `output.log`, `ps`, `logs`, `stop`, `-d`) and start
+//! their jobs through [`launch`]; an ad hoc run has no project copy, artifacts or cache.
 
+pub(crate) mod recorded;
+
+use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use oci_spec::runtime::Spec;
-use runtime::container::{Container, ContainerBuilder, ContainerError};
-use runtime::gpu::GpuLease;
+use runtime::cgroup::Limits;
+use runtime::container::{Container, ContainerBuilder, ContainerError, ExitStatus};
+use runtime::gpu::{GpuLease, GpuRequest};
 use runtime::image::pull::{NoProgress, PullOptions, pull};
 use runtime::image::registry::{RegistryClient, RegistryOptions};
 use runtime::image::source::Source;
 use runtime::image::store::{Image, ImageName, Lease, Store, StoreError};
+use runtime::net::{Network, NetworkConfig, NetworkMode};
 
+use self::recorded::{Failure, Masker, START_FAILED};
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult, Context};
 use crate::plan::{self, Host, JobRequest};
+use crate::runs::{ActiveRun, RunRecord, RunStore, Status};
 use crate::workflow::{shell, size};
+
+/// The workflow column of an ad hoc run in `dstack ps` (the image is in `ps --json`).
+const ADHOC_WORKFLOW: &str = "docker";
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NetworkFlag {
+    /// Its own network namespace with outbound access (rootless: pasta or slirp4netns when usable)
+    Private,
+    /// The host's network (for MPI and NCCL)
+    Host,
+    /// Its own network namespace with loopback only (published ports still reach it)
+    None,
+}
+
+impl From<NetworkFlag> for NetworkMode {
+    fn from(flag: NetworkFlag) -> NetworkMode {
+        match flag {
+            NetworkFlag::Private => NetworkMode::Private,
+            NetworkFlag::Host => NetworkMode::Host,
+            NetworkFlag::None => NetworkMode::None,
+        }
+    }
+}
 
 /// The ad hoc form's own flags, which may come before or after the image.
 #[derive(Debug, Parser)]
@@ -58,9 +91,22 @@ struct AdHoc {
     /// Only GPUs with at least this much memory, e.g. 40GB (alone: one such GPU)
     #[arg(long, value_name = "SIZE")]
     gpu_memory: Option<String>,
-    /// Fail instead of warning when limits cannot be enforced
+    /// Most processes and threads the job may have at once (`-1` or `0`: no limit; default 2048 where the
+    /// pids controller is available)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Fail instead of warning when the limits asked for cannot be enforced
     #[arg(long)]
     strict_limits: bool,
+    /// Publish N host ports: `PORT_0`.. (and `JOB_PORT_0`..) hold them; the job listens on the same numbers
+    #[arg(short = 'p', long = "ports", value_name = "N", default_value_t = 0)]
+    ports: u16,
+    /// The job's network
+    #[arg(long, value_enum, default_value_t = NetworkFlag::Private)]
+    network: NetworkFlag,
+    /// Return at once, printing the run's name, and leave the run going in the background
+    #[arg(short = 'd', long)]
+    detach: bool,
     /// The working directory inside the container
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     working_dir: Option<String>,
@@ -70,14 +116,14 @@ struct AdHoc {
 }
 
 impl AdHoc {
-    /// The GPUs asked for (`--gpu-name` or `--gpu-memory` alone ask for one), held by `container ID`.
-    fn gpu_request(&self, id: &str) -> CliResult<Option<runtime::gpu::GpuRequest>> {
+    /// The GPUs asked for (`--gpu-name` or `--gpu-memory` alone ask for one), held by `owner`.
+    fn gpu_request(&self, owner: &str) -> CliResult<Option<GpuRequest>> {
         let named = self.gpu_name.is_some() || self.gpu_memory.is_some();
         let count = self.gpu.unwrap_or(u32::from(named));
         if count == 0 {
             return Ok(None);
         }
-        Ok(Some(runtime::gpu::GpuRequest {
+        Ok(Some(GpuRequest {
             count,
             name: self.gpu_name.clone(),
             memory: self
@@ -87,7 +133,7 @@ impl AdHoc {
                 .transpose()
                 .context("--gpu-memory")?,
             capabilities: None,
-            owner: format!("container {id}"),
+            owner: owner.to_string(),
         }))
     }
 
@@ -135,47 +181,146 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
         std::iter::once("dstack run docker".to_string()).chain(args.rest.clone()),
     )
     .unwrap_or_else(|e| e.exit());
+    // Everything that can be checked is checked before a run exists.
     let mut req = adhoc.request()?;
+    let mut gpu = adhoc.gpu_request("")?;
+    let _: ImageName = req.image.parse()?;
+    super::run_workflow::check_pull_policy(&args.pull)?;
     runtime::userns::enter_rootless_namespace()?;
-    runtime::container::sweep_leftovers(&runtime::paths::state_root());
-    let store = Store::open_default()?;
-    let image = image(&store, &req.image, &args.pull, &RegistryOptions::default())
-        .context(format!("pulling {}", req.image))?;
+    let state_root = runtime::paths::state_root();
     let id = new_id();
     req.hostname.get_or_insert_with(|| id.clone());
-    let mut spec = plan::plan(&req, &image.config, &image.layer_dirs, Host::current())
-        .context(format!("planning {}", image.reference))?;
-    let gpu = adhoc.gpu_request(&id)?;
     if args.dry_run || adhoc.dry_run {
-        if let Some(gpu) = &gpu {
-            runtime::gpu::apply(&mut spec, gpu)?;
-        }
-        let plan = serde_json::json!({
-            "image": image.reference,
-            "layers": image.layer_dirs,
-            "spec": spec,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).expect("plans serialize")
-        );
-        return Ok(ExitCode::SUCCESS);
+        return dry_run(&req, &args.pull, adhoc.pids_limit, gpu.as_mut(), &id);
     }
-    let launch = Launch {
-        id,
-        strict_limits: req.strict_limits,
-        log_file: None,
-        network: None,
-        gpu,
-        in_current_cgroup: false,
+
+    if let Some(gpu) = &gpu {
+        // Discovery, matching and the other jobs' leases, on a throwaway spec: an unmet request fails
+        // before a run exists. The lease ends at once; the job takes its own when it starts.
+        runtime::gpu::apply(&mut Spec::default(), gpu)?;
+    }
+    // What SIGKILLed supervisors left: scratch directories, cgroups, network interfaces and NAT rules.
+    runtime::container::sweep_leftovers(&state_root);
+    runtime::net::sweep_leftovers();
+    let project = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let store = RunStore::new(&state_root);
+    let run = store.create(RunRecord::new("", ADHOC_WORKFLOW, project, &req.image))?;
+    let Some(mut run) = recorded::begin(&store, run, args.detach || adhoc.detach)? else {
+        return Ok(ExitCode::SUCCESS);
     };
-    let launched = self::launch(&store, &image, spec, launch)
-        .map_err(|e| CliError::new(e.to_string()).with_exit_code(e.code))?;
-    let status = launched
-        .container
-        .wait()
-        .map_err(|e| CliError::new(format!("supervising the job: {e}")).with_exit_code(125))?;
-    Ok(ExitCode::from(status.code.clamp(0, 255) as u8))
+    if let Some(gpu) = gpu.as_mut() {
+        gpu.owner = format!("run {}", run.name());
+    }
+    // No secrets in an ad hoc run: nothing to mask.
+    let mask = Masker::new(&BTreeMap::new());
+    let job = AdHocJob {
+        req,
+        id,
+        gpu,
+        pids_limit: adhoc.pids_limit,
+        network: NetworkConfig::new("")
+            .mode(adhoc.network.into())
+            .ports(adhoc.ports.into()),
+        pull: &args.pull,
+    };
+    match job.supervise(&mut run, &mask) {
+        Ok(status) => {
+            let code = status.code.clamp(0, 255) as u8;
+            recorded::finish(&mut run, &status, &mask);
+            Ok(ExitCode::from(code))
+        }
+        Err(failure) => Err(recorded::record_failure(&mut run, failure, &mask)),
+    }
+}
+
+/// What an ad hoc run starts, once its run exists.
+struct AdHocJob<'a> {
+    req: JobRequest,
+    /// The container id (also the hostname).
+    id: String,
+    gpu: Option<GpuRequest>,
+    pids_limit: Option<i64>,
+    /// Mode and ports; the id is the container's.
+    network: NetworkConfig,
+    pull: &'a str,
+}
+
+impl AdHocJob<'_> {
+    /// Pulls when needed, networks, plans and runs the job to its end.
+    fn supervise(mut self, run: &mut ActiveRun, mask: &Masker) -> Result<ExitStatus, Failure> {
+        let images = Store::open_default()
+            .map_err(|e| mask.failure("opening the image store", &e, START_FAILED))?;
+        let image = image_with(
+            &images,
+            &self.req.image,
+            self.pull,
+            &RegistryOptions::default(),
+            || {
+                let _ = run.set_status(Status::Pulling);
+            },
+        )
+        .map_err(|e| Failure {
+            message: mask.text(&format!("pulling {}: {}", self.req.image, e)),
+            code: START_FAILED,
+        })?;
+        self.network.id = self.id.clone();
+        let network = Network::prepare(&self.network)
+            .map_err(|e| mask.failure("setting up the job's network", &e, START_FAILED))?;
+        let ports = network.ports().to_vec();
+        // Injected variables first: the user's `-e` win.
+        let mut env = network.env();
+        env.push(("RUN_NAME".into(), run.name().to_string()));
+        env.append(&mut self.req.env);
+        self.req.env = env;
+        let mut spec = plan::plan(&self.req, &image.config, &image.layer_dirs, Host::current())
+            .map_err(|e| {
+                mask.failure(&format!("planning {}", image.reference), &e, START_FAILED)
+            })?;
+        if let Some(limit) = self.pids_limit {
+            plan::limit_pids(&mut spec, limit);
+        }
+        let launch = Launch {
+            id: self.id,
+            strict_limits: self.req.strict_limits,
+            log_file: Some(run.log_path()),
+            network: Some(network),
+            gpu: self.gpu,
+            in_current_cgroup: false,
+        };
+        recorded::start_and_wait(run, &images, &image, spec, launch, &ports, mask)
+    }
+}
+
+/// `--dry-run`: the image (pulled if needed) and the plan as JSON, GPUs included; nothing is started.
+fn dry_run(
+    req: &JobRequest,
+    pull: &str,
+    pids_limit: Option<i64>,
+    gpu: Option<&mut GpuRequest>,
+    id: &str,
+) -> CliResult<ExitCode> {
+    let store = Store::open_default()?;
+    let image = image(&store, &req.image, pull, &RegistryOptions::default())
+        .context(format!("pulling {}", req.image))?;
+    let mut spec = plan::plan(req, &image.config, &image.layer_dirs, Host::current())
+        .context(format!("planning {}", image.reference))?;
+    if let Some(limit) = pids_limit {
+        plan::limit_pids(&mut spec, limit);
+    }
+    if let Some(gpu) = gpu {
+        gpu.owner = format!("container {id} (dry run)");
+        runtime::gpu::apply(&mut spec, gpu)?;
+    }
+    let plan = serde_json::json!({
+        "image": image.reference,
+        "layers": image.layer_dirs,
+        "spec": spec,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&plan).expect("plans serialize")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The image from the store, pulled first when the policy (`missing`, `always`, `never`) says so.
@@ -184,6 +329,17 @@ pub(crate) fn image(
     reference: &str,
     policy: &str,
     options: &RegistryOptions,
+) -> CliResult<Image> {
+    image_with(store, reference, policy, options, || {})
+}
+
+/// [`image`], calling `before_pull` when it is about to pull.
+fn image_with(
+    store: &Store,
+    reference: &str,
+    policy: &str,
+    options: &RegistryOptions,
+    before_pull: impl FnOnce(),
 ) -> CliResult<Image> {
     let name: ImageName = reference.parse()?;
     match policy {
@@ -203,6 +359,7 @@ pub(crate) fn image(
         ImageName::Registry(r) => Box::new(RegistryClient::new(r, options)?),
         ImageName::Layout { dir, .. } => Box::new(runtime::image::layout::OciLayout::open(dir)?),
     };
+    before_pull();
     eprintln!("pulling {name}");
     Ok(pull(
         store,
@@ -284,7 +441,11 @@ pub(crate) fn launch(
         ),
         None => None,
     };
-    let mut limits = plan::limits(&spec);
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let mut limits = match resources {
+        Some(r) => Limits::from_oci(r).map_err(failed("reading the resource limits"))?,
+        None => Limits::default(),
+    };
     if let Some(rules) = gpus
         .as_ref()
         .map(|g| g.device_rules())

@@ -8,7 +8,6 @@
 //! ends. `dstack` exits with the job's exit code.
 
 use std::collections::BTreeMap;
-use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,15 +16,19 @@ use runtime::image::registry::{Credentials, RegistryOptions};
 use runtime::image::store::{Image, Store};
 use runtime::net::{Network, NetworkConfig};
 
+use super::run::recorded::{self, START_FAILED};
+// The recorded-run pieces the Slurm commands share with this one.
+pub(super) use super::run::recorded::{
+    Failure, Masker, append_to_log, finish, one_line, record_failure,
+};
 use super::run::{self, Launch};
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult, Context as _};
 use crate::plan::{self, Host};
 use crate::project::Project;
-use crate::runs::detach::{self, Side};
 use crate::runs::job::{self, HostDirs};
 use crate::runs::machine::Machine;
-use crate::runs::{ActiveRun, RunRecord, RunStore, Status, StopRequest, cache, logs, signals};
+use crate::runs::{ActiveRun, RunRecord, RunStore, Status, cache};
 use crate::secrets::SecretStore;
 use crate::workflow::{Catalog, Context, Workflow, shell};
 
@@ -93,7 +96,7 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
         project.dir().to_path_buf(),
         &mask.text(&preview.image),
     );
-    let mut run = store.create(record)?;
+    let run = store.create(record)?;
     let workflow = match entry.resolve(&context(run.name())) {
         Ok(workflow) => workflow,
         Err(err) => {
@@ -101,35 +104,9 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
             return Err(mask.error(&err, 1));
         }
     };
-    if args.detach {
-        match detach::detach() {
-            Ok(Side::Parent { supervisor }) => {
-                // Return once the record names the supervisor, so that `dstack stop` right after `-d`
-                // signals the right process.
-                let name = run.name().to_string();
-                run.hand_over_lock();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-                while std::time::Instant::now() < deadline
-                    && store.get(&name).ok().and_then(|v| v.record.supervisor_pid)
-                        != Some(supervisor)
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                println!("{name}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            Ok(Side::Supervisor) => run.update(|r| r.supervisor_pid = Some(std::process::id()))?,
-            Err(err) => {
-                let _ = run.discard();
-                return Err(err.into());
-            }
-        }
-    } else {
-        eprintln!("run {}", run.name());
-    }
-    if let Err(err) = signals::record_stop_on_signal(&run.stop_request_path()) {
-        tracing::warn!("stop signals before the job starts will abort the run: {err}");
-    }
+    let Some(mut run) = recorded::begin(&store, run, args.detach)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let site = Site {
         copy_from: Some(project.dir().to_path_buf()),
         cache: cache::workflow_dir(&state_root, &project, &workflow.name),
@@ -154,25 +131,6 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     }
 }
 
-/// Records a run that failed before its job ended (artifacts saved all the same); the error to report.
-pub(super) fn record_failure(run: &mut ActiveRun, failure: Failure, mask: &Masker) -> CliError {
-    let _ = signals::ignore_stop_signals();
-    append_to_log(&run.log_path(), &format!("error: {}\n", failure.message));
-    mask.log(run);
-    if let Err(e) = run.save_artifacts() {
-        eprintln!(
-            "warning: saving the artifacts of {}: {}",
-            run.name(),
-            mask.text(&e.to_string())
-        );
-    }
-    let status = run
-        .stop_request()
-        .map_or(Status::Failed, StopRequest::status);
-    let _ = run.finish(status, None, Some(&failure.message));
-    CliError::new(failure.message).with_exit_code(failure.code)
-}
-
 /// `dstack run NAME --slurm -d ARGS`: `--slurm`, `--local` and `-d` right after the name are `dstack`'s
 /// (everything from the first other word, or after `--`, is the workflow's).
 fn own_flags(mut args: RunArgs) -> RunArgs {
@@ -194,12 +152,6 @@ fn own_flags(mut args: RunArgs) -> RunArgs {
     args
 }
 
-/// A failure of the run before the job ended: the whole cause chain in one line, secrets masked.
-pub(super) struct Failure {
-    pub message: String,
-    pub code: u8,
-}
-
 /// Where a run's job runs: here, or on a Slurm job's node.
 pub(super) struct Site {
     /// The project to copy for `/workflow`; `None` when the run's copy exists (made at submission).
@@ -209,56 +161,6 @@ pub(super) struct Site {
     /// Slurm confines the job (CPUs, memory, devices) through its cgroup: the container stays in it and
     /// gets no cgroup or limits of its own.
     pub slurm_limits: bool,
-}
-
-/// Replaces the project's secret values with `***` in anything shown or stored.
-pub(super) struct Masker {
-    values: Vec<String>,
-}
-
-impl Masker {
-    pub(super) fn new(secrets: &BTreeMap<String, String>) -> Masker {
-        let mut values: Vec<String> = Vec::new();
-        for value in secrets.values().filter(|v| !v.is_empty()) {
-            values.push(value.clone());
-            // As it appears inside JSON strings too (`--dry-run` prints JSON).
-            let quoted = serde_json::to_string(value).expect("strings serialize");
-            values.push(quoted[1..quoted.len() - 1].to_string());
-        }
-        Masker { values }
-    }
-
-    /// The secret values (and their JSON-escaped forms) it masks.
-    pub(super) fn values(&self) -> &[String] {
-        &self.values
-    }
-
-    pub(super) fn text(&self, text: &str) -> String {
-        logs::mask(text, &self.values)
-    }
-
-    /// Masks the run's kept output, in case the job printed a secret.
-    pub(super) fn log(&self, run: &ActiveRun) {
-        if let Err(e) = logs::mask_file(&run.log_path(), &self.values) {
-            eprintln!("warning: masking secrets in the log of {}: {e}", run.name());
-        }
-    }
-
-    /// An error and its causes as one masked line.
-    fn chain(&self, err: &(dyn StdError + 'static)) -> String {
-        self.text(&one_line(err))
-    }
-
-    pub(super) fn error(&self, err: &(dyn StdError + 'static), code: u8) -> CliError {
-        CliError::new(self.chain(err)).with_exit_code(code)
-    }
-
-    fn failure(&self, what: &str, err: &(dyn StdError + 'static), code: u8) -> Failure {
-        Failure {
-            message: format!("{what}: {}", self.chain(err)),
-            code,
-        }
-    }
 }
 
 /// Runs the job for `run` and returns how it ended; its end is recorded by the caller.
@@ -271,7 +173,6 @@ pub(super) fn supervise(
     pull_policy: &str,
     mask: &Masker,
 ) -> Result<ExitStatus, Failure> {
-    const START_FAILED: u8 = 125;
     let copy_dir = run.project_copy_dir();
     if let Some(project) = &site.copy_from {
         job::copy_project(project, &copy_dir, state_root)
@@ -319,11 +220,10 @@ pub(super) fn supervise(
     if site.slurm_limits {
         job::leave_limits_to_slurm(&mut request);
     }
-    record(run.update(|r| {
-        r.artifacts = mounts.artifacts.clone();
-        r.ports = ports.clone();
-        r.container_id = Some(job_id.clone());
-    }))?;
+    // Before the job starts: its artifacts are saved even if it never does.
+    if !mounts.artifacts.is_empty() {
+        record(run.update(|r| r.artifacts = mounts.artifacts.clone()))?;
+    }
     let spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
         .map_err(|e| mask.failure(&format!("planning {}", image.reference), &e, START_FAILED))?;
     let launch = Launch {
@@ -334,57 +234,7 @@ pub(super) fn supervise(
         gpu: gpu_request(workflow, run.name()),
         in_current_cgroup: site.slurm_limits,
     };
-    // `launched` also holds the image's and the GPUs' leases until the job has ended.
-    let launched = run::launch(&images, &image, spec, launch).map_err(|e| Failure {
-        message: mask.text(&one_line(&e)),
-        code: e.code,
-    })?;
-    record(run.update(|r| r.container_pid = Some(launched.container.pid())))?;
-    record(run.set_status(Status::Running))?;
-    for (i, port) in ports.iter().enumerate() {
-        eprintln!("PORT_{i}: http://127.0.0.1:{port}");
-    }
-    launched
-        .container
-        .wait()
-        .map_err(|e| mask.failure("supervising the job", &e, START_FAILED))
-}
-
-/// Saves the artifacts and records how the job ended.
-pub(super) fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
-    let _ = signals::ignore_stop_signals();
-    let _ = run.set_status(Status::Uploading);
-    mask.log(run);
-    if let Err(e) = run.save_artifacts() {
-        eprintln!("warning: saving the artifacts of {}: {e}", run.name());
-    }
-    let (end, message) = end_of(run.stop_request(), status);
-    if let Err(e) = run.finish(end, Some(status.code), message.as_deref()) {
-        eprintln!("warning: recording the end of {}: {e}", run.name());
-    }
-}
-
-/// How a run whose job exited with `status` ended.
-fn end_of(request: Option<StopRequest>, status: &ExitStatus) -> (Status, Option<String>) {
-    if let Some(request) = request {
-        return (request.status(), None);
-    }
-    if status.oom_killed {
-        return (
-            Status::Failed,
-            Some("out of memory: the job exceeded its memory limit".into()),
-        );
-    }
-    match status.code {
-        0 => (Status::Done, None),
-        // Ended by SIGHUP, SIGINT or SIGTERM: Ctrl-C at the terminal (through the pty the supervisor
-        // never sees it) or a stop signal sent to the supervisor without `dstack stop`.
-        129 | 130 | 143 => (Status::Stopped, None),
-        code => (
-            Status::Failed,
-            Some(format!("the job exited with code {code}")),
-        ),
-    }
+    recorded::start_and_wait(run, &images, &image, spec, launch, &ports, mask)
 }
 
 /// `--dry-run`: the plan as JSON, secrets masked; nothing is created.
@@ -450,21 +300,6 @@ pub(super) fn check_pull_policy(policy: &str) -> CliResult<()> {
     }
 }
 
-/// An error and its causes in one line (each cause once).
-pub(super) fn one_line(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 /// The workflow's image from the store, pulled first when the policy says so, with its `registry_auth`.
 fn pull_image(store: &Store, workflow: &Workflow, policy: &str) -> CliResult<Image> {
     let options = RegistryOptions {
@@ -492,65 +327,4 @@ fn image_user(image: &Image) -> Result<plan::ResolvedUser, plan::PlanError> {
         .and_then(|c| c.user().clone())
         .unwrap_or_default();
     plan::resolve_user(&user, &read("etc/passwd"), &read("etc/group"))
-}
-
-pub(super) fn append_to_log(path: &Path, line: &str) {
-    use std::io::Write as _;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = f.write_all(line.as_bytes());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn exit(code: i32) -> ExitStatus {
-        ExitStatus {
-            code,
-            signal: None,
-            oom_killed: false,
-        }
-    }
-
-    #[test]
-    fn how_a_run_ends() {
-        assert_eq!(end_of(None, &exit(0)), (Status::Done, None));
-        let (status, message) = end_of(None, &exit(3));
-        assert_eq!(
-            (status, message.as_deref()),
-            (Status::Failed, Some("the job exited with code 3"))
-        );
-        assert_eq!(end_of(None, &exit(130)).0, Status::Stopped, "Ctrl-C");
-        assert_eq!(end_of(None, &exit(143)).0, Status::Stopped, "SIGTERM");
-        assert_eq!(
-            end_of(Some(StopRequest::Graceful), &exit(1)).0,
-            Status::Stopped
-        );
-        assert_eq!(
-            end_of(Some(StopRequest::Abort), &exit(137)).0,
-            Status::Aborted
-        );
-        let oom = ExitStatus {
-            code: 137,
-            signal: Some(9),
-            oom_killed: true,
-        };
-        assert_eq!(end_of(None, &oom).0, Status::Failed);
-    }
-
-    #[test]
-    fn secrets_are_masked_in_text_json_and_error_chains() {
-        let secrets = BTreeMap::from([("T".to_string(), "p\"ss".to_string())]);
-        let m = Masker::new(&secrets);
-        assert_eq!(m.text("login with p\"ss"), "login with ***");
-        let json = serde_json::json!({ "env": ["T=p\"ss"] }).to_string();
-        assert!(!m.text(&json).contains("ss"), "{}", m.text(&json));
-        let io = std::io::Error::other("bad password p\"ss");
-        assert_eq!(m.chain(&io), "bad password ***");
-    }
 }

@@ -1,0 +1,297 @@
+//! A recorded run, the same for `dstack run NAME` and `dstack run docker IMAGE`: the run is allocated and its
+//! name printed (or the process detaches and prints it), the job is started through [`super::launch`] and its
+//! container recorded in one write once it runs, it is supervised to its end, and the end is recorded (with
+//! the artifacts saved, when it has any) however it comes. Secret values are masked in everything kept.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::Spec;
+use runtime::container::ExitStatus;
+use runtime::image::store::{Image, Store};
+
+use super::{Launch, launch};
+use crate::error::{CliError, CliResult};
+use crate::runs::detach::{self, Side};
+use crate::runs::record::now;
+use crate::runs::{ActiveRun, RunStore, Status, StopRequest, logs, signals};
+
+/// The exit code of a job that could not start.
+pub(crate) const START_FAILED: u8 = 125;
+
+/// A failure of the run before the job ended: the whole cause chain in one line, secrets masked.
+pub(crate) struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+/// Replaces the project's secret values with `***` in anything shown or stored.
+pub(crate) struct Masker {
+    values: Vec<String>,
+}
+
+impl Masker {
+    pub(crate) fn new(secrets: &BTreeMap<String, String>) -> Masker {
+        let mut values: Vec<String> = Vec::new();
+        for value in secrets.values().filter(|v| !v.is_empty()) {
+            values.push(value.clone());
+            // As it appears inside JSON strings too (`--dry-run` prints JSON).
+            let quoted = serde_json::to_string(value).expect("strings serialize");
+            values.push(quoted[1..quoted.len() - 1].to_string());
+        }
+        Masker { values }
+    }
+
+    /// The secret values (and their JSON-escaped forms) it masks.
+    pub(crate) fn values(&self) -> &[String] {
+        &self.values
+    }
+
+    pub(crate) fn text(&self, text: &str) -> String {
+        logs::mask(text, &self.values)
+    }
+
+    /// Masks the run's kept output, in case the job printed a secret.
+    pub(crate) fn log(&self, run: &ActiveRun) {
+        if let Err(e) = logs::mask_file(&run.log_path(), &self.values) {
+            eprintln!("warning: masking secrets in the log of {}: {e}", run.name());
+        }
+    }
+
+    /// An error and its causes as one masked line.
+    pub(crate) fn chain(&self, err: &(dyn StdError + 'static)) -> String {
+        self.text(&one_line(err))
+    }
+
+    pub(crate) fn error(&self, err: &(dyn StdError + 'static), code: u8) -> CliError {
+        CliError::new(self.chain(err)).with_exit_code(code)
+    }
+
+    pub(crate) fn failure(&self, what: &str, err: &(dyn StdError + 'static), code: u8) -> Failure {
+        Failure {
+            message: format!("{what}: {}", self.chain(err)),
+            code,
+        }
+    }
+}
+
+/// After `store.create`: detaches when asked (the command prints the name and returns `None`; the
+/// detached child carries on as the supervisor), else says the run's name first. Either way, a stop
+/// signal before the job starts now ends the run as stopped.
+pub(crate) fn begin(
+    store: &RunStore,
+    run: ActiveRun,
+    detach: bool,
+) -> CliResult<Option<ActiveRun>> {
+    let mut run = run;
+    if detach {
+        match detach::detach() {
+            Ok(Side::Parent { supervisor }) => {
+                // Return once the record names the supervisor, so that `dstack stop` right after `-d`
+                // signals the right process.
+                let name = run.name().to_string();
+                run.hand_over_lock();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline
+                    && store.get(&name).ok().and_then(|v| v.record.supervisor_pid)
+                        != Some(supervisor)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                println!("{name}");
+                return Ok(None);
+            }
+            Ok(Side::Supervisor) => run.update(|r| r.supervisor_pid = Some(std::process::id()))?,
+            Err(err) => {
+                let _ = run.discard();
+                return Err(err.into());
+            }
+        }
+    } else {
+        eprintln!("run {}", run.name());
+    }
+    if let Err(err) = signals::record_stop_on_signal(&run.stop_request_path()) {
+        tracing::warn!("stop signals before the job starts will abort the run: {err}");
+    }
+    Ok(Some(run))
+}
+
+/// Starts the planned job of `run` and supervises it to its end. Once it runs, its container (id, init's
+/// pid, ports) and `running` are recorded in one write, and each port's URL is printed.
+pub(crate) fn start_and_wait(
+    run: &mut ActiveRun,
+    images: &Store,
+    image: &Image,
+    spec: Spec,
+    launch_with: Launch,
+    ports: &[u16],
+    mask: &Masker,
+) -> Result<ExitStatus, Failure> {
+    let id = launch_with.id.clone();
+    // `launched` also holds the image's and the GPUs' leases until the job has ended.
+    let launched = launch(images, image, spec, launch_with).map_err(|e| Failure {
+        message: mask.text(&one_line(&e)),
+        code: e.code,
+    })?;
+    let pid = launched.container.pid();
+    run.update(|r| {
+        r.container_id = Some(id);
+        r.container_pid = Some(pid);
+        r.ports = ports.to_vec();
+        if r.status.can_become(Status::Running) {
+            r.status = Status::Running;
+            r.started_at = Some(now());
+        }
+    })
+    .map_err(|e| mask.failure("recording the run", &e, START_FAILED))?;
+    for (i, port) in ports.iter().enumerate() {
+        eprintln!("PORT_{i}: http://127.0.0.1:{port}");
+    }
+    launched
+        .container
+        .wait()
+        .map_err(|e| mask.failure("supervising the job", &e, START_FAILED))
+}
+
+/// Saves the artifacts (if the run has any) and records how the job ended.
+pub(crate) fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
+    let _ = signals::ignore_stop_signals();
+    save_artifacts(run, mask);
+    let (end, message) = end_of(run.stop_request(), status);
+    if let Err(e) = run.finish(end, Some(status.code), message.as_deref()) {
+        eprintln!("warning: recording the end of {}: {e}", run.name());
+    }
+}
+
+/// Records a run that failed before its job ended (artifacts saved all the same); the error to report.
+pub(crate) fn record_failure(run: &mut ActiveRun, failure: Failure, mask: &Masker) -> CliError {
+    let _ = signals::ignore_stop_signals();
+    append_to_log(&run.log_path(), &format!("error: {}\n", failure.message));
+    save_artifacts(run, mask);
+    let status = run
+        .stop_request()
+        .map_or(Status::Failed, StopRequest::status);
+    let _ = run.finish(status, None, Some(&failure.message));
+    CliError::new(failure.message).with_exit_code(failure.code)
+}
+
+/// Masks the log, then moves the artifacts into place (`uploading` meanwhile) and removes the project
+/// copy. A run with neither (`dstack run docker`) skips the status change: nothing is uploaded.
+fn save_artifacts(run: &mut ActiveRun, mask: &Masker) {
+    mask.log(run);
+    if run.record().artifacts.is_empty() && !run.project_copy_dir().exists() {
+        return;
+    }
+    let _ = run.set_status(Status::Uploading);
+    if let Err(e) = run.save_artifacts() {
+        eprintln!(
+            "warning: saving the artifacts of {}: {}",
+            run.name(),
+            mask.text(&e.to_string())
+        );
+    }
+}
+
+/// How a run whose job exited with `status` ended.
+pub(crate) fn end_of(
+    request: Option<StopRequest>,
+    status: &ExitStatus,
+) -> (Status, Option<String>) {
+    if let Some(request) = request {
+        return (request.status(), None);
+    }
+    if status.oom_killed {
+        return (
+            Status::Failed,
+            Some("out of memory: the job exceeded its memory limit".into()),
+        );
+    }
+    match status.code {
+        0 => (Status::Done, None),
+        // Ended by SIGHUP, SIGINT or SIGTERM: Ctrl-C at the terminal (through the pty the supervisor
+        // never sees it) or a stop signal sent to the supervisor without `dstack stop`.
+        129 | 130 | 143 => (Status::Stopped, None),
+        code => (
+            Status::Failed,
+            Some(format!("the job exited with code {code}")),
+        ),
+    }
+}
+
+/// An error and its causes in one line (each cause once).
+pub(crate) fn one_line(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+pub(crate) fn append_to_log(path: &Path, line: &str) {
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(code: i32) -> ExitStatus {
+        ExitStatus {
+            code,
+            signal: None,
+            oom_killed: false,
+        }
+    }
+
+    #[test]
+    fn how_a_run_ends() {
+        assert_eq!(end_of(None, &exit(0)), (Status::Done, None));
+        let (status, message) = end_of(None, &exit(3));
+        assert_eq!(
+            (status, message.as_deref()),
+            (Status::Failed, Some("the job exited with code 3"))
+        );
+        assert_eq!(end_of(None, &exit(130)).0, Status::Stopped, "Ctrl-C");
+        assert_eq!(end_of(None, &exit(143)).0, Status::Stopped, "SIGTERM");
+        assert_eq!(
+            end_of(Some(StopRequest::Graceful), &exit(1)).0,
+            Status::Stopped
+        );
+        assert_eq!(
+            end_of(Some(StopRequest::Abort), &exit(137)).0,
+            Status::Aborted
+        );
+        let oom = ExitStatus {
+            code: 137,
+            signal: Some(9),
+            oom_killed: true,
+        };
+        assert_eq!(end_of(None, &oom).0, Status::Failed);
+    }
+
+    #[test]
+    fn secrets_are_masked_in_text_json_and_error_chains() {
+        let secrets = BTreeMap::from([("T".to_string(), "p\"ss".to_string())]);
+        let m = Masker::new(&secrets);
+        assert_eq!(m.text("login with p\"ss"), "login with ***");
+        let json = serde_json::json!({ "env": ["T=p\"ss"] }).to_string();
+        assert!(!m.text(&json).contains("ss"), "{}", m.text(&json));
+        let io = std::io::Error::other("bad password p\"ss");
+        assert_eq!(m.chain(&io), "bad password ***");
+    }
+}
