@@ -243,6 +243,52 @@ fn a_job_reaches_a_server_on_the_host(d: Dstack) {
     }
 }
 
+/// `network: host` puts the job in the host's network (it sees the host's interfaces and reaches a server
+/// bound to the host's loopback); `network: none` leaves it only its own loopback.
+fn host_and_none_networks(d: Dstack) {
+    let registry = registry();
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        let (mut conn, _) = server.accept().unwrap();
+        let mut req = [0u8; 1024];
+        let _ = conn.read(&mut req);
+        conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nhost-loopback")
+            .unwrap();
+    });
+    let host_body = format!(
+        "    network: host\n    commands:\n      - ls /sys/class/net\n      - wget -q -O - http://127.0.0.1:{port}/ && echo\n"
+    );
+    let none_body = "    network: none\n    commands:\n      - ls /sys/class/net\n".to_string();
+    let dir = project(
+        &d,
+        &[
+            ("host.yaml", workflow(&registry, "on-host", &host_body)),
+            ("none.yaml", workflow(&registry, "isolated", &none_body)),
+        ],
+    );
+    let out = at(&d, &dir, &["run", "on-host"]);
+    out.assert_success().assert_stdout_contains("host-loopback");
+    served.join().unwrap();
+    let host_links: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for link in &host_links {
+        assert!(
+            out.stdout.split_whitespace().any(|w| w == link),
+            "{link} missing in {out}"
+        );
+    }
+    let out = at(&d, &dir, &["run", "isolated"]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["lo"],
+        "{out}"
+    );
+}
+
 /// Jobs cannot reach each other's addresses, only what they publish (root: rootless runs share the host
 /// network where no user-mode network is usable).
 fn jobs_are_isolated_unless_they_publish_ports(d: Dstack) {
@@ -357,6 +403,7 @@ macro_rules! as_root_and_rootless {
 as_root_and_rootless!(three_ports_answer_curl);
 as_root_and_rootless!(two_runs_at_once_get_their_own_ports);
 as_root_and_rootless!(a_job_reaches_a_server_on_the_host);
+as_root_and_rootless!(host_and_none_networks);
 
 #[test]
 fn jobs_are_isolated_unless_they_publish_ports_as_root() {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use runtime::container::ExitStatus;
 use runtime::image::registry::{Credentials, RegistryOptions};
 use runtime::image::store::{Image, Store};
-use runtime::net::{Network, NetworkConfig};
+use runtime::net::{Network, NetworkConfig, NetworkMode};
 
 use super::run::recorded::{self, START_FAILED};
 // The recorded-run pieces the Slurm commands share with this one.
@@ -30,6 +30,7 @@ use crate::runs::job::{self, HostDirs};
 use crate::runs::machine::Machine;
 use crate::runs::{ActiveRun, RunRecord, RunStore, Status, cache};
 use crate::secrets::SecretStore;
+use crate::workflow::model::NetworkChoice;
 use crate::workflow::{Catalog, Context, Workflow, shell};
 
 /// What `${{ run.name }}` reads as before a run has a name (checks, `--dry-run`).
@@ -213,7 +214,15 @@ pub(super) fn supervise(
     }
     let job_id = run::new_id();
     // Outbound access for the job, and its `ports` published on the host.
-    let network = Network::prepare(&NetworkConfig::new(&job_id).ports(workflow.ports.into()))
+    let mode = match workflow.network {
+        NetworkChoice::Private => NetworkMode::Private,
+        NetworkChoice::Host => NetworkMode::Host,
+        NetworkChoice::None => NetworkMode::None,
+    };
+    let config = NetworkConfig::new(&job_id)
+        .mode(mode)
+        .ports(workflow.ports.into());
+    let network = Network::prepare(&config)
         .map_err(|e| mask.failure("setting up the job's network", &e, START_FAILED))?;
     let ports = network.ports().to_vec();
     let mut request = job::request(workflow, run.name(), &job_id, &ports, secrets, &mounts);

@@ -238,6 +238,7 @@ mod tests {
             artifacts: vec![],
             resources: Resources::default(),
             ports: 0,
+            network: Default::default(),
             working_dir: None,
             registry_auth: None,
             cache: vec![],

@@ -22,6 +22,8 @@ pub struct Workflow {
     pub resources: Resources,
     /// How many host ports to forward (`PORT_0`..).
     pub ports: u16,
+    /// `network:` (not in the seed; issue 5): the job's own network by default, the host's for MPI/NCCL.
+    pub network: NetworkChoice,
     /// Relative to `/workflow`, normalized, never leaving it; `None` is `/workflow` itself.
     pub working_dir: Option<String>,
     pub registry_auth: Option<RegistryAuth>,
@@ -36,6 +38,18 @@ impl Workflow {
             None => WORKFLOW_DIR.to_string(),
         }
     }
+}
+
+/// Which network the job gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkChoice {
+    /// Its own network namespace with outbound access (`private`, the default).
+    #[default]
+    Private,
+    /// The host's network namespace (`host`): for MPI and NCCL jobs that need the host's interfaces.
+    Host,
+    /// Its own namespace with loopback only (`none`); published ports still reach it.
+    None,
 }
 
 /// `K=V` (value given) or a bare `K` (the value comes from `dstack`'s own environment, as with
@@ -190,6 +204,7 @@ mod tests {
             artifacts: vec![],
             resources: Resources::default(),
             ports: 0,
+            network: NetworkChoice::Private,
             working_dir: None,
             registry_auth: None,
             cache: vec![],

@@ -13,7 +13,7 @@ use super::locate::{self, Target, YamlPath};
 use super::model::Workflow;
 use super::paths::{artifacts, cache, working_dir};
 use super::properties::{
-    check_provider, commands, entrypoint, environment, ports, registry_auth, resources,
+    check_provider, commands, entrypoint, environment, network, ports, registry_auth, resources,
     workflow_name,
 };
 use super::template;
@@ -45,6 +45,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "artifacts",
     "resources",
     "ports",
+    "network",
     "working_dir",
     "registry_auth",
     "cache",
@@ -184,6 +185,10 @@ pub fn convert(
             .map(|v| ports(&cx, v, &root.key("ports")))
             .transpose()?
             .unwrap_or(0),
+        network: field("network")
+            .map(|v| network(&cx, v, &root.key("network")))
+            .transpose()?
+            .unwrap_or_default(),
         working_dir: field("working_dir")
             .map(|v| working_dir(&cx, v, &root.key("working_dir")))
             .transpose()?

@@ -6,7 +6,7 @@ use yaml_serde::{Mapping, Value};
 use super::cx::{Cx, key_text};
 use super::error::WorkflowError;
 use super::locate::{Target, YamlPath};
-use super::model::{EnvVar, GpuRequest, RegistryAuth, Resources};
+use super::model::{EnvVar, GpuRequest, NetworkChoice, RegistryAuth, Resources};
 use super::{shell, suggest};
 
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "gpu", "shm_size", "interruptible"];
@@ -300,6 +300,22 @@ pub(super) fn gpu(
 
 pub(super) fn ports(cx: &Cx<'_>, value: &Value, rel: &YamlPath) -> Result<u16, WorkflowError> {
     cx.count(value, rel, MAX_PORTS).map(|n| n as u16)
+}
+
+pub(super) fn network(
+    cx: &Cx<'_>,
+    value: &Value,
+    rel: &YamlPath,
+) -> Result<NetworkChoice, WorkflowError> {
+    match cx.string(value, rel)?.as_str() {
+        "private" => Ok(NetworkChoice::Private),
+        "host" => Ok(NetworkChoice::Host),
+        "none" => Ok(NetworkChoice::None),
+        other => Err(cx.invalid(
+            rel,
+            format_args!("is `{other}`: use `private` (the default), `host` or `none`"),
+        )),
+    }
 }
 
 pub(super) fn registry_auth(

@@ -209,6 +209,22 @@ fn ports_are_a_small_whole_number() {
 }
 
 #[test]
+fn network_is_private_unless_the_workflow_asks_for_host_or_none() {
+    use crate::workflow::model::NetworkChoice;
+    assert_eq!(one(&wf("")).network, NetworkChoice::Private);
+    assert_eq!(one(&wf("    network: host\n")).network, NetworkChoice::Host);
+    assert_eq!(one(&wf("    network: none\n")).network, NetworkChoice::None);
+    let err = load_error(&wf("    network: bridge\n"));
+    assert_eq!(
+        err,
+        format!(
+            "{FILE}:5: `network` in workflow `w` is `bridge`: use `private` (the default), `host` or \
+             `none`"
+        )
+    );
+}
+
+#[test]
 fn working_dir_is_relative_to_workflow_and_cannot_leave_it() {
     assert_eq!(
         one(&wf("    working_dir: ./src/app/\n"))
