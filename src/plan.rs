@@ -380,6 +380,11 @@ pub fn plan_with_user_files(
     Ok(spec)
 }
 
+/// The tasks limit of a job that asks for none (podman's default): enough for any sane job, and a fork bomb
+/// stops there instead of taking the machine. Applied where the pids controller is available; `-1` (or
+/// `0`) asks for no limit.
+pub const DEFAULT_PIDS_LIMIT: u64 = 2048;
+
 /// Caps the tasks (processes and threads) the job may have at once; `limit <= 0` asks for no cap, kept as
 /// -1 (OCI's "max") so that no default replaces it. A spec without a pids limit gets the launcher's default.
 pub fn limit_pids(spec: &mut Spec, limit: i64) {

@@ -865,3 +865,57 @@ fn pids_limit_stops_forks_past_it() {
     ]);
     free.assert_success().assert_stdout_contains("inner=0");
 }
+
+/// As root every job gets a cgroup: the device filter (Docker's set) stops a node made inside from being
+/// created or opened, and a default tasks limit holds (2048; `--pids-limit -1` lifts it).
+#[test]
+fn as_root_the_device_filter_and_a_default_pids_limit_hold_for_every_job() {
+    let s = setup(RunAs::Root);
+    let out = s.sh(
+        "(: </dev/null) && echo null-ok; mknod /kmsg c 1 11 && echo mknod-ok; \
+         (: </kmsg) 2>/dev/null && echo open-ok; true",
+    );
+    out.assert_success();
+    assert_eq!(out.stdout, "null-ok\n", "{}", out.stderr);
+    out.assert_stderr_contains("mknod: /kmsg: Operation not permitted");
+    let pids_max = |flags: &[&str]| {
+        let mut args = vec!["run", "docker", s.image.as_str()];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[
+            "-c",
+            "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+        ]);
+        let out = s.dstack.run(&args);
+        out.assert_success();
+        out.stdout.trim().to_string()
+    };
+    assert_eq!(pids_max(&[]), "2048");
+    assert_eq!(pids_max(&["--pids-limit", "-1"]), "max");
+    assert_eq!(pids_max(&["--pids-limit", "0"]), "max");
+    assert_eq!(pids_max(&["--pids-limit", "300"]), "300");
+}
+
+/// dstack's own defaults (the tasks limit) are enforced where they can be and never warned about: a rootless
+/// job that asks for no limit gets no warning, and `--strict-limits` alone does not refuse it.
+#[test]
+fn default_limits_never_warn_or_fail_strict() {
+    for mode in MODES {
+        let s = setup(mode);
+        let out = s.sh("echo ran");
+        out.assert_success().assert_stdout_contains("ran");
+        assert!(
+            !out.stderr.contains("not enforced"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+        let strict = s.dstack.run(&[
+            "run",
+            "docker",
+            &s.image,
+            "--strict-limits",
+            "-c",
+            "echo ran",
+        ]);
+        strict.assert_success().assert_stdout_contains("ran");
+    }
+}

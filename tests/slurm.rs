@@ -134,6 +134,7 @@ const WORKLOAD: &str = "  - name: work
     commands:
       - echo \"hello from $RUN_NAME\"
       - echo \"cpus $(nproc)\"
+      - echo \"memory limit $(sed -n 's/^hierarchical_memory_limit //p' /sys/fs/cgroup/memory/memory.stat 2>/dev/null)\"
       - df -k /dev/shm | tail -n 1
       - mkdir -p output && cat data.txt > output/result.txt
       - exit 3
@@ -161,8 +162,12 @@ fn a_workflow_runs_as_a_slurm_job(run_as: RunAs) {
     assert!(out.stdout.contains(" 62500 "), "shm size:\n{out}");
     let cluster = slurm::slurm();
     if cluster.cgroups {
-        // Slurm's cgroup (one of the node's two CPUs) holds the container.
+        // Slurm's cgroup (one of the node's two CPUs, its 245 MiB) holds the container, not one of dstack's.
         out.assert_stdout_contains("cpus 1");
+        if !out.stdout.contains("memory limit \n") {
+            // (cgroup v1: the limit of the job's cgroup and its ancestors.)
+            out.assert_stdout_contains(&format!("memory limit {}\n", 245 << 20));
+        }
     }
     let id = p.job_id(&run);
     let job = cluster.job(&id);

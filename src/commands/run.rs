@@ -446,17 +446,12 @@ pub(crate) fn launch(
         Some(r) => Limits::from_oci(r).map_err(failed("reading the resource limits"))?,
         None => Limits::default(),
     };
-    if let Some(rules) = gpus
-        .as_ref()
-        .map(|g| g.device_rules())
-        .filter(|r| !r.is_empty())
-    {
-        let mut policy = runtime::cgroup::DevicePolicy::docker_default();
-        for rule in rules {
-            policy.allow(*rule);
-        }
-        limits.devices = Some(policy);
+    // dstack's defaults, which nobody asked for: enforced where they can be, never warned about.
+    if resources.and_then(|r| r.pids().as_ref()).is_none() {
+        limits.default_pids = Some(plan::DEFAULT_PIDS_LIMIT);
     }
+    limits.devices = runtime::paths::running_as_host_root()
+        .then(|| device_policy(gpus.as_ref().map_or(&[][..], |g| g.device_rules())));
     let mut builder = ContainerBuilder::new(&launch.id)
         .spec(spec)
         .rootfs(image.layer_dirs.clone());
@@ -466,12 +461,18 @@ pub(crate) fn launch(
     if let Some(net) = launch.network {
         builder = builder.network(net);
     }
-    if !launch.in_current_cgroup && (!limits.is_unlimited() || limits.devices.is_some()) {
+    if !launch.in_current_cgroup {
         let placement = runtime::cgroup::create(&launch.id, &limits, launch.strict_limits)
             .map_err(failed("setting the resource limits"))?;
         match placement {
             runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
-            runtime::cgroup::Placement::Unenforced { reason } => eprintln!("warning: {reason}"),
+            // Only limits the user asked for are worth a word (and `--strict-limits` refused them above).
+            runtime::cgroup::Placement::Unenforced { reason } if !limits.is_unlimited() => {
+                eprintln!("warning: {reason}")
+            }
+            runtime::cgroup::Placement::Unenforced { reason } => {
+                tracing::debug!("dstack's default limits are not enforced: {reason}")
+            }
         }
     }
     let container = builder.build().and_then(|c| c.start()).map_err(|e| {
@@ -487,6 +488,24 @@ pub(crate) fn launch(
         _lease: lease,
         _gpus: gpus,
     })
+}
+
+/// The devices a job may open or create as host root: Docker's default set, `/dev/fuse` (read and write
+/// only: fuse-overlayfs, the root filesystem's fallback, runs inside the job's cgroup), and its GPUs. A
+/// node mknod'ed inside for anything else cannot be opened.
+fn device_policy(gpu_rules: &[runtime::cgroup::DeviceRule]) -> runtime::cgroup::DevicePolicy {
+    use runtime::cgroup::{DeviceAccess, DeviceKind, DevicePolicy, DeviceRule};
+    let mut policy = DevicePolicy::docker_default();
+    policy.allow(DeviceRule {
+        kind: DeviceKind::Char,
+        major: Some(10),
+        minor: Some(229),
+        access: DeviceAccess::RW,
+    });
+    for rule in gpu_rules {
+        policy.allow(*rule);
+    }
+    policy
 }
 
 /// Twelve hex digits from the kernel's random pool: the container id and default hostname.

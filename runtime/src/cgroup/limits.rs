@@ -16,6 +16,9 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// Maximum number of tasks (processes and threads).
     pub pids: Option<u64>,
+    /// A tasks limit nobody asked for (dstack's default): applied when `pids` is `None` and the pids controller
+    /// is there, never a reason to warn or refuse, nor a controller the job's cgroup requires.
+    pub default_pids: Option<u64>,
     /// Devices the job may use (as root); `None` leaves device access as the parent allows.
     pub devices: Option<DevicePolicy>,
     /// Relative CPU weight, as v1 `cpu.shares` (1024 = default); v2 gets the matching `cpu.weight`.
@@ -54,12 +57,17 @@ impl Limits {
         Ok(limits)
     }
 
-    /// True when no CPU, memory or pids limit is asked for (devices aside).
+    /// True when no CPU, memory or pids limit is asked for (devices and `default_pids` aside).
     pub fn is_unlimited(&self) -> bool {
         self.cpu.is_none()
             && self.memory.is_none()
             && self.pids.is_none()
             && self.cpu_shares.is_none()
+    }
+
+    /// The tasks limit to write where the pids controller is: the one asked for, else the default.
+    pub(crate) fn pids_max(&self) -> Option<u64> {
+        self.pids.or(self.default_pids)
     }
 
     /// The CFS quota per `CPU_PERIOD_US` for the CPU limit.
@@ -87,7 +95,7 @@ impl Limits {
                 "memory limit must be more than 0 bytes".into(),
             ));
         }
-        if self.pids == Some(0) {
+        if self.pids == Some(0) || self.default_pids == Some(0) {
             return Err(CgroupError::InvalidLimit(
                 "pids limit must be at least 1".into(),
             ));
@@ -148,5 +156,16 @@ mod tests {
             .is_err()
         );
         assert!(Limits::default().is_unlimited());
+        let default_only = Limits {
+            default_pids: Some(2048),
+            ..Limits::default()
+        };
+        assert!(default_only.is_unlimited(), "a default is not a request");
+        assert_eq!(default_only.pids_max(), Some(2048));
+        let asked = Limits {
+            pids: Some(10),
+            ..default_only
+        };
+        assert_eq!(asked.pids_max(), Some(10));
     }
 }

@@ -29,9 +29,15 @@ pub(crate) fn create(
             Some("run as root, or on a cgroup v2 host with Delegate=yes"),
         ));
     }
+    // cpu and cpuacct only for a CPU limit (each hierarchy costs a directory per job); memory (OOM readings),
+    // pids and devices always.
+    let cpu = limits.cpu.is_some() || limits.cpu_shares.is_some();
     let used: Vec<&Hierarchy> = hierarchies
         .iter()
-        .filter(|h| USED.iter().any(|c| h.has(c)))
+        .filter(|h| {
+            USED.iter()
+                .any(|c| h.has(c) && (cpu || !matches!(*c, "cpu" | "cpuacct")))
+        })
         .collect();
     let required = [
         ("cpu", limits.cpu.is_some() || limits.cpu_shares.is_some()),
@@ -116,7 +122,7 @@ impl V1 {
                 fs::write(dir, "memory.memsw.limit_in_bytes", &total)?;
             }
         }
-        if let (Some(pids), Some(dir)) = (limits.pids, self.dir("pids")) {
+        if let (Some(pids), Some(dir)) = (limits.pids_max(), self.dir("pids")) {
             fs::write(dir, "pids.max", &pids.to_string())?;
         }
         if let (Some(policy), Some(dir)) = (&limits.devices, self.dir("devices")) {

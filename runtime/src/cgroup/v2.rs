@@ -105,8 +105,13 @@ impl V2 {
                 _ => {}
             }
         }
-        if let Some(pids) = limits.pids {
-            fs::write(&self.dir, "pids.max", &pids.to_string())?;
+        match (limits.pids, limits.default_pids) {
+            (Some(pids), _) => fs::write(&self.dir, "pids.max", &pids.to_string())?,
+            // Only where the controller is enabled: a default requires nothing.
+            (None, Some(pids)) if self.dir.join("pids.max").exists() => {
+                fs::write(&self.dir, "pids.max", &pids.to_string())?
+            }
+            _ => {}
         }
         match &limits.devices {
             // Loading a cgroup device program needs CAP_SYS_ADMIN in the initial namespace; rootless jobs
