@@ -7,6 +7,7 @@
 
 pub mod busybox;
 pub mod dstack;
+pub mod faulty;
 pub mod http;
 pub mod image;
 pub mod process;
