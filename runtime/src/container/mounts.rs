@@ -343,10 +343,26 @@ fn mount_cgroup(dest: &Path, flags: MsFlags) -> Result<(), String> {
     let host = Path::new("/sys/fs/cgroup");
     let unified = nix::sys::statfs::statfs(host).map(|s| s.filesystem_type().0 == CGROUP2_MAGIC);
     if unified.unwrap_or(false) {
-        if mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>).is_ok() {
-            return Ok(());
+        let cgroup2 = || mount(Some("cgroup2"), dest, Some("cgroup2"), flags, None::<&str>);
+        match cgroup2() {
+            Ok(()) => return Ok(()),
+            // `dest` is the host's cgroup2 mount (the host's /sys bound where the network namespace is not
+            // ours): the kernel refuses the same superblock on the same mount point. A tmpfs between them.
+            Err(nix::errno::Errno::EBUSY)
+                if mount(
+                    Some("tmpfs"),
+                    dest,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some("mode=755"),
+                )
+                .is_ok()
+                    && cgroup2().is_ok() =>
+            {
+                return Ok(());
+            }
+            Err(_) => return bind_readonly(host, dest),
         }
-        return bind_readonly(host, dest);
     }
     mount(
         Some("tmpfs"),

@@ -124,7 +124,13 @@ fn mount_new_api(
         Some(c"uuid"),
         Some(&CString::from(c"off")),
     );
-    config(FSCONFIG_CMD_CREATE, None, None).map_err(|e| failed("creating the overlay", e))?;
+    match config(FSCONFIG_CMD_CREATE, None, None) {
+        Ok(()) => {}
+        // Before 6.5 overlay took the new API through the kernel's legacy wrapper, which accepts any key and
+        // only refuses `lowerdir+` when the options are parsed, here.
+        Err(libc::EINVAL) if context_log(&fs).is_empty() => return Err(NewApiError::Unsupported),
+        Err(e) => return Err(failed("creating the overlay", e)),
+    }
     // SAFETY: fsmount of a created context; the returned mount fd is owned below.
     let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, 0) };
     if m < 0 {
