@@ -9,8 +9,20 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 /// Replaces `path` with `bytes` so that a reader sees the old content or the new, never a part: the bytes go
-/// to a temporary file beside it (created with `mode`), are synced, and the file is renamed over `path`.
+/// to a temporary file beside it (created with `mode`), are synced, and the file is renamed over `path`,
+/// whose directory is synced too. For what must survive a power loss (secrets, Slurm job inputs).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, true)
+}
+
+/// As [`write_atomic`], without the syncs: readers still never see a part, but a power loss may undo the
+/// last write. Run records take this (a lost status line shows the run as `aborted`, as any dead
+/// supervisor's does) because two syncs cost about 0.5 ms each on the start path of every run.
+pub fn replace_quickly(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a directory"))?;
@@ -26,14 +38,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         // The mode given at creation is filtered by the umask; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    if let Ok(d) = File::open(dir) {
+    if durable && let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())

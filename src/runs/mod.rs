@@ -181,7 +181,7 @@ impl RunStore {
                 Err(e) => return Err(io_at(&dir)(e)),
             }
         };
-        fsutil::write_atomic(&counter_path, number.to_string().as_bytes(), 0o644)
+        fsutil::replace_quickly(&counter_path, number.to_string().as_bytes(), 0o644)
             .map_err(io_at(&counter_path))?;
         let lock_path = dir.join(LOCK);
         let lock = fsutil::lock(&lock_path).map_err(io_at(&lock_path))?;
@@ -593,7 +593,7 @@ impl ActiveRun {
         let path = self.dir.join(STATE);
         let bytes =
             serde_json::to_vec_pretty(&self.record).expect("a run record always serializes");
-        fsutil::write_atomic(&path, &bytes, 0o644).map_err(io_at(&path))
+        fsutil::replace_quickly(&path, &bytes, 0o644).map_err(io_at(&path))
     }
 }
 
