@@ -170,6 +170,8 @@ fn a_workflow_runs_as_a_slurm_job(run_as: RunAs) {
         }
     }
     let id = p.job_id(&run);
+    // The run's record ends when the job's script is still exiting: wait for Slurm to close the job too.
+    cluster.wait_for_end(&id, Duration::from_secs(60));
     let job = cluster.job(&id);
     assert_eq!(job["JobName"], run);
     assert_eq!(job["Partition"], PARTITION);
