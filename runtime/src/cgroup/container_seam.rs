@@ -2,9 +2,9 @@
 //! the container builder as it is.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use super::{Cgroup, CgroupError};
+use super::{Cgroup, CgroupError, Version};
 use crate::container::CgroupPlacement;
 
 impl CgroupPlacement for Cgroup {
@@ -17,6 +17,24 @@ impl CgroupPlacement for Cgroup {
             CgroupError::Write { source, .. } => source,
             other => io::Error::other(other.to_string()),
         })
+    }
+
+    fn self_join_files(&self) -> io::Result<Vec<OwnedFd>> {
+        // v1's `tasks` moves the writing thread alone, which (written `0`, by a single-threaded process)
+        // the kernel does without its global lock; v2 has no such file outside threaded subtrees.
+        let file = match self.version() {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        };
+        self.dirs()
+            .into_iter()
+            .map(|dir| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join(file))
+                    .map(OwnedFd::from)
+            })
+            .collect()
     }
 
     fn oom_killed(&self) -> bool {

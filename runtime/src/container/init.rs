@@ -57,6 +57,9 @@ pub(super) struct InitContext {
     pub console: Option<PathBuf>,
     /// Init was cloned into a new user namespace (its maps are written before the go).
     pub new_userns: bool,
+    /// `cgroup.procs` files init writes `0` to first, moving itself into the job's cgroup (see
+    /// `CgroupPlacement::self_join_files`).
+    pub join_cgroup: Vec<RawFd>,
 }
 
 /// Signals init passes on to the job (every one a process may catch but those of faults).
@@ -121,6 +124,7 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
     // of file below says so.)
     // Out of the terminal's process group: the supervisor alone receives ^C and forwards it.
     let _ = nix::unistd::setsid();
+    join_cgroup(&ctx.join_cgroup)?;
     let mut state = None;
     if ctx.wait_for_go {
         state = wait_for_go(ctx)?;
@@ -196,6 +200,22 @@ fn become_namespace_root(setgroups_allowed: bool) -> Result<(), Failure> {
         nix::unistd::setgroups(&[]).map_err(root)?;
     }
     nix::unistd::setresuid(uid, uid, uid).map_err(root)?;
+    Ok(())
+}
+
+/// Moves init into the job's cgroup, before it does anything the cgroup should account for.
+fn join_cgroup(files: &[RawFd]) -> Result<(), Failure> {
+    for &fd in files {
+        // SAFETY: a write of one byte from a static buffer to a descriptor the supervisor opened for us;
+        // then our copy of it is closed, which nothing else in this process uses.
+        let written = unsafe { libc::write(fd, c"0".as_ptr().cast(), 1) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+        if written != 1 {
+            return Err(format!("joining the job's cgroup: {err}").into());
+        }
+    }
     Ok(())
 }
 

@@ -327,6 +327,13 @@ impl PreparedContainer {
                 (InitRoot::Directory { path, readonly }, None)
             }
         };
+        // Without clone3's placement, init moves itself in (fast), unless it starts in a user namespace of
+        // its own, where writing the host's cgroup files is the supervisor's job.
+        let join_files = match (&cgroup, clone_fd, user_ns) {
+            (Some(c), None, false) => c.self_join_files().map_err(ContainerError::Cgroup)?,
+            _ => Vec::new(),
+        };
+        let self_joins = !join_files.is_empty();
         let setgroups = match &user_maps {
             Some((_, gids)) => !idmap::denies_setgroups(gids),
             None => setgroups_allowed(),
@@ -339,7 +346,7 @@ impl PreparedContainer {
             rootless: crate::paths::in_child_user_namespace() || user_ns,
             setgroups_allowed: setgroups,
             unshare_cgroupns: cgroupns && clone_fd.is_none(),
-            wait_for_go: (cgroup.is_some() && clone_fd.is_none())
+            wait_for_go: (cgroup.is_some() && clone_fd.is_none() && !self_joins)
                 || network.is_some()
                 || user_ns
                 || oci.is_some(),
@@ -356,6 +363,7 @@ impl PreparedContainer {
             gate: gate.as_ref().map(|g| g.as_raw_fd()),
             console,
             new_userns: user_ns,
+            join_cgroup: join_files.iter().map(|f| f.as_raw_fd()).collect(),
         };
         let with_cgroupns = if clone_fd.is_some() && cgroupns {
             NEWCGROUP
@@ -374,12 +382,13 @@ impl PreparedContainer {
                 ctx.wait_for_go = true;
                 spawn::clone_child(flags, None, || init::run(&ctx)).map(|pid| (pid, false))
             }
-            other => other.map(|pid| (pid, clone_fd.is_some())),
+            other => other.map(|pid| (pid, clone_fd.is_some() || self_joins)),
         };
         let (pid, placed) = spawned?;
         let need_go = ctx.wait_for_go;
         // Our copies of init's ends: its channel (so that its exit reads as end of file), stdio, gate.
         drop(ctx);
+        drop(join_files);
         drop(stdio.child_ends);
         drop(gate);
         Ok((
