@@ -330,17 +330,7 @@ fn busybox_image_runs_in_a_chroot() {
 #[test]
 fn indexes_and_docker_manifests_are_served_back() {
     let registry = TestRegistry::tls_token();
-    let amd64 = busybox_image()
-        .platform(Platform::new("linux", "amd64", None))
-        .build();
-    let arm64 = busybox_image()
-        .layer(
-            LayerBuilder::new()
-                .file("etc/arch", "arm64\n")
-                .build(Compression::Zstd),
-        )
-        .platform(Platform::new("linux", "arm64", Some("v8")))
-        .build();
+    let (amd64, arm64) = two_platform_images(Compression::Zstd);
     let index = Index::new(ManifestFormat::Oci, vec![amd64.clone(), arm64.clone()]);
     registry.push_index("multi/busybox:latest", &index);
     let served = registry.fetch_manifest("multi/busybox", "latest", registry.creds());

@@ -136,17 +136,7 @@ fn pull_list_and_remove_rootless_without_subordinate_ids() {
 #[test]
 fn platform_is_chosen_from_an_index() {
     let registry = TestRegistry::plain();
-    let amd64 = busybox_image()
-        .platform(Platform::new("linux", "amd64", None))
-        .build();
-    let arm64 = busybox_image()
-        .layer(
-            LayerBuilder::new()
-                .file("etc/arch", "arm64\n")
-                .build(Compression::Gzip),
-        )
-        .platform(Platform::new("linux", "arm64", Some("v8")))
-        .build();
+    let (amd64, arm64) = two_platform_images(Compression::Gzip);
     registry.push_index(
         "multi/busybox:latest",
         &Index::new(ManifestFormat::Oci, vec![amd64, arm64.clone()]),

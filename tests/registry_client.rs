@@ -460,17 +460,7 @@ fn a_mirror_serves_the_image_while_the_primary_is_down() {
 #[test]
 fn an_index_with_two_platforms_is_resolved_by_platform_value() {
     let registry = TestRegistry::plain();
-    let amd64 = busybox_image()
-        .platform(Platform::new("linux", "amd64", None))
-        .build();
-    let arm64 = busybox_image()
-        .layer(
-            LayerBuilder::new()
-                .file("etc/arch", "arm64\n")
-                .build(Compression::Zstd),
-        )
-        .platform(Platform::new("linux", "arm64", Some("v8")))
-        .build();
+    let (amd64, arm64) = two_platform_images(Compression::Zstd);
     let index = Index::new(ManifestFormat::Oci, vec![amd64.clone(), arm64.clone()]);
     let index_digest = registry.push_index("multi/busybox:latest", &index);
     let home = Home::new();

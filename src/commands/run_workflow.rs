@@ -45,22 +45,10 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     runtime::userns::enter_rootless_namespace()?;
     let state_root = runtime::paths::state_root();
     let project = Project::current()?;
-    let catalog = Catalog::load(&project)?;
-    let entry = catalog.get(&args.target)?;
-    let secrets = SecretStore::for_project(&state_root, &project).load()?;
-    let mask = Masker::new(&secrets);
-    let run_args = shell::join(&args.rest);
-    let context = |run_name| Context {
-        run_name,
-        run_args: &run_args,
-        secrets: &secrets,
-    };
-    check_pull_policy(&args.pull)?;
-
     // Everything that can fail before a run exists fails here, with nothing started.
-    let preview = entry
-        .resolve(&context(UNNAMED))
-        .map_err(|e| mask.error(&e, 1))?;
+    let checked = Checked::new(&args, &project, &state_root)?;
+    let (secrets, mask) = (&checked.secrets, &checked.mask);
+    let preview = checked.resolve(UNNAMED)?;
     let machine = Machine::probe();
     machine.check(&preview.resources)?;
     if let Some(request) = gpu_request(&preview, UNNAMED) {
@@ -73,18 +61,13 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
             CliError::new(format!("{e}{also}"))
         })?;
     }
-    if preview.version.is_some() {
-        eprintln!(
-            "note: `version` has no effect for the docker provider; the image decides what is installed"
-        );
-    }
     if preview.resources.interruptible {
         eprintln!(
             "note: `interruptible` has no effect on a single machine; the run is not interrupted"
         );
     }
     if args.dry_run {
-        return dry_run(&preview, &project, &state_root, &secrets, &args.pull, &mask);
+        return dry_run(&preview, &project, &state_root, secrets, &args.pull, mask);
     }
 
     // What SIGKILLed supervisors left: scratch directories, cgroups, network interfaces and NAT rules.
@@ -93,16 +76,16 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     let store = RunStore::new(&state_root);
     let record = RunRecord::new(
         "",
-        entry.name(),
+        &preview.name,
         project.dir().to_path_buf(),
         &mask.text(&preview.image),
     );
     let run = store.create(record)?;
-    let workflow = match entry.resolve(&context(run.name())) {
+    let workflow = match checked.resolve(run.name()) {
         Ok(workflow) => workflow,
         Err(err) => {
             let _ = run.discard();
-            return Err(mask.error(&err, 1));
+            return Err(err);
         }
     };
     let Some(mut run) = recorded::begin(&store, run, args.detach)? else {
@@ -118,17 +101,64 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
         &workflow,
         &site,
         &state_root,
-        &secrets,
+        secrets,
         &args.pull,
-        &mask,
+        mask,
     );
     match supervised {
         Ok(status) => {
             let code = status.code.clamp(0, 255) as u8;
-            finish(&mut run, &status, &mask);
+            finish(&mut run, &status, mask);
             Ok(ExitCode::from(code))
         }
-        Err(failure) => Err(record_failure(&mut run, failure, &mask)),
+        Err(failure) => Err(record_failure(&mut run, failure, mask)),
+    }
+}
+
+/// A workflow checked before any run exists, locally or on Slurm: the project's catalog and secrets, and
+/// the workflow's arguments.
+pub(super) struct Checked {
+    catalog: Catalog,
+    target: String,
+    pub secrets: BTreeMap<String, String>,
+    /// Masks the secrets' values in whatever is shown or kept.
+    pub mask: Masker,
+    pub run_args: String,
+}
+
+impl Checked {
+    pub(super) fn new(args: &RunArgs, project: &Project, state_root: &Path) -> CliResult<Checked> {
+        let catalog = Catalog::load(project)?;
+        catalog.get(&args.target)?;
+        let secrets = SecretStore::for_project(state_root, project).load()?;
+        check_pull_policy(&args.pull)?;
+        Ok(Checked {
+            catalog,
+            target: args.target.clone(),
+            mask: Masker::new(&secrets),
+            secrets,
+            run_args: shell::join(&args.rest),
+        })
+    }
+
+    /// The workflow with `${{ run.name }}` as `run_name` (errors masked); [`UNNAMED`] before the run
+    /// has a name, when it also notes what the docker provider ignores.
+    pub(super) fn resolve(&self, run_name: &str) -> CliResult<Workflow> {
+        let entry = self.catalog.get(&self.target)?;
+        let context = Context {
+            run_name,
+            run_args: &self.run_args,
+            secrets: &self.secrets,
+        };
+        let workflow = entry
+            .resolve(&context)
+            .map_err(|e| self.mask.error(&e, 1))?;
+        if run_name == UNNAMED && workflow.version.is_some() {
+            eprintln!(
+                "note: `version` has no effect for the docker provider; the image decides what is installed"
+            );
+        }
+        Ok(workflow)
     }
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::run_workflow::{Masker, UNNAMED, check_pull_policy};
+use super::run_workflow::{Checked, Masker, UNNAMED};
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult, Context as _};
 use crate::project::Project;
@@ -18,8 +18,6 @@ use crate::runs::slurm::{self, JobInputs, SlurmConfig, SlurmError, jobs, options
 use crate::runs::{
     RunRecord, RunStore, SlurmRecord, Status, StopRequest, cache, copy, fsutil, logs,
 };
-use crate::secrets::SecretStore;
-use crate::workflow::{Catalog, Context, shell};
 
 /// The project and its Slurm settings when this run goes to Slurm: `--slurm`, or `default: true` without
 /// `--local`.
@@ -41,25 +39,9 @@ pub(super) fn wanted(args: &RunArgs) -> CliResult<Option<(Project, SlurmConfig)>
 
 pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> CliResult<ExitCode> {
     let state_root = runtime::paths::state_root();
-    let catalog = Catalog::load(&project)?;
-    let entry = catalog.get(&args.target)?;
-    let secrets = SecretStore::for_project(&state_root, &project).load()?;
-    let mask = Masker::new(&secrets);
-    let run_args = shell::join(&args.rest);
-    let context = |run_name| Context {
-        run_name,
-        run_args: &run_args,
-        secrets: &secrets,
-    };
-    check_pull_policy(&args.pull)?;
-    let preview = entry
-        .resolve(&context(UNNAMED))
-        .map_err(|e| mask.error(&e, 1))?;
-    if preview.version.is_some() {
-        eprintln!(
-            "note: `version` has no effect for the docker provider; the image decides what is installed"
-        );
-    }
+    let checked = Checked::new(&args, &project, &state_root)?;
+    let mask = &checked.mask;
+    let preview = checked.resolve(UNNAMED)?;
     if preview
         .resources
         .gpu
@@ -95,16 +77,14 @@ pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> Cl
     let store = RunStore::new(&state_dir).also(&state_root);
     let record = RunRecord::new(
         "",
-        entry.name(),
+        &preview.name,
         project.dir().to_path_buf(),
         &mask.text(&preview.image),
     );
     let mut run = store.create(record)?;
     let name = run.name().to_string();
     let submitted = (|| -> CliResult<(String, Vec<String>)> {
-        let workflow = entry
-            .resolve(&context(&name))
-            .map_err(|e| mask.error(&e, 1))?;
+        let workflow = checked.resolve(&name)?;
         // The code as it is now: the job may start much later.
         let skip: Vec<PathBuf> = [&state_root, &state_dir]
             .iter()
@@ -114,9 +94,9 @@ pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> Cl
             .context("copying the project for /workflow")?;
         let inputs = JobInputs {
             workflow: workflow.name.clone(),
-            run_args: run_args.clone(),
+            run_args: checked.run_args.clone(),
             pull: args.pull.clone(),
-            secrets: secrets.clone(),
+            secrets: checked.secrets.clone(),
             project: project.dir().to_path_buf(),
             cache: cache::workflow_dir(&state_dir, &project, &workflow.name),
         };
@@ -169,7 +149,7 @@ pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> Cl
     }
     eprintln!("run {name}");
     eprintln!("{job_line}");
-    follow(&store, &name, &mask)
+    follow(&store, &name, mask)
 }
 
 /// Ctrl-C (SIGINT), SIGTERM and SIGHUP seen while following.

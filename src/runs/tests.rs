@@ -227,7 +227,11 @@ fn a_second_state_directory_is_searched_and_its_names_avoided() {
     let first = local.create(template()).unwrap();
     let slurm_store = RunStore::new(shared.path()).also(home.path());
     let second = slurm_store.create(template()).unwrap();
-    assert_ne!(first.name(), second.name(), "the other directory's name is skipped");
+    assert_ne!(
+        first.name(),
+        second.name(),
+        "the other directory's name is skipped"
+    );
     assert!(shared.path().join("runs").join(second.name()).is_dir());
     let both = RunStore::new(home.path()).also(shared.path());
     let names: Vec<String> = both
@@ -282,6 +286,10 @@ fn a_requeued_run_is_taken_over_and_starts_again_as_submitted() {
     job.set_status(Status::Running).unwrap();
     job.finish(Status::Done, Some(0), None).unwrap();
     job.requeued(2).unwrap();
-    assert_eq!(job.record().status, Status::Done, "an ended run stays ended");
+    assert_eq!(
+        job.record().status,
+        Status::Done,
+        "an ended run stays ended"
+    );
     assert!(store.attach("no-such-run-1").is_err());
 }

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-use super::image::{Compression, Image, ImageBuilder, Layer, LayerBuilder, Meta};
+use super::image::{Compression, Image, ImageBuilder, Layer, LayerBuilder, Meta, Platform};
 use super::registry::TestRegistry;
 
 pub const BUSYBOX_BIN: &str = "/bin/busybox";
@@ -76,6 +76,23 @@ pub fn busybox_image() -> ImageBuilder {
         .layer(busybox_gzip_layer())
         .env(PATH_ENV)
         .cmd(&["sh"])
+}
+
+/// Busybox for linux/amd64 and for linux/arm64/v8, the pair an index offers; the arm64 one has one more
+/// layer (`compression`), where `/etc/arch` reads `arm64`.
+pub fn two_platform_images(compression: Compression) -> (Image, Image) {
+    let amd64 = busybox_image()
+        .platform(Platform::new("linux", "amd64", None))
+        .build();
+    let arm64 = busybox_image()
+        .layer(
+            LayerBuilder::new()
+                .file("etc/arch", "arm64\n")
+                .build(compression),
+        )
+        .platform(Platform::new("linux", "arm64", Some("v8")))
+        .build();
+    (amd64, arm64)
 }
 
 /// Builds the busybox image and pushes it as `name:tag`; returns it (with its manifest digest).
