@@ -28,7 +28,7 @@ pub fn artifacts(cmd: ArtifactsCommand) -> CliResult<ExitCode> {
             for a in listed {
                 rows.push([a.path, a.files.to_string(), human_size(a.size)]);
             }
-            super::runs::print_table(&rows);
+            super::table::print_table(&rows);
         }
         ArtifactsCommand::Download { run, output } => {
             let view = store.get(&run)?;

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use runtime::image::Digest;
@@ -15,8 +14,10 @@ use runtime::image::registry::{Credentials, RegistryClient, RegistryOptions};
 use runtime::image::source::Source;
 use runtime::image::store::{ImageName, ImageRecord, PruneReport, Store, StoreError};
 
+use super::table::print_table;
 use crate::cli::{ListArgs, PullArgs, RmiArgs};
 use crate::error::{CliError, CliResult, Context};
+use crate::runs::record::{ago, now};
 
 /// The store commands touch files owned by the image's users: rootless, they run in dstack's namespace.
 fn enter_namespace() -> CliResult<()> {
@@ -77,20 +78,20 @@ pub fn list(args: ListArgs) -> CliResult<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let now = SystemTime::now();
-    let rows: Vec<[String; 5]> = records
-        .iter()
-        .map(|r| {
+    let now = now();
+    let header = ["REPOSITORY", "TAG", "DIGEST", "SIZE", "PULLED"].map(String::from);
+    let rows: Vec<[String; 5]> = std::iter::once(header)
+        .chain(records.iter().map(|r| {
             [
                 r.repository.clone(),
                 r.tag.clone().unwrap_or_else(|| "<none>".into()),
                 short_digest(&r.manifest_digest),
                 human_size(r.size),
-                ago(now, r.pulled_at),
+                ago(now - r.pulled_at as f64),
             ]
-        })
+        }))
         .collect();
-    print_table(["REPOSITORY", "TAG", "DIGEST", "SIZE", "PULLED"], &rows);
+    print_table(&rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -150,30 +151,6 @@ fn record_json(r: &ImageRecord) -> serde_json::Value {
     })
 }
 
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == N {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
-            }
-        }
-        println!("{out}");
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
 fn short_digest(d: &Digest) -> String {
     format!("sha256:{}", &d.hex()[..12])
 }
@@ -191,19 +168,6 @@ pub(crate) fn human_size(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
-}
-
-fn ago(now: SystemTime, then_secs: u64) -> String {
-    let then = SystemTime::UNIX_EPOCH + Duration::from_secs(then_secs);
-    let secs = now.duration_since(then).map(|d| d.as_secs()).unwrap_or(0);
-    let (n, unit) = match secs {
-        0..60 => return "just now".into(),
-        60..3600 => (secs / 60, "minute"),
-        3600..86_400 => (secs / 3600, "hour"),
-        86_400..2_592_000 => (secs / 86_400, "day"),
-        _ => (secs / 2_592_000, "month"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
 fn short(d: &Digest) -> &str {
@@ -279,12 +243,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_ages_read_like_docker() {
+    fn sizes_read_like_docker() {
         assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(1_500_000), "1.5 MB");
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
-        assert_eq!(ago(now, 10_000), "just now");
-        assert_eq!(ago(now, 10_000 - 120), "2 minutes ago");
-        assert_eq!(ago(now, 10_000 - 3600), "1 hour ago");
     }
 }

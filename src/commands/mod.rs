@@ -8,6 +8,7 @@ mod runs;
 mod secrets;
 mod slurm_job;
 mod slurm_submit;
+mod table;
 
 use std::process::ExitCode;
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::table::print_table;
 use crate::cli::{LogsArgs, PsArgs, RmArgs, StopArgs};
 use crate::error::{CliError, CliResult, Context as _};
 use crate::project::Project;
@@ -146,24 +147,6 @@ impl<'a> PsJson<'a> {
                 summary,
             }),
         }
-    }
-}
-
-/// Left-aligned columns, two spaces apart.
-pub(super) fn print_table<const N: usize>(rows: &[[String; N]]) {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
     }
 }
 
