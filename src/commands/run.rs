@@ -220,7 +220,8 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
         pids_limit: adhoc.pids_limit,
         network: NetworkConfig::new("")
             .mode(adhoc.network.into())
-            .ports(adhoc.ports.into()),
+            .ports(adhoc.ports.into())
+            .ahead(),
         pull: &args.pull,
     };
     match job.supervise(&mut run, &mask) {
@@ -427,13 +428,21 @@ fn failed<E: StdError + Send + Sync + 'static>(
 }
 
 /// Leases the image, gives the job its GPUs, places it in a cgroup when it has limits, and starts it
-/// (returning once the job has exec'd). Call it from a single-threaded process.
+/// (returning once the job has exec'd). Call it from a process whose only other thread, if any, is the
+/// one making the job's network namespace (collected before the clone).
 pub(crate) fn launch(
     store: &Store,
     image: &Image,
     mut spec: Spec,
-    launch: Launch,
+    mut launch: Launch,
 ) -> Result<Launched, LaunchError> {
+    if launch.gpu.is_some()
+        && let Some(net) = launch.network.as_mut()
+    {
+        // GPU discovery asks NVML from a forked child, which wants a single-threaded process.
+        net.ready()
+            .map_err(failed("setting up the job's network"))?;
+    }
     let lease = store.lease(image).map_err(failed("using the image"))?;
     let gpus = match &launch.gpu {
         Some(request) => Some(

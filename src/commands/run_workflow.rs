@@ -249,9 +249,11 @@ pub(super) fn supervise(
         NetworkChoice::Host => NetworkMode::Host,
         NetworkChoice::None => NetworkMode::None,
     };
+    // Made on a thread while the job is planned, leased and placed; collected before the clone.
     let config = NetworkConfig::new(&job_id)
         .mode(mode)
-        .ports(workflow.ports.into());
+        .ports(workflow.ports.into())
+        .ahead();
     let network = Network::prepare(&config)
         .map_err(|e| mask.failure("setting up the job's network", &e, START_FAILED))?;
     let ports = network.ports().to_vec();

@@ -244,17 +244,26 @@ impl PreparedContainer {
             stdio: mode,
             log_file: _,
             grace,
-            network,
+            mut network,
             oci,
             namespaces,
         } = self;
+        // A namespace made ahead is collected first: no thread may run at the clone.
+        if let Some(net) = network.as_mut() {
+            net.ready()?;
+        }
+        let joined_netns = network
+            .as_ref()
+            .and_then(|n| n.joined_netns())
+            .map(|fd| fd.as_raw_fd());
         let (flags, own_netns, cgroupns) = match &oci {
             Some(_) => {
                 let new = namespaces.new;
                 (new & !NEWCGROUP, new & NEWNET != 0, new & NEWCGROUP != 0)
             }
             None => {
-                let own = network.as_ref().is_none_or(|n| n.needs_netns());
+                let own =
+                    joined_netns.is_none() && network.as_ref().is_none_or(|n| n.needs_netns());
                 let flags = if own {
                     spawn::NAMESPACES
                 } else {
@@ -347,7 +356,7 @@ impl PreparedContainer {
             setgroups_allowed: setgroups,
             unshare_cgroupns: cgroupns && clone_fd.is_none(),
             wait_for_go: (cgroup.is_some() && clone_fd.is_none() && !self_joins)
-                || network.is_some()
+                || network.as_ref().is_some_and(|n| n.needs_attach())
                 || user_ns
                 || oci.is_some(),
             own_netns,
@@ -357,6 +366,7 @@ impl PreparedContainer {
                 .iter()
                 .filter(|(f, _)| *f != NEWPID)
                 .map(|(f, fd)| (*f, fd.as_raw_fd()))
+                .chain(joined_netns.map(|fd| (NEWNET, fd)))
                 .collect(),
             pause_after_mounts,
             seccomp,

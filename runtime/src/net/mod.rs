@@ -7,7 +7,8 @@
 //! let mut net = Network::prepare(&NetworkConfig::new("run-1").ports(2))?; // before planning: ports, env
 //! let env = net.env();                       // PORT_i / JOB_PORT_i for the job
 //! let (resolv, hosts) = (net.resolv_conf(), net.hosts("job")); // files bound into the container
-//! let clone_with_newnet = net.needs_netns();
+//! net.ready()?;                             // before the clone: collects a namespace made `ahead`
+//! let clone_with_newnet = net.needs_netns() && net.joined_netns().is_none();
 //! net.attach(init_pid)?;                    // after the clone, before init goes on
 //! net.start_forwarding()?;                  // once the job has started (threads from here on)
 //! drop(net);                                // after init is reaped: removes veth, NAT, lease
@@ -70,6 +71,11 @@ pub struct NetworkConfig {
     pub ports: Vec<u16>,
     /// The address pool; `DSTACK_NETWORK_POOL`, else the first free of 10.89.0.0/16, 10.90.0.0/16, ...
     pub pool: Option<Pool>,
+    /// As root with a private network: makes the namespace (loopback up, veth, address and route) on a
+    /// helper thread from `prepare` on, while the caller gets on with the rest of the start;
+    /// [`Network::ready`] collects it and init joins it. Otherwise init gets a new namespace at its clone
+    /// and `attach` connects it.
+    pub ahead: bool,
 }
 
 impl NetworkConfig {
@@ -79,7 +85,14 @@ impl NetworkConfig {
             mode: NetworkMode::Private,
             ports: Vec::new(),
             pool: None,
+            ahead: false,
         }
+    }
+
+    /// See [`NetworkConfig::ahead`].
+    pub fn ahead(mut self) -> Self {
+        self.ahead = true;
+        self
     }
 
     pub fn mode(mut self, mode: NetworkMode) -> Self {
@@ -122,6 +135,10 @@ pub struct Network {
     /// The pid `attach` was given and the identity (device, inode) of its network namespace.
     attached: Option<(i32, (u64, u64))>,
     forwarder: Option<forward::Forwarder>,
+    /// The namespace being made ahead (`NetworkConfig::ahead`), until `ready` collects it.
+    making: Option<std::thread::JoinHandle<Result<OwnedFd, NetError>>>,
+    /// Made ahead: init joins `netns` instead of getting a namespace of its own.
+    ahead: bool,
 }
 
 static FALLBACK_SAID: AtomicBool = AtomicBool::new(false);
@@ -190,14 +207,95 @@ impl Network {
         } else {
             kind
         };
-        Ok(Network {
+        let mut net = Network {
             kind,
             ports,
             listeners,
             netns: None,
             attached: None,
             forwarder: None,
-        })
+            making: None,
+            ahead: false,
+        };
+        if config.ahead {
+            net.make_ahead()?;
+        }
+        Ok(net)
+    }
+
+    /// Starts making the veth-connected namespace on a helper thread (the other kinds: at the clone, or
+    /// with init's pid).
+    fn make_ahead(&mut self) -> Result<(), NetError> {
+        // Loopback alone is made faster by the clone (measured: a thread's unshare takes longer).
+        let (host_if, host_ip, job_ip) = match &self.kind {
+            Kind::Veth { lease, .. } => (
+                lease.record.host_if.clone(),
+                lease.host_ip(),
+                lease.job_ip(),
+            ),
+            _ => return Ok(()),
+        };
+        // /proc/sys/net is the namespace's of whoever opens it: the host's, from here.
+        enable_forwarding()?;
+        let thread = std::thread::Builder::new().name("dstack-netns".into());
+        let making = thread
+            .spawn(move || {
+                // A socket in the host namespace, for the veth's host end, before leaving it.
+                let mut host = netlink::Netlink::open()
+                    .map_err(NetError::netlink("opening a netlink socket"))?;
+                let ns = netns::new_for_this_thread()
+                    .map_err(NetError::netlink("making the job's network namespace"))?;
+                let mut inside = netlink::Netlink::open().map_err(NetError::netlink(
+                    "opening a netlink socket in the job's namespace",
+                ))?;
+                inside
+                    .link_index("lo")
+                    .and_then(|lo| inside.set_up(lo))
+                    .map_err(NetError::netlink("bringing up the job's loopback"))?;
+                connect_veth(&mut host, &ns, &host_if, host_ip)?;
+                configure_job_end(&mut inside, job_ip, host_ip).map_err(NetError::netlink(
+                    format!("configuring the job's eth0 ({host_if})"),
+                ))?;
+                Ok(ns)
+            })
+            .map_err(NetError::netlink("starting the network thread"))?;
+        self.making = Some(making);
+        self.ahead = true;
+        Ok(())
+    }
+
+    /// Before the clone: collects the namespace made ahead (and the NAT table being installed), so that
+    /// no thread runs when init is cloned. Nothing to do without [`NetworkConfig::ahead`].
+    pub fn ready(&mut self) -> Result<(), NetError> {
+        let Some(making) = self.making.take() else {
+            return Ok(());
+        };
+        let ns = making.join().unwrap_or_else(|_| {
+            Err(NetError::netlink("making the job's network namespace")(
+                std::io::Error::other("the network thread panicked"),
+            ))
+        })?;
+        self.netns = Some(ns);
+        if let Kind::Veth { pending, nat, .. } = &mut self.kind
+            && let Some(p) = pending.take()
+        {
+            *nat = Some(p.finish()?);
+        }
+        Ok(())
+    }
+
+    /// The namespace made ahead, for init to join (after [`Network::ready`]).
+    pub fn joined_netns(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.netns
+            .as_ref()
+            .filter(|_| self.ahead)
+            .map(|ns| ns.as_fd())
+    }
+
+    /// Whether init must wait, after its clone, for [`Network::attach`] to connect its namespace.
+    pub fn needs_attach(&self) -> bool {
+        !self.ahead && self.needs_netns()
     }
 
     /// Whether the job gets a network namespace of its own (clone with `CLONE_NEWNET`, bring `lo` up).
@@ -269,6 +367,15 @@ impl Network {
         if !self.needs_netns() {
             return Ok(());
         }
+        if self.ahead {
+            // Init joins the namespace made ahead (it may not have yet): remember which one.
+            self.attached = self
+                .netns
+                .as_ref()
+                .and_then(netns::identity_of)
+                .map(|id| (pid, id));
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let ns = netns::open(pid).map_err(|source| NetError::Netns { pid, source })?;
         self.attached = netns::identity(pid).map(|id| (pid, id));
@@ -282,32 +389,14 @@ impl Network {
             } => {
                 let host_if = lease.record.host_if.clone();
                 let (host_ip, job_ip) = (lease.host_ip(), lease.job_ip());
-                use std::os::fd::{AsFd, AsRawFd};
-                let op = |what: &str| NetError::netlink(format!("{what} ({host_if})"));
-                let mut created = nl.create_veth(&host_if, JOB_IF, ns.as_raw_fd(), MTU);
-                if created
-                    .as_ref()
-                    .is_err_and(|e| e.raw_os_error() == Some(libc::EEXIST))
-                {
-                    // The lease is ours, so a link of that name is a leftover: the namespace of an
-                    // earlier run of the same id that the kernel has not finished removing.
-                    let _ = nl.delete_link(&host_if);
-                    created = nl.create_veth(&host_if, JOB_IF, ns.as_raw_fd(), MTU);
-                }
-                created.map_err(op("creating the veth pair"))?;
-                let index = nl
-                    .link_index(&host_if)
-                    .map_err(op("finding the host end"))?;
-                nl.add_address(index, host_ip, 30)
-                    .map_err(op("addressing the host end"))?;
+                use std::os::fd::AsFd;
+                connect_veth(nl, &ns, &host_if, host_ip)?;
                 netns::run_in(ns.as_fd(), || {
-                    let mut inner = netlink::Netlink::open()?;
-                    let index = inner.link_index(JOB_IF)?;
-                    inner.add_address(index, job_ip, 30)?;
-                    inner.set_up(index)?;
-                    inner.add_default_route(host_ip, index)
+                    configure_job_end(&mut netlink::Netlink::open()?, job_ip, host_ip)
                 })
-                .map_err(op("configuring the job's eth0"))?;
+                .map_err(NetError::netlink(format!(
+                    "configuring the job's eth0 ({host_if})"
+                )))?;
                 enable_forwarding()?;
                 if let Some(p) = pending.take() {
                     *nat = Some(p.finish()?);
@@ -347,9 +436,50 @@ impl Network {
     }
 }
 
+/// Creates the veth pair, its job end moved into `ns`, and addresses the host end.
+fn connect_veth(
+    nl: &mut netlink::Netlink,
+    ns: &OwnedFd,
+    host_if: &str,
+    host_ip: Ipv4Addr,
+) -> Result<(), NetError> {
+    use std::os::fd::AsRawFd;
+    let op = |what: &str| NetError::netlink(format!("{what} ({host_if})"));
+    let mut created = nl.create_veth(host_if, JOB_IF, ns.as_raw_fd(), MTU);
+    if created
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(libc::EEXIST))
+    {
+        // The lease is ours, so a link of that name is a leftover: the namespace of an earlier run of
+        // the same id that the kernel has not finished removing.
+        let _ = nl.delete_link(host_if);
+        created = nl.create_veth(host_if, JOB_IF, ns.as_raw_fd(), MTU);
+    }
+    created.map_err(op("creating the veth pair"))?;
+    let index = nl.link_index(host_if).map_err(op("finding the host end"))?;
+    nl.add_address(index, host_ip, 30)
+        .map_err(op("addressing the host end"))
+}
+
+/// Inside the job's namespace (`inner` is a socket there): eth0 addressed, up, and the default route.
+fn configure_job_end(
+    inner: &mut netlink::Netlink,
+    job_ip: Ipv4Addr,
+    host_ip: Ipv4Addr,
+) -> std::io::Result<()> {
+    let index = inner.link_index(JOB_IF)?;
+    inner.add_address(index, job_ip, 30)?;
+    inner.set_up(index)?;
+    inner.add_default_route(host_ip, index)
+}
+
 impl Drop for Network {
     fn drop(&mut self) {
         let started = std::time::Instant::now();
+        // A namespace still being made: let the thread finish, and its namespace go with its descriptor.
+        if let Some(making) = self.making.take() {
+            let _ = making.join();
+        }
         self.forwarder.take();
         self.netns.take();
         if let Kind::UserMode { net, .. } = &mut self.kind {

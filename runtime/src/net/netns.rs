@@ -25,6 +25,33 @@ pub(super) fn identity(pid: i32) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
+/// The (device, inode) of the network namespace `ns`.
+pub(super) fn identity_of(ns: &OwnedFd) -> Option<(u64, u64)> {
+    // SAFETY: fstat on a descriptor we hold, into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(ns.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Moves the calling thread into a new network namespace (its `lo` down) and returns it. Only for a
+/// helper thread that ends afterwards: the namespace lives on through the descriptor.
+pub(super) fn new_for_this_thread() -> io::Result<OwnedFd> {
+    // SAFETY: unshare of the network namespace changes only the calling thread's.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let path = c"/proc/thread-self/ns/net";
+    // SAFETY: open with a NUL-terminated path; the descriptor is checked and owned below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Moves the calling thread into the network namespace `ns`.
 pub(super) fn enter(ns: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: setns with a namespace descriptor we hold; it changes only this thread's network namespace.
