@@ -1,6 +1,6 @@
 //! Run records: one directory per run under `<state root>/runs/`:
 //! ```text
-//! runs/.lock, runs/.counter     name allocation (flock) and the run counter
+//! runs/.lock                    name allocation (flock); it holds the run counter
 //! runs/<name>/state.json        the record (written atomically)
 //! runs/<name>/lock              held (flock) by the supervisor for the run's whole life
 //! runs/<name>/output.log        the job's output
@@ -159,13 +159,8 @@ impl RunStore {
     pub fn create(&self, template: RunRecord) -> Result<ActiveRun, RunsError> {
         fs::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
         let store_lock_path = self.dir.join(".lock");
-        let _store_lock = fsutil::lock(&store_lock_path).map_err(io_at(&store_lock_path))?;
-        let counter_path = self.dir.join(".counter");
-        let last: u64 = match fs::read_to_string(&counter_path) {
-            Ok(text) => text.trim().parse().unwrap_or(0),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io_at(&counter_path)(e)),
-        };
+        let store_lock = fsutil::lock(&store_lock_path).map_err(io_at(&store_lock_path))?;
+        let last = read_counter(&store_lock, &self.dir).map_err(io_at(&store_lock_path))?;
         let mut number = last + 1;
         let (name, dir) = loop {
             let name = name::generate(number);
@@ -181,8 +176,7 @@ impl RunStore {
                 Err(e) => return Err(io_at(&dir)(e)),
             }
         };
-        fsutil::replace_quickly(&counter_path, number.to_string().as_bytes(), 0o644)
-            .map_err(io_at(&counter_path))?;
+        write_counter(&store_lock, number).map_err(io_at(&store_lock_path))?;
         let lock_path = dir.join(LOCK);
         let lock = fsutil::lock(&lock_path).map_err(io_at(&lock_path))?;
         let mut record = template;
@@ -433,6 +427,27 @@ impl RunStore {
         }
         Ok(true)
     }
+}
+
+/// The run counter, kept in the runs' lock file and rewritten in place under the lock: renaming a new
+/// file over an old one makes ext4 write the new one's data out at once, which cost 0.3-0.8 ms of every
+/// start here. A counter lost or damaged reads as 0, and `create` then skips the names in use. Before it
+/// lived in the lock file, it was `runs/.counter`.
+fn read_counter(lock: &fs::File, runs_dir: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = [0u8; 32];
+    let n = lock.read_at(&mut buf, 0)?;
+    let text = match n {
+        0 => fs::read_to_string(runs_dir.join(".counter")).unwrap_or_default(),
+        n => String::from_utf8_lossy(&buf[..n]).into_owned(),
+    };
+    Ok(text.trim().parse().unwrap_or(0))
+}
+
+/// Writes the counter at a fixed width, so that each write covers the last one whole.
+fn write_counter(lock: &fs::File, number: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    lock.write_all_at(format!("{number:020}\n").as_bytes(), 0)
 }
 
 fn read_record(dir: &Path) -> Result<Option<RunRecord>, RunsError> {

@@ -30,6 +30,30 @@ fn each_run_gets_a_unique_name_a_directory_and_a_record() {
 }
 
 #[test]
+fn the_counter_goes_on_from_an_old_store_and_survives_damage() {
+    let state = tempfile::tempdir().unwrap();
+    let runs = state.path().join("runs");
+    fs::create_dir_all(&runs).unwrap();
+    // A state root from before the counter moved into the lock file.
+    fs::write(runs.join(".counter"), "41").unwrap();
+    let store = RunStore::new(state.path());
+    let a = store.create(template()).unwrap();
+    assert!(a.name().ends_with("-42"), "{}", a.name());
+    let b = store.create(template()).unwrap();
+    assert!(b.name().ends_with("-43"), "{}", b.name());
+    // Damaged (a crash mid-write): numbering starts again, and goes on from there.
+    fs::write(runs.join(".lock"), "garbage").unwrap();
+    let c = store.create(template()).unwrap();
+    let d = store.create(template()).unwrap();
+    assert!(
+        c.name().ends_with("-1") && d.name().ends_with("-2"),
+        "{} {}",
+        c.name(),
+        d.name()
+    );
+}
+
+#[test]
 fn runs_created_at_once_never_clash() {
     let state = tempfile::tempdir().unwrap();
     let names: BTreeSet<String> = std::thread::scope(|s| {
