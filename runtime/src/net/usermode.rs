@@ -104,6 +104,26 @@ fn die_with_parent(cmd: &mut Command) {
     };
 }
 
+/// Gives the helper `fd` as its descriptor 3 (inherited across exec).
+fn pass_as_fd3(cmd: &mut Command, fd: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, async-signal-safe; fd 3
+    // in the child is ours to take (std marks every other descriptor close-on-exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
 /// Waits until the namespace has a default route (the helper configured it) or the helper exits.
 fn wait_configured(child: &mut Child, netns: &OwnedFd) -> Result<(), String> {
     use std::os::fd::AsFd;
@@ -166,7 +186,11 @@ pub(super) fn start(tool: Tool, pid: i32, netns: &OwnedFd) -> Result<UserNet, Ne
                 "-U",
                 "none",
             ])
-            .args(["--netns", &format!("/proc/{pid}/ns/net")]);
+            // Not /proc/<pid>/ns/net: pasta drops its privileges before it opens the namespace, and then
+            // may not read another process's (it fails with "Couldn't open network namespace"). It
+            // opens its own copy of our descriptor instead, as fd 3.
+            .args(["--netns", "/proc/self/fd/3"]);
+            pass_as_fd3(&mut cmd, netns.as_raw_fd());
             cmd
         }
         Tool::Slirp4netns => {
