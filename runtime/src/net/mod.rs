@@ -197,7 +197,8 @@ impl Network {
             let short = short_id(&config.id);
             let host_if = format!("{HOST_IF_PREFIX}{short}");
             let lease = lease::allocate(&lease_dir(), &mut nl, config.pool, &short, &host_if)?;
-            let pending = Some(nat::begin(&short, &host_if, lease.job_ip()));
+            // Made ahead, the network is collected before the clone: its NAT can come from a thread.
+            let pending = Some(nat::begin(&short, &host_if, lease.job_ip(), config.ahead));
             Kind::Veth {
                 lease,
                 nl,
@@ -267,16 +268,15 @@ impl Network {
     /// Before the clone: collects the namespace made ahead (and the NAT table being installed), so that
     /// no thread runs when init is cloned. Nothing to do without [`NetworkConfig::ahead`].
     pub fn ready(&mut self) -> Result<(), NetError> {
-        let Some(making) = self.making.take() else {
-            return Ok(());
-        };
-        let ns = making.join().unwrap_or_else(|_| {
-            Err(NetError::netlink("making the job's network namespace")(
-                std::io::Error::other("the network thread panicked"),
-            ))
-        })?;
-        self.netns = Some(ns);
-        if let Kind::Veth { pending, nat, .. } = &mut self.kind
+        if let Some(making) = self.making.take() {
+            let ns = making.join().unwrap_or_else(|_| {
+                Err(NetError::netlink("making the job's network namespace")(
+                    std::io::Error::other("the network thread panicked"),
+                ))
+            })?;
+            self.netns = Some(ns);
+        }
+        if let (true, Kind::Veth { pending, nat, .. }) = (self.ahead, &mut self.kind)
             && let Some(p) = pending.take()
         {
             *nat = Some(p.finish()?);

@@ -94,28 +94,51 @@ fn iptables_rules(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
     )
 }
 
-/// The run's NAT being installed: nf_tables in a background child, collected by `finish`.
+/// The run's NAT being installed in the background, collected by `finish`.
 pub(super) struct Pending {
     short: String,
     host_if: String,
     job_ip: Ipv4Addr,
-    child: Option<super::nftables::PendingCreate>,
+    work: Work,
 }
 
-/// Starts installing the run's NAT (nf_tables through netlink, in a child process); call it before the
-/// container's clone.
-pub(super) fn begin(short: &str, host_if: &str, job_ip: Ipv4Addr) -> Pending {
-    let child =
-        super::nftables::create_in_background(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip)
-            .map_err(|e| {
-                tracing::debug!("cannot fork for the NAT table ({e}): creating it in place")
+enum Work {
+    /// A forked child: for a caller that must stay single-threaded until `finish`.
+    Child(super::nftables::PendingCreate),
+    /// A thread: cheaper than a fork, for a caller that collects it before its next clone or fork.
+    Thread(std::thread::JoinHandle<std::io::Result<()>>),
+    /// Neither could start: `finish` creates the table.
+    InPlace,
+}
+
+/// Starts installing the run's NAT (nf_tables through netlink) on a thread, or in a child process when
+/// `threads` is false; call it before the container's clone, and `finish` before the clone too when on
+/// a thread.
+pub(super) fn begin(short: &str, host_if: &str, job_ip: Ipv4Addr, threads: bool) -> Pending {
+    let table = nft_table(short);
+    let work = if threads {
+        let (host, table) = (host_if.to_string(), table.clone());
+        std::thread::Builder::new()
+            .name("dstack-nat".into())
+            .spawn(move || super::nftables::create(&table, &host, HOST_IF_PREFIX, job_ip))
+            .map(Work::Thread)
+            .unwrap_or_else(|e| {
+                tracing::debug!("cannot start a thread for the NAT table ({e}): creating it later");
+                Work::InPlace
             })
-            .ok();
+    } else {
+        super::nftables::create_in_background(&table, host_if, HOST_IF_PREFIX, job_ip)
+            .map(Work::Child)
+            .unwrap_or_else(|e| {
+                tracing::debug!("cannot fork for the NAT table ({e}): creating it later");
+                Work::InPlace
+            })
+    };
     Pending {
         short: short.into(),
         host_if: host_if.into(),
         job_ip,
-        child,
+        work,
     }
 }
 
@@ -124,9 +147,14 @@ impl Pending {
     /// neither is there.
     pub(super) fn finish(self) -> Result<NatTool, NetError> {
         let (short, host_if, job_ip) = (&self.short, &self.host_if, self.job_ip);
-        let created = match self.child {
-            Some(child) => child.wait(),
-            None => super::nftables::create(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip),
+        let created = match self.work {
+            Work::Child(child) => child.wait(),
+            Work::Thread(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the NAT thread panicked"))),
+            Work::InPlace => {
+                super::nftables::create(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip)
+            }
         };
         let nft_err = match created {
             Ok(()) => return Ok(NatTool::Nft),
