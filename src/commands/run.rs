@@ -428,8 +428,8 @@ fn failed<E: StdError + Send + Sync + 'static>(
 }
 
 /// Leases the image, gives the job its GPUs, places it in a cgroup when it has limits, and starts it
-/// (returning once the job has exec'd). Call it from a process whose only other thread, if any, is the
-/// one making the job's network namespace (collected before the clone).
+/// (returning once the job has exec'd). Call it from a process whose only other threads, if any, are the
+/// network's (made `ahead`; collected before the clone).
 pub(crate) fn launch(
     store: &Store,
     image: &Image,
