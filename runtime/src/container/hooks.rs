@@ -25,6 +25,16 @@ pub enum HookPoint {
 }
 
 impl HookPoint {
+    const ALL: [HookPoint; 6] = [
+        HookPoint::Prestart,
+        HookPoint::CreateRuntime,
+        HookPoint::CreateContainer,
+        HookPoint::StartContainer,
+        HookPoint::Poststart,
+        HookPoint::Poststop,
+    ];
+
+    /// The name the runtime spec (and CDI's `hookName`) gives it.
     pub fn name(self) -> &'static str {
         match self {
             HookPoint::Prestart => "prestart",
@@ -34,6 +44,25 @@ impl HookPoint {
             HookPoint::Poststart => "poststart",
             HookPoint::Poststop => "poststop",
         }
+    }
+
+    /// The point named `name` (as [`HookPoint::name`] writes it).
+    pub fn from_name(name: &str) -> Option<HookPoint> {
+        HookPoint::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Appends `hook` to this point's list in `hooks`.
+    #[allow(deprecated)] // prestart is deprecated by the spec, still honoured.
+    pub fn push(self, hooks: &mut Hooks, hook: Hook) {
+        let list = match self {
+            HookPoint::Prestart => hooks.prestart_mut(),
+            HookPoint::CreateRuntime => hooks.create_runtime_mut(),
+            HookPoint::CreateContainer => hooks.create_container_mut(),
+            HookPoint::StartContainer => hooks.start_container_mut(),
+            HookPoint::Poststart => hooks.poststart_mut(),
+            HookPoint::Poststop => hooks.poststop_mut(),
+        };
+        list.get_or_insert_with(Vec::new).push(hook);
     }
 
     /// The hooks of this point in `hooks`.

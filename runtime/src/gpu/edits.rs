@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Hook, Hooks, LinuxBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    Mount, MountBuilder, Spec,
+    Hook, LinuxBuilder, LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, Mount,
+    MountBuilder, Spec,
 };
 
 use super::GpuError;
 use super::setup::{ANNOTATION, Setup};
 use crate::cgroup::{DeviceAccess, DeviceKind, DeviceRule};
+use crate::container::HookPoint;
 
 /// A device node to give the container: created with mknod as root, bound from the host rootless.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,23 +84,12 @@ impl BindMount {
     }
 }
 
-/// When an OCI hook runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HookKind {
-    Prestart,
-    CreateRuntime,
-    CreateContainer,
-    StartContainer,
-    Poststart,
-    Poststop,
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Edits {
     pub env: Vec<(String, String)>,
     pub devices: Vec<DeviceNode>,
     pub mounts: Vec<BindMount>,
-    pub hooks: Vec<(HookKind, Hook)>,
+    pub hooks: Vec<(HookPoint, Hook)>,
     pub additional_gids: Vec<u32>,
     pub setup: Setup,
 }
@@ -213,7 +203,7 @@ impl Edits {
         if !self.hooks.is_empty() {
             let mut hooks = spec.hooks().clone().unwrap_or_default();
             for (kind, hook) in self.hooks {
-                add_hook(&mut hooks, kind, hook);
+                kind.push(&mut hooks, hook);
             }
             spec.set_hooks(Some(hooks));
         }
@@ -266,17 +256,4 @@ fn bind(host: &Path, container: &Path, options: &[&str]) -> Result<Mount, oci_sp
 fn push_mount(mounts: &mut Vec<Mount>, m: Mount) {
     mounts.retain(|x| x.destination() != m.destination());
     mounts.push(m);
-}
-
-#[allow(deprecated)] // CDI may still name prestart hooks.
-fn add_hook(hooks: &mut Hooks, kind: HookKind, hook: Hook) {
-    let list = match kind {
-        HookKind::Prestart => hooks.prestart_mut(),
-        HookKind::CreateRuntime => hooks.create_runtime_mut(),
-        HookKind::CreateContainer => hooks.create_container_mut(),
-        HookKind::StartContainer => hooks.start_container_mut(),
-        HookKind::Poststart => hooks.poststart_mut(),
-        HookKind::Poststop => hooks.poststop_mut(),
-    };
-    list.get_or_insert_with(Vec::new).push(hook);
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::HookBuilder;
 
 use super::super::GpuError;
-use super::super::edits::{Edits, HookKind};
+use super::super::edits::Edits;
 use super::spec::HookSpec;
+use crate::container::HookPoint;
 
 /// Adds what `hook` asks for to `edits`.
 pub(crate) fn translate(
@@ -51,20 +52,10 @@ pub(crate) fn translate(
         }
         return Ok(());
     }
-    let kind = match hook.hook_name.as_str() {
-        "prestart" => HookKind::Prestart,
-        "createRuntime" => HookKind::CreateRuntime,
-        "createContainer" => HookKind::CreateContainer,
-        "startContainer" => HookKind::StartContainer,
-        "poststart" => HookKind::Poststart,
-        "poststop" => HookKind::Poststop,
-        other => {
-            return Err(GpuError::CdiInvalid {
-                spec: spec_path.to_path_buf(),
-                reason: format!("unknown hookName {other:?}"),
-            });
-        }
-    };
+    let kind = HookPoint::from_name(&hook.hook_name).ok_or_else(|| GpuError::CdiInvalid {
+        spec: spec_path.to_path_buf(),
+        reason: format!("unknown hookName {:?}", hook.hook_name),
+    })?;
     let mut oci = HookBuilder::default()
         .path(PathBuf::from(&hook.path))
         .args(hook.args.clone())
