@@ -5,6 +5,7 @@
 //! error type.
 
 pub mod cgroup;
+pub mod child;
 pub mod container;
 pub mod gpu;
 pub mod image;

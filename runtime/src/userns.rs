@@ -12,7 +12,6 @@
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Set in the re-executed child so that it does not re-execute itself again; the value says which map
 /// was written (`range` or `single`).
@@ -275,44 +274,13 @@ fn write_maps(
     write("gid_map", format!("0 {gid} 1\n"))
 }
 
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Signals the terminal sends (SI_KERNEL) reach the child directly, as it is in our process group;
-    // forwarding them too would deliver them twice.
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let code = unsafe { (*info).si_code };
-    if code != libc::SI_KERNEL {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(CHILD.load(Ordering::Relaxed), sig) };
-    }
-}
-
 const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 fn wait_and_exit(pid: libc::pid_t) -> ! {
-    CHILD.store(pid, Ordering::Relaxed);
-    for sig in FORWARDED {
-        // SAFETY: installing a handler that only calls kill; the sigaction struct is fully initialised.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = forward as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
-    }
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child into a local status word.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            std::process::exit(125);
-        }
-    }
+    // The child is in our process group: what the terminal sends reaches it without us.
+    let Ok(status) = crate::child::wait_forwarding(pid, &FORWARDED, true) else {
+        std::process::exit(125);
+    };
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         // SAFETY: restoring the default action and raising the child's signal on ourselves, so the
