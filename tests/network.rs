@@ -23,32 +23,6 @@ fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
     d.home().join("project")
 }
 
-fn at(d: &Dstack, dir: &Path, args: &[&str]) -> Output {
-    use std::os::unix::process::ExitStatusExt as _;
-    let mut cmd = d.command(args);
-    cmd.current_dir(dir);
-    let out = cmd.output().expect("run dstack");
-    Output {
-        description: format!("{cmd:?}"),
-        status: std::process::ExitStatus::from_raw(out.status.into_raw()),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn workflow(registry: &TestRegistry, name: &str, body: &str) -> String {
-    format!(
-        "workflows:\n  - name: {name}\n    provider: docker\n    image: {}\n{body}",
-        registry.image("demo/busybox:latest")
-    )
-}
-
-fn registry() -> TestRegistry {
-    let registry = TestRegistry::plain();
-    push_busybox(&registry, "demo/busybox:latest");
-    registry
-}
-
 fn state(d: &Dstack, run: &str) -> serde_json::Value {
     let path = d.state_root().join("runs").join(run).join("state.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -89,13 +63,13 @@ fn curl(url: &str) -> Option<String> {
 
 /// Starts `name` detached and waits until its log says `ready`; returns the run name.
 fn start_detached(d: &Dstack, dir: &Path, name: &str) -> String {
-    let out = at(d, dir, &["run", "-d", name]);
+    let out = d.run_in(dir, &["run", "-d", name]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
     wait_until(
         &format!("{run} to be ready"),
         Duration::from_secs(60),
-        || at(d, dir, &["logs", &run]).stdout.contains("ready"),
+        || d.run_in(dir, &["logs", &run]).stdout.contains("ready"),
     );
     run
 }
@@ -154,19 +128,19 @@ fn assert_nothing_left(name: &str) {
 
 /// A job serving on `$PORT_0` (and `$PORT_1`, `$PORT_2`) answers `curl 127.0.0.1:PORT`; the URLs are printed.
 fn three_ports_answer_curl(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let dir = project(
         &d,
         &[(
             "web.yaml",
-            workflow(&registry, "web", &format!("    ports: 3\n{SERVE}")),
+            busybox_workflow(&registry, "web", &format!("    ports: 3\n{SERVE}")),
         )],
     );
-    let out = at(&d, &dir, &["run", "-d", "web"]);
+    let out = d.run_in(&dir, &["run", "-d", "web"]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
     wait_until("the servers", Duration::from_secs(60), || {
-        at(&d, &dir, &["logs", &run]).stdout.contains("ready")
+        d.run_in(&dir, &["logs", &run]).stdout.contains("ready")
     });
     let ports = ports_of(&d, &run);
     assert_eq!(ports.len(), 3);
@@ -178,20 +152,20 @@ fn three_ports_answer_curl(d: Dstack) {
         });
         assert_eq!(body.unwrap().trim(), format!("page of {run} on {p}"));
     }
-    at(&d, &dir, &["stop", &run]).assert_success();
+    d.run_in(&dir, &["stop", &run]).assert_success();
 }
 
 /// Two runs at once each get their own ports and answer on them.
 fn two_runs_at_once_get_their_own_ports(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let dir = project(
         &d,
         &[(
             "one.yaml",
-            workflow(&registry, "one", &format!("    ports: 1\n{SERVE}")),
+            busybox_workflow(&registry, "one", &format!("    ports: 1\n{SERVE}")),
         )],
     );
-    at(&d, &dir, &["pull", &registry.image("demo/busybox:latest")]);
+    d.run_in(&dir, &["pull", &registry.image("demo/busybox:latest")]);
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| start_detached(&d, &dir, "one"));
         let b = s.spawn(|| start_detached(&d, &dir, "one"));
@@ -207,13 +181,13 @@ fn two_runs_at_once_get_their_own_ports(d: Dstack) {
         });
         assert_eq!(body.unwrap().trim(), format!("page of {run} on {p}"));
     }
-    at(&d, &dir, &["stop", &a]).assert_success();
-    at(&d, &dir, &["stop", &b]).assert_success();
+    d.run_in(&dir, &["stop", &a]).assert_success();
+    d.run_in(&dir, &["stop", &b]).assert_success();
 }
 
 /// The job reaches a server the test runs on the host, by the name `host.dstack.internal`.
 fn a_job_reaches_a_server_on_the_host(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let server = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = server.local_addr().unwrap().port();
     let served = std::thread::spawn(move || {
@@ -227,8 +201,11 @@ fn a_job_reaches_a_server_on_the_host(d: Dstack) {
     let body = format!(
         "    commands:\n      - cat /etc/resolv.conf\n      - wget -q -O - http://host.dstack.internal:{port}/ && echo\n"
     );
-    let dir = project(&d, &[("out.yaml", workflow(&registry, "out", &body))]);
-    let out = at(&d, &dir, &["run", "out"]);
+    let dir = project(
+        &d,
+        &[("out.yaml", busybox_workflow(&registry, "out", &body))],
+    );
+    let out = d.run_in(&dir, &["run", "out"]);
     out.assert_success().assert_stdout_contains("hello-from-h");
     assert!(
         out.stdout.lines().any(|l| l.starts_with("nameserver ")),
@@ -246,7 +223,7 @@ fn a_job_reaches_a_server_on_the_host(d: Dstack) {
 /// `network: host` puts the job in the host's network (it sees the host's interfaces and reaches a server
 /// bound to the host's loopback); `network: none` leaves it only its own loopback.
 fn host_and_none_networks(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
     let served = std::thread::spawn(move || {
@@ -263,11 +240,17 @@ fn host_and_none_networks(d: Dstack) {
     let dir = project(
         &d,
         &[
-            ("host.yaml", workflow(&registry, "on-host", &host_body)),
-            ("none.yaml", workflow(&registry, "isolated", &none_body)),
+            (
+                "host.yaml",
+                busybox_workflow(&registry, "on-host", &host_body),
+            ),
+            (
+                "none.yaml",
+                busybox_workflow(&registry, "isolated", &none_body),
+            ),
         ],
     );
-    let out = at(&d, &dir, &["run", "on-host"]);
+    let out = d.run_in(&dir, &["run", "on-host"]);
     out.assert_success().assert_stdout_contains("host-loopback");
     served.join().unwrap();
     let host_links: Vec<String> = std::fs::read_dir("/sys/class/net")
@@ -280,7 +263,7 @@ fn host_and_none_networks(d: Dstack) {
             "{link} missing in {out}"
         );
     }
-    let out = at(&d, &dir, &["run", "isolated"]);
+    let out = d.run_in(&dir, &["run", "isolated"]);
     out.assert_success();
     assert_eq!(
         out.stdout.split_whitespace().collect::<Vec<_>>(),
@@ -292,7 +275,7 @@ fn host_and_none_networks(d: Dstack) {
 /// Jobs cannot reach each other's addresses, only what they publish (root: rootless runs share the host
 /// network where no user-mode network is usable).
 fn jobs_are_isolated_unless_they_publish_ports(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let server = format!(
         "    ports: 1\n    commands:\n      - echo \"addr $(hostname -i)\"\n{}",
         &SERVE["    commands:\n".len()..]
@@ -301,13 +284,13 @@ fn jobs_are_isolated_unless_they_publish_ports(d: Dstack) {
     let dir = project(
         &d,
         &[
-            ("srv.yaml", workflow(&registry, "srv", &server)),
-            ("cli.yaml", workflow(&registry, "cli", client)),
+            ("srv.yaml", busybox_workflow(&registry, "srv", &server)),
+            ("cli.yaml", busybox_workflow(&registry, "cli", client)),
         ],
     );
     let srv = start_detached(&d, &dir, "srv");
     let port = ports_of(&d, &srv)[0];
-    let log = at(&d, &dir, &["logs", &srv]).stdout;
+    let log = d.run_in(&dir, &["logs", &srv]).stdout;
     let addr = log
         .lines()
         .find_map(|l| l.strip_prefix("addr "))
@@ -340,26 +323,26 @@ fn jobs_are_isolated_unless_they_publish_ports(d: Dstack) {
         published.contains(&format!("page of {srv}")),
         "the published port is out of reach: {published:?}"
     );
-    at(&d, &dir, &["stop", &srv]).assert_success();
-    at(&d, &dir, &["stop", &cli]).assert_success();
+    d.run_in(&dir, &["stop", &srv]).assert_success();
+    d.run_in(&dir, &["stop", &cli]).assert_success();
 }
 
 /// After a run, and after a SIGKILLed supervisor once the next command has swept, `ip link` and the NAT
 /// table hold nothing of ours.
 fn nothing_is_left_after_runs_or_a_sigkill(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    ports: 1\n    commands:\n      - echo ready\n      - sleep 600\n";
     let dir = project(
         &d,
         &[
-            ("long.yaml", workflow(&registry, "long", body)),
+            ("long.yaml", busybox_workflow(&registry, "long", body)),
             (
                 "short.yaml",
-                workflow(&registry, "short", "    commands:\n      - echo short\n"),
+                busybox_workflow(&registry, "short", "    commands:\n      - echo short\n"),
             ),
         ],
     );
-    let out = at(&d, &dir, &["run", "short"]);
+    let out = d.run_in(&dir, &["run", "short"]);
     out.assert_success();
     let short_run = out
         .stderr
@@ -377,7 +360,7 @@ fn nothing_is_left_after_runs_or_a_sigkill(d: Dstack) {
     let supervisor = state(&d, &run)["supervisor_pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
     // The job's namespace dies with init (PDEATHSIG) and takes the veth; the NAT table waits for a sweep.
-    at(&d, &dir, &["run", "short"]).assert_success();
+    d.run_in(&dir, &["run", "short"]).assert_success();
     assert_nothing_left(&name);
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),

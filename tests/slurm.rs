@@ -626,7 +626,7 @@ fn errors_are_one_line_and_say_what_to_do() {
     };
     let mut cmd = p.d.command(&["run", "--slurm", "small"]);
     cmd.env("PATH", "/nonexistent");
-    let out = run_output(cmd);
+    let out = Output::of(cmd);
     check(&out, &["sbatch not found", "login node"]);
     check(
         &p.run(&["run", "--slurm", "big"]),
@@ -653,17 +653,6 @@ fn errors_are_one_line_and_say_what_to_do() {
         1,
         "no run was left behind:\n{ps}"
     );
-}
-
-fn run_output(mut cmd: std::process::Command) -> Output {
-    use std::os::unix::process::ExitStatusExt as _;
-    let out = cmd.output().expect("run dstack");
-    Output {
-        description: format!("{cmd:?}"),
-        status: std::process::ExitStatus::from_raw(out.status.into_raw()),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// The harness's cluster runs a plain batch job: the base every other test stands on.

@@ -18,24 +18,6 @@ fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
     d.home().join("project")
 }
 
-/// `dstack` for `d`, run in `dir`.
-fn at(d: &Dstack, dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = d.command(args);
-    cmd.current_dir(dir);
-    run_command(cmd)
-}
-
-fn run_command(mut cmd: std::process::Command) -> Output {
-    use std::os::unix::process::ExitStatusExt as _;
-    let out = cmd.output().expect("run dstack");
-    Output {
-        description: format!("{cmd:?}"),
-        status: std::process::ExitStatus::from_raw(out.status.into_raw()),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// The run name a foreground `dstack run` printed first (`run NAME` on stderr).
 #[track_caller]
 fn run_name(out: &Output) -> String {
@@ -65,20 +47,6 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn workflow(registry: &TestRegistry, name: &str, body: &str) -> String {
-    format!(
-        "workflows:\n  - name: {name}\n    provider: docker\n    image: {}\n{body}",
-        registry.image("demo/busybox:latest")
-    )
-}
-
-/// One registry with the busybox image, for a test.
-fn registry() -> TestRegistry {
-    let registry = TestRegistry::plain();
-    push_busybox(&registry, "demo/busybox:latest");
-    registry
-}
-
 /// Runs a scenario as root and as the unprivileged test user.
 macro_rules! as_root_and_rootless {
     ($scenario:ident) => {
@@ -97,7 +65,7 @@ macro_rules! as_root_and_rootless {
 
 /// The seed's hello-docker: the artifact is saved and `artifacts download` returns it.
 fn hello_docker_saves_its_artifact(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let seed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/.dstack/workflows/hello-docker.yaml"
@@ -105,14 +73,14 @@ fn hello_docker_saves_its_artifact(d: Dstack) {
     .unwrap()
     .replace("localhost:5000", &registry.host());
     let dir = project(&d, &[("hello-docker.yaml", seed)]);
-    let out = at(&d, &dir, &["run", "hello-docker"]);
+    let out = d.run_in(&dir, &["run", "hello-docker"]);
     out.assert_success().assert_stdout_contains("Hello, world!");
     let run = run_name(&out);
     assert!(
         out.stderr.starts_with(&format!("run {run}\n")),
         "the run name comes first:\n{out}"
     );
-    let ps = at(&d, &dir, &["ps", "-a"]);
+    let ps = d.run_in(&dir, &["ps", "-a"]);
     ps.assert_success();
     let row = ps
         .stdout
@@ -123,13 +91,14 @@ fn hello_docker_saves_its_artifact(d: Dstack) {
         row.contains("hello-docker") && row.contains(" done ") && row.contains(" 0 "),
         "{row}"
     );
-    at(&d, &dir, &["artifacts", "list", &run])
+    d.run_in(&dir, &["artifacts", "list", &run])
         .assert_success()
         .assert_stdout_contains("output");
     let download = d.home().join("download");
     std::fs::create_dir_all(&download).unwrap();
     d.give_to_user(&download);
-    at(&d, &download, &["artifacts", "download", &run]).assert_success();
+    d.run_in(&download, &["artifacts", "download", &run])
+        .assert_success();
     assert_eq!(
         std::fs::read_to_string(download.join("output/hello.txt")).unwrap(),
         "Hello, world!\n"
@@ -141,10 +110,13 @@ as_root_and_rootless!(hello_docker_saves_its_artifact);
 
 /// A failing job returns its exit code and keeps what it wrote.
 fn a_failing_job_keeps_its_artifacts_and_exit_code(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    commands:\n      - mkdir -p output\n      - echo partial > output/part.txt\n      - exit 3\n    artifacts:\n      - output\n";
-    let dir = project(&d, &[("fail.yaml", workflow(&registry, "fail", body))]);
-    let out = at(&d, &dir, &["run", "fail"]);
+    let dir = project(
+        &d,
+        &[("fail.yaml", busybox_workflow(&registry, "fail", body))],
+    );
+    let out = d.run_in(&dir, &["run", "fail"]);
     out.assert_code(3);
     let run = run_name(&out);
     let record = state(&d, &run);
@@ -156,7 +128,7 @@ fn a_failing_job_keeps_its_artifacts_and_exit_code(d: Dstack) {
         .join(&run)
         .join("artifacts/output/part.txt");
     assert_eq!(std::fs::read_to_string(saved).unwrap(), "partial\n");
-    at(&d, &dir, &["artifacts", "list", &run, "--json"])
+    d.run_in(&dir, &["artifacts", "list", &run, "--json"])
         .assert_success()
         .assert_stdout_contains("\"files\": 1");
 }
@@ -165,10 +137,13 @@ as_root_and_rootless!(a_failing_job_keeps_its_artifacts_and_exit_code);
 /// `mount: true`: files appear on the host while the job still runs; `stop` then ends it `stopped` and
 /// keeps what a non-mounted artifact had too.
 fn mounted_artifacts_are_live_and_stop_saves_artifacts(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    commands:\n      - mkdir -p ckpt out\n      - echo step1 > ckpt/step1\n      - echo kept > out/kept.txt\n      - echo ready\n      - sleep 60\n    artifacts:\n      - path: ckpt\n        mount: true\n      - path: out\n";
-    let dir = project(&d, &[("live.yaml", workflow(&registry, "live", body))]);
-    let out = at(&d, &dir, &["run", "-d", "live"]);
+    let dir = project(
+        &d,
+        &[("live.yaml", busybox_workflow(&registry, "live", body))],
+    );
+    let out = d.run_in(&dir, &["run", "-d", "live"]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
     assert!(!run.is_empty(), "-d prints the run name:\n{out}");
@@ -188,13 +163,13 @@ fn mounted_artifacts_are_live_and_stop_saves_artifacts(d: Dstack) {
         Duration::from_secs(10),
         || state(&d, &run)["status"] == "running",
     );
-    at(&d, &dir, &["ps"])
+    d.run_in(&dir, &["ps"])
         .assert_success()
         .assert_stdout_contains(&run);
     wait_until("the job's `ready`", Duration::from_secs(30), || {
-        at(&d, &dir, &["logs", &run]).stdout.contains("ready")
+        d.run_in(&dir, &["logs", &run]).stdout.contains("ready")
     });
-    at(&d, &dir, &["stop", &run]).assert_success();
+    d.run_in(&dir, &["stop", &run]).assert_success();
     let record = state(&d, &run);
     assert_eq!(record["status"], "stopped", "{record}");
     let saved = d
@@ -205,24 +180,28 @@ fn mounted_artifacts_are_live_and_stop_saves_artifacts(d: Dstack) {
     assert_eq!(std::fs::read_to_string(saved).unwrap(), "kept\n");
     assert_eq!(std::fs::read_to_string(&live_file).unwrap(), "step1\n");
     // Only finished runs can be removed; this one is.
-    at(&d, &dir, &["rm", &run]).assert_success();
+    d.run_in(&dir, &["rm", &run]).assert_success();
     assert!(!d.state_root().join("runs").join(&run).exists());
 }
 as_root_and_rootless!(mounted_artifacts_are_live_and_stop_saves_artifacts);
 
 /// A cache directory written by one run is read by the next; `prune cache` empties it.
 fn the_cache_persists_between_runs(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    cache:\n      - path: ~/.cache/app\n    commands:\n      - cat ~/.cache/app/seen 2>/dev/null || echo first-run\n      - echo $RUN_NAME > ~/.cache/app/seen\n";
-    let dir = project(&d, &[("cache.yaml", workflow(&registry, "cached", body))]);
-    let first = at(&d, &dir, &["run", "cached"]);
+    let dir = project(
+        &d,
+        &[("cache.yaml", busybox_workflow(&registry, "cached", body))],
+    );
+    let first = d.run_in(&dir, &["run", "cached"]);
     first.assert_success().assert_stdout_contains("first-run");
-    let second = at(&d, &dir, &["run", "cached"]);
+    let second = d.run_in(&dir, &["run", "cached"]);
     second
         .assert_success()
         .assert_stdout_contains(&run_name(&first));
-    at(&d, &dir, &["prune", "cache", "cached"]).assert_success();
-    at(&d, &dir, &["run", "cached"])
+    d.run_in(&dir, &["prune", "cache", "cached"])
+        .assert_success();
+    d.run_in(&dir, &["run", "cached"])
         .assert_success()
         .assert_stdout_contains("first-run");
 }
@@ -240,7 +219,7 @@ fn registry_auth_from_secrets(d: Dstack) {
     );
     let dir = project(&d, &[("private.yaml", text)]);
     // A missing secret stops the run before anything starts.
-    let missing = at(&d, &dir, &["run", "private"]);
+    let missing = d.run_in(&dir, &["run", "private"]);
     missing
         .assert_failure()
         .assert_stderr_contains("secret `REGISTRY_USER`");
@@ -249,19 +228,15 @@ fn registry_auth_from_secrets(d: Dstack) {
         "nothing was recorded"
     );
 
-    at(
-        &d,
-        &dir,
-        &["secrets", "add", "REGISTRY_USER", REGISTRY_USER],
-    )
-    .assert_success();
+    d.run_in(&dir, &["secrets", "add", "REGISTRY_USER", REGISTRY_USER])
+        .assert_success();
     let added = d.run_with_stdin_in(
         &dir,
         &["secrets", "add", "REGISTRY_PASSWORD"],
         "not-the-password\n",
     );
     added.assert_success();
-    let wrong = at(&d, &dir, &["run", "private"]);
+    let wrong = d.run_in(&dir, &["run", "private"]);
     wrong.assert_failure();
     assert!(
         wrong.stderr.contains("refused") || wrong.stderr.contains("authentication"),
@@ -275,24 +250,25 @@ fn registry_auth_from_secrets(d: Dstack) {
         format!("{REGISTRY_PASSWORD}\n"),
     )
     .assert_success();
-    let list = at(&d, &dir, &["secrets", "list"]);
+    let list = d.run_in(&dir, &["secrets", "list"]);
     assert_eq!(list.stdout, "REGISTRY_PASSWORD\nREGISTRY_USER\n");
-    let out = at(&d, &dir, &["run", "private"]);
+    let out = d.run_in(&dir, &["run", "private"]);
     out.assert_success()
         .assert_stdout_contains("pulled privately");
     let run = run_name(&out);
     // The job's own terminal shows what it printed; what dstack keeps and shows later is masked.
     out.assert_stdout_contains(&format!("the job printed {REGISTRY_PASSWORD}"));
-    at(&d, &dir, &["logs", &run]).assert_stdout_contains("the job printed ***");
+    d.run_in(&dir, &["logs", &run])
+        .assert_stdout_contains("the job printed ***");
 
-    let dry = at(&d, &dir, &["run", "--dry-run", "private"]);
+    let dry = d.run_in(&dir, &["run", "--dry-run", "private"]);
     dry.assert_success()
         .assert_stdout_contains("REGISTRY_PASSWORD=***");
     for shown in [
         dry.stdout.clone(),
         out.stderr.clone(),
-        at(&d, &dir, &["ps", "-a", "--json"]).stdout,
-        at(&d, &dir, &["logs", &run]).stdout,
+        d.run_in(&dir, &["ps", "-a", "--json"]).stdout,
+        d.run_in(&dir, &["logs", &run]).stdout,
     ] {
         assert!(
             !shown.contains(REGISTRY_PASSWORD),
@@ -360,15 +336,18 @@ impl StdinIn for Dstack {
 
 /// Two runs started at once from two processes get distinct names and records.
 fn parallel_runs_never_clash(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    commands:\n      - echo run $RUN_NAME\n      - sleep 1\n";
-    let dir = project(&d, &[("par.yaml", workflow(&registry, "par", body))]);
+    let dir = project(
+        &d,
+        &[("par.yaml", busybox_workflow(&registry, "par", body))],
+    );
     // Pull once first, so both runs race on names and records rather than on the pull.
-    at(&d, &dir, &["run", "par"]).assert_success();
+    d.run_in(&dir, &["run", "par"]).assert_success();
     let spawn = || {
         let mut cmd = d.command(&["run", "par"]);
         cmd.current_dir(&dir);
-        std::thread::spawn(move || run_command(cmd))
+        std::thread::spawn(move || Output::of(cmd))
     };
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
@@ -388,16 +367,15 @@ as_root_and_rootless!(parallel_runs_never_clash);
 /// The environment: injected variables, secrets, the workflow's own (which wins), `run.args`, the project
 /// at `/workflow` with `working_dir` relative to it, and writes that never reach the user's files.
 fn environment_code_and_arguments(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    ports: 2\n    working_dir: src\n    environment:\n      GREETING: hi\n      RUN_NAME: overridden\n    commands:\n      - echo cwd=$(pwd) greeting=$GREETING run=$RUN_NAME job=$JOB_ID host=$(hostname) unbuffered=$PYTHONUNBUFFERED\n      - echo ports=$PORT_0,$PORT_1 job_ports=$JOB_PORT_0,$JOB_PORT_1 secret=$MY_SECRET\n      - echo args=${{ run.args }} name=${{ run.name }}\n      - cat train.py\n      - echo changed > train.py\n";
-    let dir = project(&d, &[("env.yaml", workflow(&registry, "env", body))]);
-    at(
+    let dir = project(
         &d,
-        &dir,
-        &["secrets", "add", "MY_SECRET", "visible-to-the-job"],
-    )
-    .assert_success();
-    let out = at(&d, &dir, &["run", "env", "--lr", "0.1", "two words"]);
+        &[("env.yaml", busybox_workflow(&registry, "env", body))],
+    );
+    d.run_in(&dir, &["secrets", "add", "MY_SECRET", "visible-to-the-job"])
+        .assert_success();
+    let out = d.run_in(&dir, &["run", "env", "--lr", "0.1", "two words"]);
     out.assert_success();
     let run = run_name(&out);
     out.assert_stdout_contains("cwd=/workflow/src greeting=hi run=overridden")
@@ -433,7 +411,7 @@ fn a_non_root_image_user_can_write_its_directories(d: Dstack) {
         registry.image("demo/app:latest")
     );
     let dir = project(&d, &[("app.yaml", text)]);
-    let out = at(&d, &dir, &["run", "app"]);
+    let out = d.run_in(&dir, &["run", "app"]);
     out.assert_success().assert_stdout_contains("app\n");
     let run = run_name(&out);
     let artifacts = d.state_root().join("runs").join(&run).join("artifacts");
@@ -441,7 +419,7 @@ fn a_non_root_image_user_can_write_its_directories(d: Dstack) {
         artifacts.join("out/x").exists() && artifacts.join("live/y").exists(),
         "{out}"
     );
-    at(&d, &dir, &["run", "app"])
+    d.run_in(&dir, &["run", "app"])
         .assert_success()
         .assert_stdout_contains("z\n");
 }
@@ -449,7 +427,7 @@ as_root_and_rootless!(a_non_root_image_user_can_write_its_directories);
 
 /// The seed's ports example: an HTTP server the job starts on `$PORT_0` answers on the host.
 fn ports_are_reachable_from_the_host(d: Dstack) {
-    let registry = registry();
+    let registry = busybox_registry();
     let seed = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/.dstack/workflows/app.yaml"
@@ -457,11 +435,11 @@ fn ports_are_reachable_from_the_host(d: Dstack) {
     .unwrap()
     .replace("localhost:5000", &registry.host());
     let dir = project(&d, &[("app.yaml", seed)]);
-    let out = at(&d, &dir, &["run", "-d", "hello-app"]);
+    let out = d.run_in(&dir, &["run", "-d", "hello-app"]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
     wait_until("the server", Duration::from_secs(60), || {
-        at(&d, &dir, &["logs", &run])
+        d.run_in(&dir, &["logs", &run])
             .stdout
             .contains("serving on port")
     });
@@ -482,7 +460,7 @@ fn ports_are_reachable_from_the_host(d: Dstack) {
         },
     );
     assert!(page.contains(&format!("Hello from {run}")), "{page}");
-    at(&d, &dir, &["stop", &run]).assert_success();
+    d.run_in(&dir, &["stop", &run]).assert_success();
     assert_eq!(state(&d, &run)["status"], "stopped");
 }
 as_root_and_rootless!(ports_are_reachable_from_the_host);
@@ -491,47 +469,47 @@ as_root_and_rootless!(ports_are_reachable_from_the_host);
 #[test]
 fn mistakes_fail_before_anything_starts() {
     let d = Dstack::root();
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    enviroment:\n      - A=1\n";
     let dir = project(
         &d,
         &[
-            ("typo.yaml", workflow(&registry, "typo", body)),
+            ("typo.yaml", busybox_workflow(&registry, "typo", body)),
             (
                 "bash.yaml",
                 "workflows:\n  - name: old\n    provider: bash\n    commands: [ls]\n".into(),
             ),
         ],
     );
-    let out = at(&d, &dir, &["run", "typo"]);
+    let out = d.run_in(&dir, &["run", "typo"]);
     out.assert_failure().assert_stderr_contains(
         ".dstack/workflows/bash.yaml:3: provider `bash` is not supported by this runtime (only docker)",
     );
     std::fs::remove_file(dir.join(".dstack/workflows/bash.yaml")).unwrap();
-    let out = at(&d, &dir, &["run", "typo"]);
+    let out = d.run_in(&dir, &["run", "typo"]);
     out.assert_failure().assert_stderr_contains(
         ".dstack/workflows/typo.yaml:5: unknown key `enviroment` in workflow `typo`: did you mean `environment`?",
     );
-    let fixed = workflow(&registry, "typo", "    commands: [true]\n");
+    let fixed = busybox_workflow(&registry, "typo", "    commands: [true]\n");
     d.write_home_file("project/.dstack/workflows/typo.yaml", fixed);
-    let out = at(&d, &dir, &["run", "tpyo"]);
+    let out = d.run_in(&dir, &["run", "tpyo"]);
     out.assert_failure()
         .assert_stderr_contains("no workflow named `tpyo`")
         .assert_stderr_contains("did you mean `typo`?");
     let big = "    resources:\n      memory: 100TB\n    commands: [true]\n";
     d.write_home_file(
         "project/.dstack/workflows/typo.yaml",
-        workflow(&registry, "big", big),
+        busybox_workflow(&registry, "big", big),
     );
-    let out = at(&d, &dir, &["run", "big"]);
+    let out = d.run_in(&dir, &["run", "big"]);
     out.assert_failure()
         .assert_stderr_contains("of memory; this machine has");
     let gpu = "    resources:\n      gpu: 1\n    commands: [true]\n";
     d.write_home_file(
         "project/.dstack/workflows/typo.yaml",
-        workflow(&registry, "gpu", gpu),
+        busybox_workflow(&registry, "gpu", gpu),
     );
-    let out = at(&d, &dir, &["run", "gpu"]);
+    let out = d.run_in(&dir, &["run", "gpu"]);
     out.assert_failure();
     if !Path::new("/proc/driver/nvidia/gpus").exists() {
         out.assert_stderr_contains("this machine has no NVIDIA GPU");
@@ -543,20 +521,23 @@ fn mistakes_fail_before_anything_starts() {
 #[test]
 fn aborted_runs_are_recorded_as_aborted() {
     let d = Dstack::root();
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    commands:\n      - mkdir -p out && echo early > out/early.txt\n      - echo ready\n      - sleep 60\n    artifacts:\n      - out\n";
-    let dir = project(&d, &[("long.yaml", workflow(&registry, "long", body))]);
+    let dir = project(
+        &d,
+        &[("long.yaml", busybox_workflow(&registry, "long", body))],
+    );
     let started = |d: &Dstack| {
-        let out = at(d, &dir, &["run", "-d", "long"]);
+        let out = d.run_in(&dir, &["run", "-d", "long"]);
         out.assert_success();
         let run = out.stdout.trim().to_string();
         wait_until("ready", Duration::from_secs(60), || {
-            at(d, &dir, &["logs", &run]).stdout.contains("ready")
+            d.run_in(&dir, &["logs", &run]).stdout.contains("ready")
         });
         run
     };
     let run = started(&d);
-    at(&d, &dir, &["stop", "-x", &run]).assert_success();
+    d.run_in(&dir, &["stop", "-x", &run]).assert_success();
     assert_eq!(state(&d, &run)["status"], "aborted");
     let early = d
         .state_root()
@@ -576,7 +557,7 @@ fn aborted_runs_are_recorded_as_aborted() {
         "the run to show as aborted",
         Duration::from_secs(10),
         || {
-            at(&d, &dir, &["ps", "-a"])
+            d.run_in(&dir, &["ps", "-a"])
                 .stdout
                 .lines()
                 .any(|l| l.starts_with(&run) && l.contains("aborted"))
@@ -597,13 +578,16 @@ fn aborted_runs_are_recorded_as_aborted() {
 #[test]
 fn logs_follow_a_detached_run_to_its_end() {
     let d = Dstack::root();
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    commands:\n      - for i in 1 2 3; do echo line $i; sleep 0.5; done\n";
-    let dir = project(&d, &[("f.yaml", workflow(&registry, "follow", body))]);
-    let out = at(&d, &dir, &["run", "-d", "follow"]);
+    let dir = project(
+        &d,
+        &[("f.yaml", busybox_workflow(&registry, "follow", body))],
+    );
+    let out = d.run_in(&dir, &["run", "-d", "follow"]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
-    let logs = at(&d, &dir, &["logs", "-f", &run]);
+    let logs = d.run_in(&dir, &["logs", "-f", &run]);
     logs.assert_success();
     assert!(logs.stdout.contains("line 1\nline 2\nline 3\n"), "{logs}");
     assert_eq!(state(&d, &run)["status"], "done");
@@ -613,9 +597,12 @@ fn logs_follow_a_detached_run_to_its_end() {
 #[test]
 fn interrupting_a_foreground_run_stops_it() {
     let d = Dstack::root();
-    let registry = registry();
+    let registry = busybox_registry();
     let body = "    commands:\n      - mkdir -p out && echo saved > out/x\n      - echo ready\n      - sleep 60\n    artifacts:\n      - out\n";
-    let dir = project(&d, &[("i.yaml", workflow(&registry, "interrupt", body))]);
+    let dir = project(
+        &d,
+        &[("i.yaml", busybox_workflow(&registry, "interrupt", body))],
+    );
     let d = d.current_dir(&dir);
     let running = d.spawn(&["run", "interrupt"]);
     running.wait_for_output("ready", |out, _| out.contains("ready"));

@@ -95,6 +95,22 @@ pub fn two_platform_images(compression: Compression) -> (Image, Image) {
     (amd64, arm64)
 }
 
+/// A registry holding the busybox image as `demo/busybox:latest`.
+pub fn busybox_registry() -> TestRegistry {
+    let registry = TestRegistry::plain();
+    push_busybox(&registry, "demo/busybox:latest");
+    registry
+}
+
+/// A workflow file with the docker workflow `name` on `busybox_registry`'s image; `body` holds its other
+/// keys, indented by four spaces.
+pub fn busybox_workflow(registry: &TestRegistry, name: &str, body: &str) -> String {
+    format!(
+        "workflows:\n  - name: {name}\n    provider: docker\n    image: {}\n{body}",
+        registry.image("demo/busybox:latest")
+    )
+}
+
 /// Builds the busybox image and pushes it as `name:tag`; returns it (with its manifest digest).
 pub fn push_busybox(registry: &TestRegistry, name_tag: &str) -> Image {
     let image = busybox_image().build();

@@ -246,6 +246,13 @@ impl Dstack {
         cmd
     }
 
+    /// Runs `dstack ARGS` in `dir` to its end, without `run`'s timeout.
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.current_dir(dir);
+        Output::of(cmd)
+    }
+
     /// Runs `dstack ARGS` to the end (stdin closed). Panics, with what it printed, if it outlives the timeout.
     pub fn run(&self, args: &[&str]) -> Output {
         self.spawn(args).wait()
@@ -455,6 +462,17 @@ pub struct Output {
 }
 
 impl Output {
+    /// Runs `cmd` to its end (no timeout) and captures what it printed.
+    pub fn of(mut cmd: Command) -> Output {
+        let out = cmd.output().expect("run the command");
+        Output {
+            description: format!("{cmd:?}"),
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The exit code, or 128+N for death by signal N (as a shell reports it).
     pub fn code(&self) -> i32 {
         self.status

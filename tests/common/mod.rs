@@ -17,7 +17,10 @@ pub mod slurm;
 pub mod tls;
 pub mod token_server;
 
-pub use busybox::{busybox_image, busybox_layer, push_busybox, two_platform_images};
+pub use busybox::{
+    busybox_image, busybox_layer, busybox_registry, busybox_workflow, push_busybox,
+    two_platform_images,
+};
 pub use dstack::{Dstack, Output, RunAs, Running};
 pub use image::{
     Compression, Image, ImageBuilder, Index, Layer, LayerBuilder, ManifestFormat, Meta, Platform,
