@@ -126,8 +126,19 @@ fn nft_tables() -> String {
 }
 
 /// A robust echo server (busybox nc drops connections under load) on `0.0.0.0:port` inside the job's
-/// namespace: a thread of this test that `setns`es there. Reads to end of stream, then answers.
+/// namespace. Reads to end of stream, then answers.
 fn echo_server_in(job: &Job, port: u16) {
+    serve_in(job, port, |mut conn| {
+        let mut data = Vec::new();
+        if conn.read_to_end(&mut data).is_ok() {
+            let _ = conn.write_all(&data);
+        }
+    });
+}
+
+/// A server on `0.0.0.0:port` inside the job's namespace (a thread of this test that `setns`es there),
+/// `handle` on a thread of its own for each connection. Returns once it listens.
+fn serve_in(job: &Job, port: u16, handle: fn(TcpStream)) {
     let ns = std::fs::File::open(format!("/proc/{}/ns/net", job.pid())).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -140,13 +151,8 @@ fn echo_server_in(job: &Job, port: u16) {
         let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
         tx.send(()).unwrap();
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut data = Vec::new();
-                if conn.read_to_end(&mut data).is_ok() {
-                    let _ = conn.write_all(&data);
-                }
-            });
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || handle(conn));
         }
     });
     rx.recv().unwrap();
@@ -595,28 +601,13 @@ fn a_client_reset_mid_stream_does_not_kill_the_supervisor() {
     .unwrap();
     let port = net.ports()[0];
     let job = Job::start("exec sleep 600");
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", job.pid())).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        // SAFETY: moves only this thread into the job's network namespace.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
-        tx.send(()).unwrap();
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = conn.try_clone().unwrap();
-            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-            std::thread::spawn(move || {
-                let chunk = vec![7u8; 1 << 16];
-                while conn.write_all(&chunk).is_ok() {}
-            });
-        }
+    // Reads everything and sends without end.
+    serve_in(&job, port, |mut conn| {
+        let mut reader = conn.try_clone().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let chunk = vec![7u8; 1 << 16];
+        while conn.write_all(&chunk).is_ok() {}
     });
-    rx.recv().unwrap();
     net.attach(job.pid()).unwrap();
     // SAFETY: restoring the default action, as dstack's main does; undone at the end.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
