@@ -152,7 +152,49 @@ fn three_ports_answer_curl(d: Dstack) {
         });
         assert_eq!(body.unwrap().trim(), format!("page of {run} on {p}"));
     }
+    // The host's other addresses too: as root the kernel forwards IPv4, the supervisor IPv6. (Rootless
+    // on this machine the job shares the host's network, where its httpd listens on IPv4 only.)
+    let p = ports[0];
+    let root = d.run_as() == RunAs::Root;
+    let mut urls: Vec<String> = host_addresses()
+        .iter()
+        .filter_map(|a| match a {
+            std::net::IpAddr::V4(a) => Some(format!("http://{a}:{p}/")),
+            std::net::IpAddr::V6(a) => root.then(|| format!("http://[{a}]:{p}/")),
+        })
+        .collect();
+    if root && ipv6_loopback() {
+        urls.push(format!("http://[::1]:{p}/"));
+    }
+    for url in urls {
+        assert_eq!(
+            curl(&url).as_deref().map(str::trim),
+            Some(format!("page of {run} on {p}").as_str()),
+            "{url}"
+        );
+    }
     d.run_in(&dir, &["stop", &run]).assert_success();
+}
+
+/// The host's global addresses, but those of our runs' veths (which come and go with other tests).
+fn host_addresses() -> Vec<std::net::IpAddr> {
+    let out = Command::new("ip")
+        .args(["-o", "addr", "show", "scope", "global"])
+        .output()
+        .unwrap();
+    // "2: eth0    inet 192.0.2.2/24 brd ..."
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            let (ifname, _family, cidr) = (f.next()?, f.next()?, f.next()?);
+            (!ifname.starts_with("dst")).then(|| cidr.split('/').next()?.parse().ok())?
+        })
+        .collect()
+}
+
+fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
 /// Two runs at once each get their own ports and answer on them.
@@ -396,4 +438,56 @@ fn jobs_are_isolated_unless_they_publish_ports_as_root() {
 #[test]
 fn nothing_is_left_after_runs_or_a_sigkill_as_root() {
     nothing_is_left_after_runs_or_a_sigkill(Dstack::root());
+}
+
+/// With published ports the host end of a run's veth carries connections to the host's 127.0.0.1
+/// (`route_localnet`, for the kernel's DNAT); the job still cannot use it the other way, to reach a service
+/// bound to the host's loopback (kube-proxy's CVE-2020-8558), here a UDP one. The job is played by root
+/// in its namespace, routing 127/8 out of eth0, as a job with CAP_NET_RAW could forge such packets.
+#[test]
+fn the_hosts_loopback_stays_out_of_reach_as_root() {
+    let d = Dstack::root();
+    let registry = busybox_registry();
+    let service = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    service
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let port = service.local_addr().unwrap().port();
+    let waits = "    ports: 1\n    commands:\n      - echo ready\n      - sleep 600\n";
+    let dir = project(
+        &d,
+        &[("pub.yaml", busybox_workflow(&registry, "pub", waits))],
+    );
+    let run = start_detached(&d, &dir, "pub");
+    let pid = state(&d, &run)["container_pid"].as_i64().unwrap();
+    let host_if = host_interface(&d, &run);
+    let localnet = format!("/proc/sys/net/ipv4/conf/{host_if}/route_localnet");
+    assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "1");
+    // The script below rewires loopback routing: never in the host's namespace.
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(ns(&pid.to_string()), ns("self"));
+    let script = format!(
+        "set -e; ip route del local 127.0.0.1 dev lo table local; \
+         ip route del local 127.0.0.0/8 dev lo table local; \
+         sysctl -qw net.ipv4.conf.eth0.route_localnet=1; \
+         ip route add 127.0.0.0/8 via $(ip route show default | cut -d' ' -f3) dev eth0; \
+         for i in 1 2 3; do echo forged > /dev/udp/127.0.0.1/{port}; done; echo sent"
+    );
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("sent"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut buf = [0u8; 64];
+    let got = service.recv_from(&mut buf);
+    assert!(
+        got.is_err(),
+        "the job reached a service on the host's loopback: {got:?}"
+    );
+    d.run_in(&dir, &["stop", &run]).assert_success();
 }

@@ -2,7 +2,8 @@
 //! listening socket and, from inside the job's network namespace (it `setns`es there once), connects to
 //! `127.0.0.1:PORT`; each connection then gets two threads that `splice` bytes both ways through a
 //! pipe (zero copy). End of stream in one direction becomes a write shutdown on the other side
-//! (half-close); an error shuts both sockets. The same code serves root and rootless runs: the rootless
+//! (half-close); an error shuts both sockets. As root with nf_tables it only sees what the kernel's DNAT
+//! does not take (IPv6 clients). The same code serves root and rootless runs: the rootless
 //! supervisor owns the job's namespace through its user namespace, so no `/dev/net/tun` is needed.
 //! The threads start only after the container is started (nothing may run at clone time).
 

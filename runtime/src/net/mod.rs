@@ -18,9 +18,10 @@
 //! As host root a run gets a veth pair (`dst<12 hex>` on the host, `eth0` inside) with a /30 of the
 //! pool, a default route via the host end, and masquerading for outbound (`nat`). Rootless, pasta or
 //! slirp4netns give outbound access when usable; otherwise the job shares the host's network (said
-//! once). Ports are forwarded by the supervisor itself (`forward`), the same way for root and
-//! rootless. One concern per file: `netlink`, `netns`, `pool`, `lease`, `nat`, `dns`, `ports`,
-//! `forward`, `usermode`.
+//! once). Published ports: as root with nf_tables the kernel DNATs IPv4 connections to the job (the
+//! run's table, `nftables`); the supervisor forwards the rest (`forward`: IPv6, and everything rootless
+//! or with iptables). One concern per file: `netlink`, `netns`, `pool`, `lease`, `nat`, `nftables`,
+//! `dns`, `ports`, `forward`, `usermode`.
 
 mod dns;
 mod error;
@@ -47,7 +48,10 @@ pub use usermode::USERMODE_ENV;
 pub const HOST_IF_PREFIX: &str = "dst";
 /// The job's end of the veth.
 const JOB_IF: &str = "eth0";
-const MTU: u32 = 1500;
+/// The veth's MTU, as pasta's: traffic between the host and the job (published ports) moves in 64 KiB
+/// segments, as over loopback (a 1500-byte veth halves the throughput). What leaves the host is cut to
+/// its own interfaces' MTU by the usual path MTU discovery and segmentation.
+const MTU: u32 = 65520;
 
 /// How a run is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -198,7 +202,13 @@ impl Network {
             let host_if = format!("{HOST_IF_PREFIX}{short}");
             let lease = lease::allocate(&lease_dir(), &mut nl, config.pool, &short, &host_if)?;
             // Made ahead, the network is collected before the clone: its NAT can come from a thread.
-            let pending = Some(nat::begin(&short, &host_if, lease.job_ip(), config.ahead));
+            let pending = Some(nat::begin(
+                &short,
+                &host_if,
+                lease.job_ip(),
+                &ports,
+                config.ahead,
+            ));
             Kind::Veth {
                 lease,
                 nl,
@@ -276,10 +286,19 @@ impl Network {
             })?;
             self.netns = Some(ns);
         }
-        if let (true, Kind::Veth { pending, nat, .. }) = (self.ahead, &mut self.kind)
+        if let (
+            true,
+            Kind::Veth {
+                pending,
+                nat,
+                lease,
+                ..
+            },
+        ) = (self.ahead, &mut self.kind)
             && let Some(p) = pending.take()
         {
             *nat = Some(p.finish()?);
+            allow_localnet(*nat, &lease.record.host_if, &self.ports)?;
         }
         Ok(())
     }
@@ -400,6 +419,7 @@ impl Network {
                 enable_forwarding()?;
                 if let Some(p) = pending.take() {
                     *nat = Some(p.finish()?);
+                    allow_localnet(*nat, &host_if, &self.ports)?;
                 }
             }
             Kind::UserMode { tools, net } => {
@@ -434,6 +454,19 @@ impl Network {
             Some(forward::Forwarder::start(listeners, ns).map_err(NetError::Forwarder)?);
         Ok(())
     }
+}
+
+/// Where the kernel forwards the published ports (an nf_tables table), connections to the host's
+/// `127.0.0.1` are DNAT'ed through the veth, which the host end must allow (`route_localnet`; the
+/// table's input rule keeps the job from using it the other way). From the host's namespace.
+fn allow_localnet(nat: Option<nat::NatTool>, host_if: &str, ports: &[u16]) -> Result<(), NetError> {
+    if ports.is_empty() || nat != Some(nat::NatTool::Nft) {
+        return Ok(());
+    }
+    let path = format!("/proc/sys/net/ipv4/conf/{host_if}/route_localnet");
+    std::fs::write(&path, "1").map_err(NetError::netlink(format!(
+        "letting {host_if} carry connections to 127.0.0.1 ({path})"
+    )))
 }
 
 /// Creates the veth pair, its job end moved into `ns`, and addresses the host end.

@@ -72,16 +72,39 @@ fn run(program: &str, args: &[&str], script: Option<&str>) -> Result<(), Option<
 
 /// What the netlink batch creates, as an `nft -f` script (the tests compare the two).
 #[cfg(test)]
-fn nft_script(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
+fn nft_script(short: &str, host_if: &str, job_ip: Ipv4Addr, ports: &[u16]) -> String {
     let table = nft_table(short);
-    format!(
+    let published = !ports.is_empty();
+    let mut s = format!(
         "table ip {table} {{\n\
          \tchain postrouting {{ type nat hook postrouting priority 100; policy accept;\n\
-         \t\tip saddr {job_ip} oifname != \"{host_if}\" masquerade\n\t}}\n\
-         \tchain forward {{ type filter hook forward priority 0; policy accept;\n\
-         \t\tiifname \"{host_if}\" oifname \"{HOST_IF_PREFIX}*\" drop\n\t}}\n\
-         }}\n"
-    )
+         \t\tip saddr {job_ip} oifname != \"{host_if}\" masquerade\n"
+    );
+    if published {
+        s += &format!(
+            "\t\tip saddr 127.0.0.0/8 oifname \"{host_if}\" masquerade\n\
+             \t\tip saddr {job_ip} ip daddr {job_ip} masquerade\n"
+        );
+    }
+    s += &format!(
+        "\t}}\n\tchain forward {{ type filter hook forward priority 0; policy accept;\n\
+         \t\tiifname \"{host_if}\" oifname \"{HOST_IF_PREFIX}*\" ct status & dnat == 0 drop\n\t}}\n"
+    );
+    if published {
+        for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+            s +=
+                &format!("\tchain {chain} {{ type nat hook {hook} priority -100; policy accept;\n");
+            for p in ports {
+                s += &format!("\t\tfib daddr type local tcp dport {p} dnat to {job_ip}:{p}\n");
+            }
+            s += "\t}\n";
+        }
+        s += &format!(
+            "\tchain input {{ type filter hook input priority 0; policy accept;\n\
+             \t\tiifname \"{host_if}\" ip daddr 127.0.0.0/8 ct direction original drop\n\t}}\n"
+        );
+    }
+    s + "}\n"
 }
 
 fn iptables_rules(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
@@ -97,8 +120,7 @@ fn iptables_rules(short: &str, host_if: &str, job_ip: Ipv4Addr) -> String {
 /// The run's NAT being installed in the background, collected by `finish`.
 pub(super) struct Pending {
     short: String,
-    host_if: String,
-    job_ip: Ipv4Addr,
+    table: super::nftables::RunTable,
     work: Work,
 }
 
@@ -114,20 +136,32 @@ enum Work {
 /// Starts installing the run's NAT (nf_tables through netlink) on a thread, or in a child process when
 /// `threads` is false; call it before the container's clone, and `finish` before the clone too when on
 /// a thread.
-pub(super) fn begin(short: &str, host_if: &str, job_ip: Ipv4Addr, threads: bool) -> Pending {
-    let table = nft_table(short);
+pub(super) fn begin(
+    short: &str,
+    host_if: &str,
+    job_ip: Ipv4Addr,
+    ports: &[u16],
+    threads: bool,
+) -> Pending {
+    let table = super::nftables::RunTable {
+        name: nft_table(short),
+        host_if: host_if.into(),
+        prefix: HOST_IF_PREFIX,
+        job_ip,
+        ports: ports.to_vec(),
+    };
     let work = if threads {
-        let (host, table) = (host_if.to_string(), table.clone());
+        let table = table.clone();
         std::thread::Builder::new()
             .name("dstack-nat".into())
-            .spawn(move || super::nftables::create(&table, &host, HOST_IF_PREFIX, job_ip))
+            .spawn(move || super::nftables::create(&table))
             .map(Work::Thread)
             .unwrap_or_else(|e| {
                 tracing::debug!("cannot start a thread for the NAT table ({e}): creating it later");
                 Work::InPlace
             })
     } else {
-        super::nftables::create_in_background(&table, host_if, HOST_IF_PREFIX, job_ip)
+        super::nftables::create_in_background(&table)
             .map(Work::Child)
             .unwrap_or_else(|e| {
                 tracing::debug!("cannot fork for the NAT table ({e}): creating it later");
@@ -136,8 +170,7 @@ pub(super) fn begin(short: &str, host_if: &str, job_ip: Ipv4Addr, threads: bool)
     };
     Pending {
         short: short.into(),
-        host_if: host_if.into(),
-        job_ip,
+        table,
         work,
     }
 }
@@ -145,16 +178,15 @@ pub(super) fn begin(short: &str, host_if: &str, job_ip: Ipv4Addr, threads: bool)
 impl Pending {
     /// Waits for the table; falls back to iptables where nf_tables is missing; says what to install when
     /// neither is there.
+    /// An `Ok(Nft)` table forwards the published ports itself (see `nftables`); iptables' chains do not.
     pub(super) fn finish(self) -> Result<NatTool, NetError> {
-        let (short, host_if, job_ip) = (&self.short, &self.host_if, self.job_ip);
+        let (short, host_if, job_ip) = (&self.short, &self.table.host_if, self.table.job_ip);
         let created = match self.work {
             Work::Child(child) => child.wait(),
             Work::Thread(thread) => thread
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the NAT thread panicked"))),
-            Work::InPlace => {
-                super::nftables::create(&nft_table(short), host_if, HOST_IF_PREFIX, job_ip)
-            }
+            Work::InPlace => super::nftables::create(&self.table),
         };
         let nft_err = match created {
             Ok(()) => return Ok(NatTool::Nft),
@@ -245,30 +277,45 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).replace(table, "T")
     }
 
-    /// Needs root and the nft tool: the netlink batch makes exactly what nft makes of the script.
+    /// Needs root and the nft tool: the netlink batch makes exactly what nft makes of the script, with
+    /// and without published ports.
     #[test]
     fn the_netlink_table_is_the_one_nft_would_make() {
         let ip = Ipv4Addr::new(10, 89, 250, 2);
-        super::super::nftables::create("dstack_ut_netlink", "dstut0", HOST_IF_PREFIX, ip).unwrap();
-        // Created twice: a leftover of the same name is replaced, not duplicated.
-        super::super::nftables::create("dstack_ut_netlink", "dstut0", HOST_IF_PREFIX, ip).unwrap();
-        let script = nft_script("ut_script", "dstut0", ip);
-        run("nft", &["-f"], Some(&script)).unwrap();
-        let (a, b) = (listed("dstack_ut_netlink"), listed("dstack_ut_script"));
-        assert!(super::super::nftables::delete("dstack_ut_netlink").unwrap());
-        assert!(!super::super::nftables::delete("dstack_ut_netlink").unwrap());
-        remove(NatTool::Nft, "ut_script").unwrap();
-        assert_eq!(a, b);
-        assert!(a.contains("masquerade") && a.contains("drop"), "{a}");
+        for ports in [&[][..], &[18080, 18081][..]] {
+            let table = super::super::nftables::RunTable {
+                name: "dstack_ut_netlink".into(),
+                host_if: "dstut0".into(),
+                prefix: HOST_IF_PREFIX,
+                job_ip: ip,
+                ports: ports.to_vec(),
+            };
+            super::super::nftables::create(&table).unwrap();
+            // Created twice: a leftover of the same name is replaced, not duplicated.
+            super::super::nftables::create(&table).unwrap();
+            let script = nft_script("ut_script", "dstut0", ip, ports);
+            run("nft", &["-f"], Some(&script)).unwrap();
+            let (a, b) = (listed("dstack_ut_netlink"), listed("dstack_ut_script"));
+            assert!(super::super::nftables::delete("dstack_ut_netlink").unwrap());
+            assert!(!super::super::nftables::delete("dstack_ut_netlink").unwrap());
+            remove(NatTool::Nft, "ut_script").unwrap();
+            assert_eq!(a, b);
+            assert!(a.contains("masquerade") && a.contains("drop"), "{a}");
+            assert_eq!(
+                a.contains("dnat to 10.89.250.2:18081"),
+                !ports.is_empty(),
+                "{a}"
+            );
+        }
     }
 
     #[test]
     fn the_rules_name_only_this_run() {
         let ip = Ipv4Addr::new(10, 89, 0, 2);
-        let nft = nft_script("abc", "dstabc", ip);
+        let nft = nft_script("abc", "dstabc", ip, &[]);
         assert!(nft.contains("table ip dstack_abc"));
         assert!(nft.contains("ip saddr 10.89.0.2 oifname != \"dstabc\" masquerade"));
-        assert!(nft.contains("iifname \"dstabc\" oifname \"dst*\" drop"));
+        assert!(nft.contains("iifname \"dstabc\" oifname \"dst*\" ct status & dnat == 0 drop"));
         let ipt = iptables_rules("abc", "dstabc", ip);
         assert!(ipt.contains("-A DSTACK-abc -s 10.89.0.2/32 ! -o dstabc -j MASQUERADE"));
     }

@@ -5,11 +5,28 @@
 //! ```text
 //! table ip dstack_<short> {
 //!     chain postrouting { type nat hook postrouting priority 100; policy accept;
-//!         ip saddr <job> oifname != "<host_if>" masquerade }
+//!         ip saddr <job> oifname != "<host_if>" masquerade
+//!         # with published ports: local clients (127.0.0.1) and the job itself (hairpin) reach the job
+//!         # from the host end's address
+//!         ip saddr 127.0.0.0/8 oifname "<host_if>" masquerade
+//!         ip saddr <job> ip daddr <job> masquerade }
 //!     chain forward { type filter hook forward priority 0; policy accept;
-//!         iifname "<host_if>" oifname "dst*" drop }
+//!         iifname "<host_if>" oifname "dst*" ct status & dnat == 0 drop }
+//!     # with published ports only:
+//!     chain prerouting { type nat hook prerouting priority -100; policy accept;
+//!         fib daddr type local tcp dport <port> dnat to <job>:<port> ... }
+//!     chain output { type nat hook output priority -100; policy accept;
+//!         fib daddr type local tcp dport <port> dnat to <job>:<port> ... }
+//!     chain input { type filter hook input priority 0; policy accept;
+//!         iifname "<host_if>" ip daddr 127.0.0.0/8 ct direction original drop }
 //! }
 //! ```
+//!
+//! Published IPv4 ports are thus forwarded by the kernel (DNAT), as fast as the veth itself; the
+//! supervisor's forwarder still listens for what DNAT does not catch (IPv6 clients). DNAT of
+//! `127.0.0.1` needs `route_localnet` on the host end, which would also let the job reach the host's
+//! loopback services by sending to 127/8 through its veth: the input rule drops exactly that (as
+//! kube-proxy does since CVE-2020-8558).
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -60,15 +77,45 @@ const NFTA_META_DREG: u16 = 1;
 const NFTA_META_KEY: u16 = 2;
 const NFTA_IMMEDIATE_DREG: u16 = 1;
 const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_FIB_DREG: u16 = 1;
+const NFTA_FIB_RESULT: u16 = 2;
+const NFTA_FIB_FLAGS: u16 = 3;
+const NFTA_NAT_TYPE: u16 = 1;
+const NFTA_NAT_FAMILY: u16 = 2;
+const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+const NFTA_NAT_FLAGS: u16 = 7;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
 
 const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
+const NFT_REG_2: u32 = 2;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_META_IIFNAME: u32 = 6;
 const NFT_META_OIFNAME: u32 = 7;
+const NFT_META_L4PROTO: u32 = 16;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+const RTN_LOCAL: u32 = 2;
+const NFT_NAT_DNAT: u32 = 1;
+const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+const NFT_CT_DIRECTION: u32 = 1;
+const NFT_CT_STATUS: u32 = 2;
+const IP_CT_DIR_ORIGINAL: u8 = 0;
+const IPS_DST_NAT: u32 = 1 << 5;
+const NF_INET_PRE_ROUTING: u32 = 0;
+const NF_INET_LOCAL_IN: u32 = 1;
 const NF_INET_FORWARD: u32 = 2;
+const NF_INET_LOCAL_OUT: u32 = 3;
 const NF_INET_POST_ROUTING: u32 = 4;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
@@ -189,6 +236,50 @@ impl Batch {
         });
     }
 
+    /// Loads `len` bytes at `offset` of a header (`base`) into register 1.
+    fn payload(&mut self, base: u32, offset: u32, len: u32) {
+        self.expr("payload", |b| {
+            b.u32(NFTA_PAYLOAD_DREG, NFT_REG_1);
+            b.u32(NFTA_PAYLOAD_BASE, base);
+            b.u32(NFTA_PAYLOAD_OFFSET, offset);
+            b.u32(NFTA_PAYLOAD_LEN, len);
+        });
+    }
+
+    /// Loads a constant into register `reg`.
+    fn immediate(&mut self, reg: u32, value: &[u8]) {
+        self.expr("immediate", |b| {
+            b.u32(NFTA_IMMEDIATE_DREG, reg);
+            b.begin(NFTA_IMMEDIATE_DATA);
+            b.attr(NFTA_DATA_VALUE, value);
+            b.end();
+        });
+    }
+
+    fn drop_packet(&mut self) {
+        self.expr("immediate", |b| {
+            b.u32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+            b.begin(NFTA_IMMEDIATE_DATA);
+            b.begin(NFTA_DATA_VERDICT);
+            b.u32(NFTA_VERDICT_CODE, NF_DROP);
+            b.end();
+            b.end();
+        });
+    }
+
+    fn ct(&mut self, key: u32) {
+        self.expr("ct", |b| {
+            b.u32(NFTA_CT_DREG, NFT_REG_1);
+            b.u32(NFTA_CT_KEY, key);
+        });
+    }
+
+    /// `meta iifname/oifname == name`.
+    fn interface_is(&mut self, key: u32, name: &str) {
+        self.meta(key);
+        self.cmp(NFT_CMP_EQ, &ifname(name));
+    }
+
     fn meta(&mut self, key: u32) {
         self.expr("meta", |b| {
             b.u32(NFTA_META_KEY, key);
@@ -231,38 +322,110 @@ fn ifname(name: &str) -> [u8; 16] {
     out
 }
 
-fn table_batch(table: &str, host_if: &str, prefix: &str, job_ip: Ipv4Addr) -> (Vec<u8>, usize) {
+/// One run's table: its interfaces, its address, and the ports the kernel forwards to it.
+#[derive(Debug, Clone)]
+pub(super) struct RunTable {
+    pub name: String,
+    /// The veth's host end.
+    pub host_if: String,
+    /// What every run's host end starts with.
+    pub prefix: &'static str,
+    pub job_ip: Ipv4Addr,
+    /// Published TCP ports, the same number on the host and in the job.
+    pub ports: Vec<u16>,
+}
+
+fn table_batch(t: &RunTable) -> (Vec<u8>, usize) {
+    let (table, host_if, job_ip) = (t.name.as_str(), t.host_if.as_str(), t.job_ip);
+    let loopback_net = [127u8];
     let mut b = Batch::new();
     b.nft(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL);
     b.str(NFTA_TABLE_NAME, table);
     b.chain(table, "postrouting", "nat", NF_INET_POST_ROUTING, 100);
     b.rule(table, "postrouting", |b| {
-        b.expr("payload", |b| {
-            b.u32(NFTA_PAYLOAD_DREG, NFT_REG_1);
-            b.u32(NFTA_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER);
-            b.u32(NFTA_PAYLOAD_OFFSET, 12);
-            b.u32(NFTA_PAYLOAD_LEN, 4);
-        });
+        b.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
         b.cmp(NFT_CMP_EQ, &job_ip.octets());
         b.meta(NFT_META_OIFNAME);
         b.cmp(NFT_CMP_NEQ, &ifname(host_if));
         b.expr("masq", |_| {});
     });
+    if !t.ports.is_empty() {
+        b.rule(table, "postrouting", |b| {
+            b.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 1);
+            b.cmp(NFT_CMP_EQ, &loopback_net);
+            b.interface_is(NFT_META_OIFNAME, host_if);
+            b.expr("masq", |_| {});
+        });
+        b.rule(table, "postrouting", |b| {
+            b.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+            b.cmp(NFT_CMP_EQ, &job_ip.octets());
+            b.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+            b.cmp(NFT_CMP_EQ, &job_ip.octets());
+            b.expr("masq", |_| {});
+        });
+    }
     b.chain(table, "forward", "filter", NF_INET_FORWARD, 0);
     b.rule(table, "forward", |b| {
-        b.meta(NFT_META_IIFNAME);
-        b.cmp(NFT_CMP_EQ, &ifname(host_if));
+        b.interface_is(NFT_META_IIFNAME, host_if);
         b.meta(NFT_META_OIFNAME);
         // A prefix: the first bytes only, as nft compiles `oifname "dst*"`.
-        b.cmp(NFT_CMP_EQ, prefix.as_bytes());
-        b.expr("immediate", |b| {
-            b.u32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
-            b.begin(NFTA_IMMEDIATE_DATA);
-            b.begin(NFTA_DATA_VERDICT);
-            b.u32(NFTA_VERDICT_CODE, NF_DROP);
+        b.cmp(NFT_CMP_EQ, t.prefix.as_bytes());
+        // Another run's published port, reached through the host's address, is not isolation's business.
+        b.ct(NFT_CT_STATUS);
+        b.expr("bitwise", |b| {
+            b.u32(NFTA_BITWISE_SREG, NFT_REG_1);
+            b.u32(NFTA_BITWISE_DREG, NFT_REG_1);
+            b.u32(NFTA_BITWISE_LEN, 4);
+            b.begin(NFTA_BITWISE_MASK);
+            b.attr(NFTA_DATA_VALUE, &IPS_DST_NAT.to_ne_bytes());
             b.end();
+            b.begin(NFTA_BITWISE_XOR);
+            b.attr(NFTA_DATA_VALUE, &0u32.to_ne_bytes());
             b.end();
         });
+        b.cmp(NFT_CMP_EQ, &0u32.to_ne_bytes());
+        b.drop_packet();
+    });
+    if t.ports.is_empty() {
+        return b.finish();
+    }
+    for (chain, hook) in [
+        ("prerouting", NF_INET_PRE_ROUTING),
+        ("output", NF_INET_LOCAL_OUT),
+    ] {
+        b.chain(table, chain, "nat", hook, -100);
+        for port in &t.ports {
+            b.rule(table, chain, |b| {
+                b.expr("fib", |b| {
+                    b.u32(NFTA_FIB_DREG, NFT_REG_1);
+                    b.u32(NFTA_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+                    b.u32(NFTA_FIB_FLAGS, NFTA_FIB_F_DADDR);
+                });
+                b.cmp(NFT_CMP_EQ, &RTN_LOCAL.to_ne_bytes());
+                b.meta(NFT_META_L4PROTO);
+                b.cmp(NFT_CMP_EQ, &[libc::IPPROTO_TCP as u8]);
+                b.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+                b.cmp(NFT_CMP_EQ, &port.to_be_bytes());
+                b.immediate(NFT_REG_1, &job_ip.octets());
+                b.immediate(NFT_REG_2, &port.to_be_bytes());
+                b.expr("nat", |b| {
+                    b.u32(NFTA_NAT_TYPE, NFT_NAT_DNAT);
+                    b.u32(NFTA_NAT_FAMILY, NFPROTO_IPV4 as u32);
+                    b.u32(NFTA_NAT_REG_ADDR_MIN, NFT_REG_1);
+                    b.u32(NFTA_NAT_REG_PROTO_MIN, NFT_REG_2);
+                    b.u32(NFTA_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED);
+                });
+            });
+        }
+    }
+    b.chain(table, "input", "filter", NF_INET_LOCAL_IN, 0);
+    b.rule(table, "input", |b| {
+        b.interface_is(NFT_META_IIFNAME, host_if);
+        b.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 1);
+        b.cmp(NFT_CMP_EQ, &loopback_net);
+        b.ct(NFT_CT_DIRECTION);
+        b.cmp(NFT_CMP_EQ, &[IP_CT_DIR_ORIGINAL]);
+        b.drop_packet();
     });
     b.finish()
 }
@@ -352,11 +515,11 @@ fn delete_batch(table: &str) -> (Vec<u8>, usize) {
 }
 
 /// Creates the run's table, replacing a leftover of the same name.
-pub(super) fn create(table: &str, host_if: &str, prefix: &str, job_ip: Ipv4Addr) -> io::Result<()> {
-    match send(table_batch(table, host_if, prefix, job_ip)) {
+pub(super) fn create(table: &RunTable) -> io::Result<()> {
+    match send(table_batch(table)) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            delete(table)?;
-            send(table_batch(table, host_if, prefix, job_ip))
+            delete(&table.name)?;
+            send(table_batch(table))
         }
         other => other,
     }
@@ -375,18 +538,13 @@ pub(super) fn delete(table: &str) -> io::Result<bool> {
 /// this overlaps with the rest of the container's start).
 pub(super) struct PendingCreate {
     pid: libc::pid_t,
-    args: (String, String, String, Ipv4Addr),
+    table: RunTable,
 }
 
 /// Forks a child that creates the table; `PendingCreate::wait` collects the result. Call it while the
 /// process is single-threaded (before the container's clone).
-pub(super) fn create_in_background(
-    table: &str,
-    host_if: &str,
-    prefix: &str,
-    job_ip: Ipv4Addr,
-) -> io::Result<PendingCreate> {
-    let (bytes, acks) = table_batch(table, host_if, prefix, job_ip);
+pub(super) fn create_in_background(table: &RunTable) -> io::Result<PendingCreate> {
+    let (bytes, acks) = table_batch(table);
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: fork; the child only makes system calls on memory prepared above, then _exits.
     let pid = unsafe { libc::fork() };
@@ -403,7 +561,7 @@ pub(super) fn create_in_background(
     }
     Ok(PendingCreate {
         pid,
-        args: (table.into(), host_if.into(), prefix.into(), job_ip),
+        table: table.clone(),
     })
 }
 
@@ -428,7 +586,7 @@ impl PendingCreate {
         match code {
             0 => Ok(()),
             // A leftover table of the same name: replace it, here and now (rare).
-            libc::EEXIST => create(&self.args.0, &self.args.1, &self.args.2, self.args.3),
+            libc::EEXIST => create(&self.table),
             e => Err(io::Error::from_raw_os_error(e)),
         }
     }
@@ -499,7 +657,14 @@ mod tests {
 
     #[test]
     fn a_batch_is_framed_and_counts_its_acks() {
-        let (bytes, acks) = table_batch("dstack_x", "dstx", "dst", Ipv4Addr::new(10, 89, 0, 2));
+        let table = RunTable {
+            name: "dstack_x".into(),
+            host_if: "dstx".into(),
+            prefix: "dst",
+            job_ip: Ipv4Addr::new(10, 89, 0, 2),
+            ports: Vec::new(),
+        };
+        let (bytes, acks) = table_batch(&table);
         assert_eq!(acks, 5, "table, two chains, two rules");
         // Walk the messages: lengths add up to the buffer, begin and end frame the batch.
         let mut off = 0;
