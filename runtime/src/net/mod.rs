@@ -297,8 +297,11 @@ impl Network {
         ) = (self.ahead, &mut self.kind)
             && let Some(p) = pending.take()
         {
-            *nat = Some(p.finish()?);
-            allow_localnet(*nat, &lease.record.host_if, &self.ports)?;
+            let installed = p.finish()?;
+            *nat = Some(installed.tool);
+            if installed.kernel_ports {
+                allow_localnet(&lease.record.host_if)?;
+            }
         }
         Ok(())
     }
@@ -418,8 +421,11 @@ impl Network {
                 )))?;
                 enable_forwarding()?;
                 if let Some(p) = pending.take() {
-                    *nat = Some(p.finish()?);
-                    allow_localnet(*nat, &host_if, &self.ports)?;
+                    let installed = p.finish()?;
+                    *nat = Some(installed.tool);
+                    if installed.kernel_ports {
+                        allow_localnet(&host_if)?;
+                    }
                 }
             }
             Kind::UserMode { tools, net } => {
@@ -456,13 +462,10 @@ impl Network {
     }
 }
 
-/// Where the kernel forwards the published ports (an nf_tables table), connections to the host's
+/// Where the kernel forwards the published ports (the run's nf_tables table), connections to the host's
 /// `127.0.0.1` are DNAT'ed through the veth, which the host end must allow (`route_localnet`; the
 /// table's input rule keeps the job from using it the other way). From the host's namespace.
-fn allow_localnet(nat: Option<nat::NatTool>, host_if: &str, ports: &[u16]) -> Result<(), NetError> {
-    if ports.is_empty() || nat != Some(nat::NatTool::Nft) {
-        return Ok(());
-    }
+fn allow_localnet(host_if: &str) -> Result<(), NetError> {
     let path = format!("/proc/sys/net/ipv4/conf/{host_if}/route_localnet");
     std::fs::write(&path, "1").map_err(NetError::netlink(format!(
         "letting {host_if} carry connections to 127.0.0.1 ({path})"
@@ -526,7 +529,7 @@ impl Drop for Network {
         } = &mut self.kind
         {
             if let Some(p) = pending.take() {
-                *nat = p.finish().ok();
+                *nat = p.finish().ok().map(|i| i.tool);
             }
             match nat.take() {
                 // The table goes in the background (unhooking its chains waits for RCU), by a process

@@ -149,6 +149,7 @@ pub(super) fn begin(
         prefix: HOST_IF_PREFIX,
         job_ip,
         ports: ports.to_vec(),
+        full: true,
     };
     let work = if threads {
         let table = table.clone();
@@ -178,8 +179,10 @@ pub(super) fn begin(
 impl Pending {
     /// Waits for the table; falls back to iptables where nf_tables is missing; says what to install when
     /// neither is there.
-    /// An `Ok(Nft)` table forwards the published ports itself (see `nftables`); iptables' chains do not.
-    pub(super) fn finish(self) -> Result<NatTool, NetError> {
+    /// Waits for the table; without the modules its `full` rules need, installs the basic one (ports
+    /// then go through the supervisor's forwarder); falls back to iptables where nf_tables is missing;
+    /// says what to install when neither is there.
+    pub(super) fn finish(self) -> Result<Installed, NetError> {
         let (short, host_if, job_ip) = (&self.short, &self.table.host_if, self.table.job_ip);
         let created = match self.work {
             Work::Child(child) => child.wait(),
@@ -188,8 +191,21 @@ impl Pending {
                 .unwrap_or_else(|_| Err(std::io::Error::other("the NAT thread panicked"))),
             Work::InPlace => super::nftables::create(&self.table),
         };
+        // An unknown expression (nft_ct, nft_fib, nft_nat not built): ENOENT.
+        let created = match created {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                tracing::debug!("nf_tables without DNAT ({e}): ports go through the supervisor");
+                super::nftables::create(&self.table.basic()).map(|()| false)
+            }
+            other => other.map(|()| self.table.forwards_ports()),
+        };
         let nft_err = match created {
-            Ok(()) => return Ok(NatTool::Nft),
+            Ok(kernel_ports) => {
+                return Ok(Installed {
+                    tool: NatTool::Nft,
+                    kernel_ports,
+                });
+            }
             Err(e) => e,
         };
         // No nf_tables in this kernel (or not allowed): iptables (legacy) may still be.
@@ -197,23 +213,38 @@ impl Pending {
             nft_err.raw_os_error(),
             Some(libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP | libc::ENOENT)
         );
-        match run(
+        let tool = match run(
             "iptables-restore",
             &["-w", "--noflush"],
             Some(&iptables_rules(short, host_if, job_ip)),
         ) {
-            Ok(()) => Ok(NatTool::Iptables),
-            Err(None) if no_nftables => Err(NetError::NatToolMissing),
-            Err(None) => Err(NetError::Nat {
-                tool: "nf_tables",
-                message: nft_err.to_string(),
-            }),
-            Err(Some(message)) => Err(NetError::Nat {
-                tool: "iptables",
-                message: format!("{message} (nf_tables: {nft_err})"),
-            }),
-        }
+            Ok(()) => NatTool::Iptables,
+            Err(None) if no_nftables => return Err(NetError::NatToolMissing),
+            Err(None) => {
+                return Err(NetError::Nat {
+                    tool: "nf_tables",
+                    message: nft_err.to_string(),
+                });
+            }
+            Err(Some(message)) => {
+                return Err(NetError::Nat {
+                    tool: "iptables",
+                    message: format!("{message} (nf_tables: {nft_err})"),
+                });
+            }
+        };
+        Ok(Installed {
+            tool,
+            kernel_ports: false,
+        })
     }
+}
+
+/// What `Pending::finish` installed.
+pub(super) struct Installed {
+    pub tool: NatTool,
+    /// The kernel forwards the published ports (DNAT): the host end needs `route_localnet`.
+    pub kernel_ports: bool,
 }
 
 /// Removes the run's nf_tables table from a detached process that then removes the lease `record`
@@ -289,6 +320,7 @@ mod tests {
                 prefix: HOST_IF_PREFIX,
                 job_ip: ip,
                 ports: ports.to_vec(),
+                full: true,
             };
             super::super::nftables::create(&table).unwrap();
             // Created twice: a leftover of the same name is replaced, not duplicated.

@@ -333,6 +333,25 @@ pub(super) struct RunTable {
     pub job_ip: Ipv4Addr,
     /// Published TCP ports, the same number on the host and in the job.
     pub ports: Vec<u16>,
+    /// With the expressions beyond the basic ones (ct, fib, nat: modules a kernel may lack): DNAT of the
+    /// ports, and other runs' published ports exempt from isolation.
+    pub full: bool,
+}
+
+impl RunTable {
+    /// The table without the `full` expressions: outbound NAT and isolation only.
+    pub fn basic(&self) -> RunTable {
+        RunTable {
+            ports: Vec::new(),
+            full: false,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the kernel forwards the published ports itself.
+    pub fn forwards_ports(&self) -> bool {
+        self.full && !self.ports.is_empty()
+    }
 }
 
 fn table_batch(t: &RunTable) -> (Vec<u8>, usize) {
@@ -349,7 +368,7 @@ fn table_batch(t: &RunTable) -> (Vec<u8>, usize) {
         b.cmp(NFT_CMP_NEQ, &ifname(host_if));
         b.expr("masq", |_| {});
     });
-    if !t.ports.is_empty() {
+    if t.forwards_ports() {
         b.rule(table, "postrouting", |b| {
             b.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 1);
             b.cmp(NFT_CMP_EQ, &loopback_net);
@@ -370,6 +389,10 @@ fn table_batch(t: &RunTable) -> (Vec<u8>, usize) {
         b.meta(NFT_META_OIFNAME);
         // A prefix: the first bytes only, as nft compiles `oifname "dst*"`.
         b.cmp(NFT_CMP_EQ, t.prefix.as_bytes());
+        if !t.full {
+            b.drop_packet();
+            return;
+        }
         // Another run's published port, reached through the host's address, is not isolation's business.
         b.ct(NFT_CT_STATUS);
         b.expr("bitwise", |b| {
@@ -386,7 +409,7 @@ fn table_batch(t: &RunTable) -> (Vec<u8>, usize) {
         b.cmp(NFT_CMP_EQ, &0u32.to_ne_bytes());
         b.drop_packet();
     });
-    if t.ports.is_empty() {
+    if !t.forwards_ports() {
         return b.finish();
     }
     for (chain, hook) in [
@@ -656,6 +679,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_basic_table_needs_no_ct_fib_or_nat_expression() {
+        let table = RunTable {
+            name: "dstack_x".into(),
+            host_if: "dstx".into(),
+            prefix: "dst",
+            job_ip: Ipv4Addr::new(10, 89, 0, 2),
+            ports: vec![8080],
+            full: true,
+        };
+        // An expression's name attribute (NFTA_EXPR_NAME), as the batch encodes it.
+        let has = |bytes: &[u8], name: &str| {
+            let mut attr = Batch::new();
+            attr.buf.clear();
+            attr.str(NFTA_EXPR_NAME, name);
+            let attr = &attr.buf[..4 + name.len() + 1];
+            bytes.windows(attr.len()).any(|w| w == attr)
+        };
+        let (full, full_acks) = table_batch(&table);
+        let (basic, basic_acks) = table_batch(&table.basic());
+        for expr in ["ct", "fib", "nat"] {
+            assert!(has(&full, expr), "{expr}");
+            assert!(!has(&basic, expr), "{expr}");
+        }
+        assert!(has(&basic, "masq"));
+        // Table, postrouting and forward chains and rules; the full one adds two postrouting rules, two
+        // nat chains with a rule per port, and the input chain and rule.
+        assert_eq!(basic_acks, 5);
+        assert_eq!(full_acks, 5 + 2 + 2 * 2 + 2);
+    }
+
+    #[test]
     fn a_batch_is_framed_and_counts_its_acks() {
         let table = RunTable {
             name: "dstack_x".into(),
@@ -663,6 +717,7 @@ mod tests {
             prefix: "dst",
             job_ip: Ipv4Addr::new(10, 89, 0, 2),
             ports: Vec::new(),
+            full: true,
         };
         let (bytes, acks) = table_batch(&table);
         assert_eq!(acks, 5, "table, two chains, two rules");
