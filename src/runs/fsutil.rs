@@ -12,17 +12,6 @@ use nix::fcntl::{Flock, FlockArg};
 /// to a temporary file beside it (created with `mode`), are synced, and the file is renamed over `path`,
 /// whose directory is synced too. For what must survive a power loss (secrets, Slurm job inputs).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, bytes, mode, true)
-}
-
-/// As [`write_atomic`], without the syncs: readers still never see a part, but a power loss may undo the
-/// last write. Run records take this (a lost status line shows the run as `aborted`, as any dead
-/// supervisor's does) because two syncs cost about 0.5 ms each on the start path of every run.
-pub fn replace_quickly(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    replace(path, bytes, mode, false)
-}
-
-fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a directory"))?;
@@ -38,19 +27,99 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()
         // The mode given at creation is filtered by the umask; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
-        if durable {
-            file.sync_all()?;
-        }
+        file.sync_all()?;
         fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    if durable && let Ok(d) = File::open(dir) {
+    if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Replaces `path`, which one writer rewrites several times (a run's record; no syncs: a power loss may
+/// undo the last write, and a lost status line shows the run as `aborted`, as any dead supervisor's
+/// does). The bytes go into the sibling `.NAME.next` (the generation before last, rewritten in place),
+/// which then trades places with `path` (`renameat2(RENAME_EXCHANGE)`): after the second write no inode
+/// is created or freed, and ext4 does not push the file out to disk at each write as it does for a new
+/// file renamed over an old one (`auto_da_alloc`). Readers see a whole generation, unless they hold the
+/// file open across two later writes: [`read_settled`] retries what does not parse.
+pub fn replace_in_turn(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a directory"))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let next = dir.join(format!(".{name}.next"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .open(&next)?;
+    // The mode given at creation is filtered by the umask; set it exactly.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    // Shrinking to a non-zero length, unlike truncating to zero, does not make ext4 flush on close.
+    file.write_all_at(bytes, 0)?;
+    file.set_len(bytes.len() as u64)?;
+    drop(file);
+    match exchange(&next, path) {
+        Ok(()) => Ok(()),
+        // The first write (nothing to trade with), or a file system without exchange (NFS): a rename.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS)
+            ) =>
+        {
+            fs::rename(&next, path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`.
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: renameat2 with two NUL-terminated paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads `path` and parses it with `parse`, reading again (a few times, a millisecond apart) while it does
+/// not parse: a reader of a file [`replace_in_turn`] rewrites may catch it mid-write. The last error
+/// stands.
+pub fn read_settled<T, E>(
+    path: &Path,
+    parse: impl Fn(&[u8]) -> Result<T, E>,
+) -> io::Result<Result<T, E>> {
+    let mut tries = 0;
+    loop {
+        let bytes = fs::read(path)?;
+        match parse(&bytes) {
+            Err(_) if tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            parsed => return Ok(parsed),
+        }
+    }
 }
 
 /// Creates `dir` (and its parents) and makes sure it has exactly `mode`.
@@ -110,6 +179,29 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn records_rewritten_in_turn_keep_two_inodes_and_their_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state.json");
+        let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+        replace_in_turn(&path, b"first, and longer", 0o644).unwrap();
+        replace_in_turn(&path, b"second", 0o644).unwrap();
+        let next = tmp.path().join(".state.json.next");
+        let (a, b) = (inode(&path), inode(&next));
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(fs::read(&next).unwrap(), b"first, and longer");
+        replace_in_turn(&path, b"third", 0o644).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"third");
+        assert_eq!(
+            (inode(&path), inode(&next)),
+            (b, a),
+            "the two files trade places"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o644);
+        let parsed = read_settled(&path, |b| std::str::from_utf8(b).map(str::to_string)).unwrap();
+        assert_eq!(parsed.unwrap(), "third");
     }
 
     #[test]

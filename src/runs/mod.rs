@@ -1,7 +1,7 @@
 //! Run records: one directory per run under `<state root>/runs/`:
 //! ```text
 //! runs/.lock                    name allocation (flock); it holds the run counter
-//! runs/<name>/state.json        the record (written atomically)
+//! runs/<name>/state.json        the record (each write whole; `.state.json.next` is the one before)
 //! runs/<name>/lock              held (flock) by the supervisor for the run's whole life
 //! runs/<name>/output.log        the job's output
 //! runs/<name>/artifacts/<path>  saved artifacts
@@ -452,8 +452,8 @@ fn write_counter(lock: &fs::File, number: u64) -> io::Result<()> {
 
 fn read_record(dir: &Path) -> Result<Option<RunRecord>, RunsError> {
     let path = dir.join(STATE);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+    match fsutil::read_settled(&path, |b| serde_json::from_slice::<RunRecord>(b)) {
+        Ok(parsed) => parsed
             .map(Some)
             .map_err(|source| RunsError::Damaged { path, source }),
         // A directory being created or removed.
@@ -608,7 +608,7 @@ impl ActiveRun {
         let path = self.dir.join(STATE);
         let bytes =
             serde_json::to_vec_pretty(&self.record).expect("a run record always serializes");
-        fsutil::replace_quickly(&path, &bytes, 0o644).map_err(io_at(&path))
+        fsutil::replace_in_turn(&path, &bytes, 0o644).map_err(io_at(&path))
     }
 }
 
