@@ -2,8 +2,9 @@
 //! `curl` on the host; `ports: 3` gives three working ports; two runs at once get their own; a job reaches
 //! a server the test starts on the host (root: through its veth; rootless on this machine: the host
 //! network, since `/dev/net/tun` is root-only); jobs are isolated from each other unless they publish
-//! ports (root); and nothing of ours stays in `ip link` or the NAT table after the runs, nor after a
-//! SIGKILLed supervisor once the next command has swept.
+//! ports (root); the job cannot reach the host's loopback through the veth that carries its published
+//! ports (root); and nothing of ours stays in `ip link` or the NAT table after the runs (a thousand of
+//! them too), nor after a SIGKILLed supervisor once the next command has swept.
 
 mod common;
 
@@ -490,4 +491,78 @@ fn the_hosts_loopback_stays_out_of_reach_as_root() {
         "the job reached a service on the host's loopback: {got:?}"
     );
     d.run_in(&dir, &["stop", &run]).assert_success();
+}
+
+/// A thousand runs with a published port, one after another, each succeeding; afterwards none of their
+/// interfaces, NAT tables, address leases, scratch directories, cgroups or mounts remains. (Only what
+/// belongs to these runs is checked: the other tests run at the same time.)
+#[test]
+fn a_thousand_runs_leave_nothing_behind_as_root() {
+    let d = Dstack::root();
+    let registry = busybox_registry();
+    let image = registry.image("demo/busybox:latest");
+    d.run(&["pull", &image]).assert_success();
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        let out = d.run(&["run", "docker", &image, "-p", "1", "-c", "true"]);
+        assert!(out.status.success(), "run {i} of 1000 failed: {out}");
+        let run = out
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("run "))
+            .unwrap()
+            .trim()
+            .to_string();
+        ids.push(
+            state(&d, &run)["container_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let short = |id: &str| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))[..12].to_string()
+    };
+    let shorts: Vec<String> = ids.iter().map(|id| short(id)).collect();
+    // The NAT tables go in the background and the veths with the namespaces, moments after each run.
+    wait_until(
+        "the runs' veths and NAT tables to go",
+        Duration::from_secs(20),
+        || {
+            let (rules, links) = (nat_rules(), links());
+            !shorts.iter().any(|s| {
+                rules.contains(&format!("dstack_{s}")) || links.contains(&format!(": dst{s}@"))
+            })
+        },
+    );
+    let leases: Vec<String> = std::fs::read_dir("/run/dstack/net")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for s in &shorts {
+        assert!(!leases.contains(&format!("{s}.lease")), "lease {s} left");
+    }
+    let containers = d.state_root().join("containers");
+    let left: Vec<_> = std::fs::read_dir(&containers)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+    for id in &ids {
+        for controller in ["memory", "pids", "devices", "cpu"] {
+            let cg = std::path::Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join("dstack")
+                .join(id);
+            assert!(!cg.exists(), "cgroup {} left", cg.display());
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&d.state_root().display().to_string()),
+        "mounts left under the state root"
+    );
 }

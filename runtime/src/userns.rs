@@ -298,6 +298,21 @@ fn wait_and_exit(pid: libc::pid_t) -> ! {
     std::process::exit(libc::WEXITSTATUS(status));
 }
 
+/// The number of threads of this process once the ones that have just ended are gone: a joined thread
+/// may still be counted for a moment (`pthread_join` returns as the kernel starts tearing it down),
+/// so a count above one is read again for up to 50 ms before it stands. A thread that still runs is
+/// counted all along: the callers refuse to clone or fork then.
+pub fn settled_thread_count() -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(50);
+    loop {
+        let n = thread_count();
+        if n <= 1 || std::time::Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
 /// The number of threads of this process, from `/proc/self/status`.
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

@@ -29,7 +29,7 @@ pub enum DetachError {
 /// Forks; the child becomes the leader of a new session with its standard streams on `/dev/null` (its
 /// output goes to the run's log file, not to a terminal that may be gone).
 pub fn detach() -> Result<Side, DetachError> {
-    let threads = runtime::userns::thread_count();
+    let threads = runtime::userns::settled_thread_count();
     if threads > 1 {
         return Err(DetachError::Threads(threads));
     }

@@ -36,7 +36,7 @@ pub struct ExecOptions<'a> {
 /// it has exec'd, or the reason it could not. Call it from a single-threaded process: it changes this
 /// process's namespaces.
 pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, ContainerError> {
-    let threads = crate::userns::thread_count();
+    let threads = crate::userns::settled_thread_count();
     if threads > 1 {
         return Err(ContainerError::ThreadsRunning(threads));
     }

@@ -21,7 +21,7 @@ pub(super) fn clone_child(
     cgroup: Option<RawFd>,
     child: impl FnOnce(),
 ) -> Result<i32, ContainerError> {
-    let threads = crate::userns::thread_count();
+    let threads = crate::userns::settled_thread_count();
     if threads > 1 {
         return Err(ContainerError::ThreadsRunning(threads));
     }
