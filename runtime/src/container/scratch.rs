@@ -20,6 +20,7 @@ impl ScratchDir {
         }
         let parent = state_root.join("containers");
         std::fs::create_dir_all(&parent).map_err(ContainerError::io("cannot create", &parent))?;
+        crate::paths::spread_subdirectories(&parent);
         let path = parent.join(id);
         if path.exists() {
             return Err(ContainerError::Exists(id.to_string()));
