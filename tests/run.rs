@@ -121,10 +121,7 @@ fn writes_to_the_root_filesystem_vanish_and_never_touch_the_store() {
             "{mode:?}: /new survived: {}",
             out.stdout
         );
-        let containers = s.dstack.state_root().join("containers");
-        let left: Vec<_> = std::fs::read_dir(&containers)
-            .map(|d| d.flatten().collect())
-            .unwrap_or_default();
+        let left = s.dstack.scratch_left();
         assert!(
             left.is_empty(),
             "{mode:?}: scratch directories left: {left:?}"
@@ -348,7 +345,7 @@ fn after_kill_9_of_the_supervisor_the_next_command_leaves_nothing_behind() {
         );
         s.sh("true").assert_success();
         assert!(
-            std::fs::read_dir(&containers).unwrap().next().is_none(),
+            s.dstack.scratch_left().is_empty(),
             "{mode:?}: leftovers in {}",
             containers.display()
         );

@@ -130,6 +130,21 @@ impl Dstack {
         self.base.path().join("state")
     }
 
+    /// The scratch directories left under the state root once the runs' cleanup is over: a run's own
+    /// goes moments after `dstack` exits (a detached child removes it), so this waits up to 5 s for none.
+    pub fn scratch_left(&self) -> Vec<std::ffi::OsString> {
+        let containers = self.state_root().join("containers");
+        let list = || -> Vec<std::ffi::OsString> {
+            std::fs::read_dir(&containers)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default()
+        };
+        super::process::wait_until(std::time::Duration::from_secs(5), || {
+            list().is_empty().then_some(())
+        });
+        list()
+    }
+
     /// Sets a variable for every run (after the defaults: this can override `HOME`, `PATH`...).
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.env.push((
