@@ -1,5 +1,5 @@
 //! The container's PID 1: waits for the supervisor's go, sets the container up (namespaces joined, root
-//! filesystem, mounts, hostname, createContainer hooks, pivot_root, sysctl, masked paths, loopback), forks
+//! filesystem, mounts, hostname, createContainer hooks, pivot_root, sysctl, masked paths, loopback), starts
 //! the job, then reaps zombies and forwards
 //! signals to the job until it exits, and exits with its status. Every step reports failure as a message.
 
@@ -13,7 +13,7 @@ use super::message::{Channel, Message};
 use super::process::{self, JobError};
 use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
-use super::{console, loopback, mounts, namespaces, sysctl};
+use super::{console, loopback, mounts, namespaces, spawn, sysctl};
 use crate::rootfs::Rootfs;
 
 /// The root filesystem init mounts.
@@ -311,7 +311,8 @@ fn block_forwarded_signals() {
     }
 }
 
-/// Forks the job and waits until it has exec'd (its end of the error pipe closes) or failed.
+/// Starts the job (sharing init's memory until its exec, or forked when it waits at an OCI start gate)
+/// and waits until it has exec'd (its end of the error pipe closes) or failed.
 fn start_job(
     ctx: &InitContext,
     state: Option<&str>,
@@ -325,13 +326,12 @@ fn start_job(
         .process()
         .as_ref()
         .ok_or_else(|| "the spec has no process".to_string())?;
-    // SAFETY: init is single-threaded; the child runs the job's set-up and execs or exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()).into());
-    }
-    if pid == 0 {
-        drop(err_r);
+    let (read_end, write_end) = (err_r.as_raw_fd(), err_w.as_raw_fd());
+    // The job's side: set up, exec; on failure the error goes up the pipe. (Raw descriptors only: in a
+    // vforked child, dropping init's values would be init's business.)
+    let mut job = || -> i32 {
+        // SAFETY: closing the job's copy of the read end (its descriptor table is its own).
+        unsafe { libc::close(read_end) };
         let extras = process::JobExtras {
             seccomp: ctx.seccomp.as_ref().filter(|s| !s.is_empty()),
             gate: ctx.gate,
@@ -343,10 +343,24 @@ fn start_job(
         let bytes = serde_json::to_vec(&err).unwrap_or_default();
         // SAFETY: writing the error to our end of the pipe, then ending the job without unwinding.
         unsafe {
-            libc::write(err_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+            libc::write(write_end, bytes.as_ptr().cast(), bytes.len());
             libc::_exit(err.exit_code);
         }
-    }
+    };
+    // A job that waits at an OCI start gate must not hold init suspended: it gets a fork.
+    let pid = if ctx.gate.is_none() {
+        spawn::vfork_child(&mut job).map_err(|e| e.to_string())?
+    } else {
+        // SAFETY: init is single-threaded; the child runs the job's set-up and execs or exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()).into());
+        }
+        if pid == 0 {
+            job();
+        }
+        pid
+    };
     drop(err_w);
     let mut fds: Vec<i32> = stdio.fds().into_iter().flatten().collect();
     // The gate is the job's alone: once it has exec'd, nobody may accept a `start` there.

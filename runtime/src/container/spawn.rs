@@ -70,3 +70,56 @@ pub(super) fn clone_child(
     }
     Ok(pid as i32)
 }
+
+/// Starts a child that shares this process's memory until it execs or exits (`CLONE_VM | CLONE_VFORK`, as
+/// `posix_spawn` does), running `child` on a stack of its own; returns its pid once the child has exec'd or
+/// ended. Unlike a fork of this (large) process, no page table is copied and neither side takes
+/// copy-on-write faults. `child` must end in an exec or `_exit`; it must leave this process's values
+/// alone (close raw descriptors, never drop them), and what it allocates stays allocated here.
+pub(super) fn vfork_child(child: &mut dyn FnMut() -> i32) -> Result<i32, ContainerError> {
+    const STACK: usize = 1 << 20;
+    let page = 4096;
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut &mut dyn FnMut` below, alive until the child execs or exits (the
+        // parent is suspended until then).
+        let child = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+        let code = child();
+        // SAFETY: ending the child without unwinding into frames that are not its own.
+        unsafe { libc::_exit(code) }
+    }
+    // SAFETY: a private anonymous mapping for the child's stack, unmapped below on every path.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(ContainerError::Clone(std::io::Error::last_os_error()));
+    }
+    // A guard page at the low end: an overflow faults instead of writing over the heap.
+    // SAFETY: the first page of the mapping made above.
+    unsafe { libc::mprotect(stack, page, libc::PROT_NONE) };
+    let mut child = child;
+    // SAFETY: the stack grows down from the mapping's end (16-byte aligned); `trampoline` gets a pointer
+    // to `child`, which outlives the child's use of it: CLONE_VFORK returns once it has exec'd or exited.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            stack.cast::<u8>().add(STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut child as *mut &mut dyn FnMut() -> i32).cast(),
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: unmapping the stack made above; the child no longer runs on it.
+    unsafe { libc::munmap(stack, STACK) };
+    if pid < 0 {
+        return Err(ContainerError::Clone(err));
+    }
+    Ok(pid)
+}
