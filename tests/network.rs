@@ -296,9 +296,11 @@ fn host_and_none_networks(d: Dstack) {
     let out = d.run_in(&dir, &["run", "on-host"]);
     out.assert_success().assert_stdout_contains("host-loopback");
     served.join().unwrap();
+    // Other tests' runs add and remove their veths (`dst...`) meanwhile: the host's own links only.
     let host_links: Vec<String> = std::fs::read_dir("/sys/class/net")
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("dst"))
         .collect();
     for link in &host_links {
         assert!(
@@ -387,13 +389,7 @@ fn nothing_is_left_after_runs_or_a_sigkill(d: Dstack) {
     );
     let out = d.run_in(&dir, &["run", "short"]);
     out.assert_success();
-    let short_run = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let short_run = out.run_name();
     assert_nothing_left(&host_interface(&d, &short_run));
 
     let run = start_detached(&d, &dir, "long");
@@ -506,13 +502,7 @@ fn a_thousand_runs_leave_nothing_behind_as_root() {
     for i in 0..1000 {
         let out = d.run(&["run", "docker", &image, "-p", "1", "-c", "true"]);
         assert!(out.status.success(), "run {i} of 1000 failed: {out}");
-        let run = out
-            .stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("run "))
-            .unwrap()
-            .trim()
-            .to_string();
+        let run = out.run_name();
         ids.push(
             state(&d, &run)["container_id"]
                 .as_str()

@@ -116,18 +116,6 @@ fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<
     }
 }
 
-/// The run name `dstack run` printed (`run NAME` on stderr, or the name alone on stdout with `-d`).
-#[track_caller]
-fn run_name(out: &Output) -> String {
-    out.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .or_else(|| out.stdout.lines().next())
-        .unwrap_or_else(|| panic!("no run name printed:\n{out}"))
-        .trim()
-        .to_string()
-}
-
 const WORKLOAD: &str = "  - name: work
     provider: docker
     image: IMAGE
@@ -152,7 +140,7 @@ fn a_workflow_runs_as_a_slurm_job(run_as: RunAs) {
     let p = project(run_as, WORKLOAD, "");
     let out = p.run(&["run", "work", "--slurm"]);
     out.assert_code(3);
-    let run = run_name(&out);
+    let run = out.run_name_or_detached();
     assert!(out.stderr.starts_with(&format!("run {run}\n")), "{out}");
     out.assert_stderr_contains("slurm job ")
         .assert_stderr_contains("1 CPU, 245 MiB, enforced by Slurm")
@@ -243,7 +231,7 @@ fn interruptible_gpu_jobs_map_to_requeue_the_preemptible_partition_and_gres() {
     // `default: true`: no --slurm needed.
     let out = p.run(&["run", "gpu"]);
     out.assert_code(125).assert_stderr_contains("slurm job ");
-    let run = run_name(&out);
+    let run = out.run_name_or_detached();
     let job = slurm::slurm().job(&p.job_id(&run));
     assert_eq!(job["Partition"], PREEMPT_PARTITION);
     assert_eq!(job["Requeue"], "1");
@@ -283,7 +271,7 @@ fn stop_ends_a_running_job_and_keeps_its_artifacts() {
     );
     let out = p.run(&["run", "-d", "--slurm", "long"]);
     out.assert_success().assert_stderr_contains("slurm job ");
-    let run = run_name(&out);
+    let run = out.run_name_or_detached();
     p.wait_log(&run, "started");
     let ps = p.run(&["ps"]);
     let row = ps
@@ -321,7 +309,7 @@ fn abort_kills_through_slurm_and_a_waiting_job_is_cancelled() {
     let p = project(RunAs::Root, body, "");
     let out = p.run(&["run", "-d", "--slurm", "long"]);
     out.assert_success();
-    let run = run_name(&out);
+    let run = out.run_name_or_detached();
     p.wait_log(&run, "started");
     p.run(&["stop", "-x", &run])
         .assert_success()
@@ -339,7 +327,7 @@ fn abort_kills_through_slurm_and_a_waiting_job_is_cancelled() {
     let held = project(RunAs::Root, body, "sbatch_options: [--hold]\n");
     let out = held.run(&["run", "-d", "--slurm", "long"]);
     out.assert_success();
-    let run = run_name(&out);
+    let run = out.run_name_or_detached();
     let ps = held.run(&["ps"]);
     assert!(ps.stdout.contains("PENDING"), "{ps}");
     held.run(&["stop", &run])
@@ -444,7 +432,7 @@ fn two_jobs_at_once_share_the_node_store_and_logs_follow_them() {
                 s.spawn(move || {
                     let out = p.run(&["run", "-d", "--slurm", &format!("job{n}")]);
                     out.assert_success();
-                    run_name(&out)
+                    out.run_name_or_detached()
                 })
             })
             .into();
@@ -507,7 +495,7 @@ fn a_requeued_job_continues_the_same_run() {
     );
     let out = p.run(&["run", "-d", "--slurm", "resumable"]);
     out.assert_success();
-    let run = run_name(&out);
+    let run = out.run_name_or_detached();
     let id = p.job_id(&run);
     p.wait_log(&run, "attempt 1");
     let cluster = slurm::slurm();

@@ -18,17 +18,6 @@ fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
     d.home().join("project")
 }
 
-/// The run name a foreground `dstack run` printed first (`run NAME` on stderr).
-#[track_caller]
-fn run_name(out: &Output) -> String {
-    out.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("run "))
-        .unwrap_or_else(|| panic!("no run name printed:\n{out}"))
-        .trim()
-        .to_string()
-}
-
 fn state(d: &Dstack, run: &str) -> serde_json::Value {
     let path = d.state_root().join("runs").join(run).join("state.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -75,7 +64,7 @@ fn hello_docker_saves_its_artifact(d: Dstack) {
     let dir = project(&d, &[("hello-docker.yaml", seed)]);
     let out = d.run_in(&dir, &["run", "hello-docker"]);
     out.assert_success().assert_stdout_contains("Hello, world!");
-    let run = run_name(&out);
+    let run = out.run_name();
     assert!(
         out.stderr.starts_with(&format!("run {run}\n")),
         "the run name comes first:\n{out}"
@@ -118,7 +107,7 @@ fn a_failing_job_keeps_its_artifacts_and_exit_code(d: Dstack) {
     );
     let out = d.run_in(&dir, &["run", "fail"]);
     out.assert_code(3);
-    let run = run_name(&out);
+    let run = out.run_name();
     let record = state(&d, &run);
     assert_eq!(record["status"], "failed");
     assert_eq!(record["exit_code"], 3);
@@ -198,7 +187,7 @@ fn the_cache_persists_between_runs(d: Dstack) {
     let second = d.run_in(&dir, &["run", "cached"]);
     second
         .assert_success()
-        .assert_stdout_contains(&run_name(&first));
+        .assert_stdout_contains(&first.run_name());
     d.run_in(&dir, &["prune", "cache", "cached"])
         .assert_success();
     d.run_in(&dir, &["run", "cached"])
@@ -255,7 +244,7 @@ fn registry_auth_from_secrets(d: Dstack) {
     let out = d.run_in(&dir, &["run", "private"]);
     out.assert_success()
         .assert_stdout_contains("pulled privately");
-    let run = run_name(&out);
+    let run = out.run_name();
     // The job's own terminal shows what it printed; what dstack keeps and shows later is masked.
     out.assert_stdout_contains(&format!("the job printed {REGISTRY_PASSWORD}"));
     d.run_in(&dir, &["logs", &run])
@@ -353,7 +342,7 @@ fn parallel_runs_never_clash(d: Dstack) {
     let (a, b) = (a.join().unwrap(), b.join().unwrap());
     a.assert_success();
     b.assert_success();
-    let (na, nb) = (run_name(&a), run_name(&b));
+    let (na, nb) = (a.run_name(), b.run_name());
     assert_ne!(na, nb);
     assert!(a.stdout.contains(&format!("run {na}")) && b.stdout.contains(&format!("run {nb}")));
     for name in [&na, &nb] {
@@ -377,7 +366,7 @@ fn environment_code_and_arguments(d: Dstack) {
         .assert_success();
     let out = d.run_in(&dir, &["run", "env", "--lr", "0.1", "two words"]);
     out.assert_success();
-    let run = run_name(&out);
+    let run = out.run_name();
     out.assert_stdout_contains("cwd=/workflow/src greeting=hi run=overridden")
         .assert_stdout_contains(&format!("host={run} unbuffered=1"))
         .assert_stdout_contains("secret=visible-to-the-job")
@@ -413,7 +402,7 @@ fn a_non_root_image_user_can_write_its_directories(d: Dstack) {
     let dir = project(&d, &[("app.yaml", text)]);
     let out = d.run_in(&dir, &["run", "app"]);
     out.assert_success().assert_stdout_contains("app\n");
-    let run = run_name(&out);
+    let run = out.run_name();
     let artifacts = d.state_root().join("runs").join(&run).join("artifacts");
     assert!(
         artifacts.join("out/x").exists() && artifacts.join("live/y").exists(),
@@ -609,7 +598,7 @@ fn interrupting_a_foreground_run_stops_it() {
     running.signal(nix::sys::signal::Signal::SIGINT);
     let out = running.wait();
     out.assert_code(130);
-    let run = run_name(&out);
+    let run = out.run_name();
     assert_eq!(state(&d, &run)["status"], "stopped");
     assert!(
         d.state_root()

@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod child;
 pub mod container;
+pub mod fsops;
 pub mod gpu;
 pub mod image;
 pub mod net;

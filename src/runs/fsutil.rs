@@ -66,7 +66,7 @@ pub fn replace_in_turn(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     file.write_all_at(bytes, 0)?;
     file.set_len(bytes.len() as u64)?;
     drop(file);
-    match exchange(&next, path) {
+    match runtime::fsops::rename_with(&next, path, libc::RENAME_EXCHANGE) {
         Ok(()) => Ok(()),
         // The first write (nothing to trade with), or a file system without exchange (NFS): a rename.
         Err(e)
@@ -79,27 +79,6 @@ pub fn replace_in_turn(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// `renameat2(a, b, RENAME_EXCHANGE)`.
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: renameat2 with two NUL-terminated paths.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Reads `path` and parses it with `parse`, reading again (a few times, a millisecond apart) while it does

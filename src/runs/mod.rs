@@ -158,7 +158,7 @@ impl RunStore {
     /// `submitted`), and its lock, held by the returned [`ActiveRun`] until the run ends.
     pub fn create(&self, template: RunRecord) -> Result<ActiveRun, RunsError> {
         fs::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
-        runtime::paths::spread_subdirectories(&self.dir);
+        runtime::fsops::spread_subdirectories(&self.dir);
         let store_lock_path = self.dir.join(".lock");
         let store_lock = fsutil::lock(&store_lock_path).map_err(io_at(&store_lock_path))?;
         let last = read_counter(&store_lock, &self.dir).map_err(io_at(&store_lock_path))?;

@@ -477,6 +477,33 @@ pub struct Output {
 }
 
 impl Output {
+    /// The run name a foreground `dstack run` printed (`run NAME` on stderr).
+    #[track_caller]
+    pub fn run_name(&self) -> String {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("run "))
+            .unwrap_or_else(|| panic!("no run name printed:\n{self}"))
+            .trim()
+            .to_string()
+    }
+
+    /// The run name `dstack run` printed, in the foreground (`run NAME` on stderr) or with `-d` (the name
+    /// alone on stdout).
+    #[track_caller]
+    pub fn run_name_or_detached(&self) -> String {
+        match self.stderr.lines().find_map(|l| l.strip_prefix("run ")) {
+            Some(name) => name.trim().to_string(),
+            None => self
+                .stdout
+                .lines()
+                .next()
+                .unwrap_or_else(|| panic!("no run name printed:\n{self}"))
+                .trim()
+                .to_string(),
+        }
+    }
+
     /// Runs `cmd` to its end (no timeout) and captures what it printed.
     pub fn of(mut cmd: Command) -> Output {
         let out = cmd.output().expect("run the command");

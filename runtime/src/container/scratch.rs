@@ -20,7 +20,7 @@ impl ScratchDir {
         }
         let parent = state_root.join("containers");
         std::fs::create_dir_all(&parent).map_err(ContainerError::io("cannot create", &parent))?;
-        crate::paths::spread_subdirectories(&parent);
+        crate::fsops::spread_subdirectories(&parent);
         let path = parent.join(id);
         if path.exists() {
             return Err(ContainerError::Exists(id.to_string()));
@@ -37,7 +37,9 @@ impl ScratchDir {
         }
         let lock = File::open(&hidden)
             .and_then(|f| lock_exclusive(&f, false).map(|()| f))
-            .and_then(|f| rename_noreplace(&hidden, &path).map(|()| f));
+            .and_then(|f| {
+                crate::fsops::rename_with(&hidden, &path, libc::RENAME_NOREPLACE).map(|()| f)
+            });
         let lock = match lock {
             Ok(f) => f,
             Err(e) => {
@@ -62,27 +64,6 @@ impl Drop for ScratchDir {
             tracing::warn!("cannot remove {}: {e}", self.path.display());
         }
     }
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c =
-        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: renameat2 with two NUL-terminated paths.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// `flock(LOCK_EX)` (on a file or a directory), without waiting when `nonblocking`. Close-on-exec, as
