@@ -104,6 +104,14 @@ impl Project {
     }
 }
 
+/// Held by the tests that need the node's two CPUs (two jobs side by side) or hold one for long (a time
+/// limit): the others' jobs are short enough to only delay them.
+static NODE_CPUS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn node_cpus() -> std::sync::MutexGuard<'static, ()> {
+    NODE_CPUS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[track_caller]
 fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -292,6 +300,40 @@ fn stop_ends_a_running_job_and_keeps_its_artifacts() {
     assert_ne!(end, "COMPLETED", "the job did not finish on its own");
 }
 
+/// A job that reaches its Slurm time limit gets the same SIGTERM as a `scancel`, but its run ends `failed`
+/// with the reason (not `stopped`), in the record and in the log. (Slurm's shortest limit is a minute and
+/// it checks limits every 30 s: this test takes one to two minutes.)
+#[test]
+fn a_time_limit_ends_the_run_failed_with_the_reason() {
+    let _cpus = node_cpus();
+    let p = project(
+        RunAs::Root,
+        "  - name: long
+    provider: docker
+    image: IMAGE
+    commands:
+      - echo started
+      - sleep 600
+",
+        "time: \"1\"\n",
+    );
+    let out = p.run(&["run", "-d", "--slurm", "long"]);
+    out.assert_success();
+    let run = out.run_name_or_detached();
+    p.wait_log(&run, "started");
+    let state = p.wait_finished(&run, Duration::from_secs(170));
+    assert_eq!(state["status"], "failed", "{state}");
+    assert!(
+        state["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("time limit"),
+        "{state}"
+    );
+    let log = std::fs::read_to_string(p.shared_run_dir(&run).join("output.log")).unwrap();
+    assert!(log.contains("reached its time limit"), "{log}");
+}
+
 /// `stop -x`: the job is killed through Slurm at once (its `dstack` with it); whoever looks next records
 /// `aborted` from Slurm's word and saves the artifacts the job wrote. A job still waiting for a node is
 /// simply cancelled and ends `stopped`.
@@ -424,6 +466,7 @@ fn two_jobs_at_once_share_the_node_store_and_logs_follow_them() {
 "
         )
     };
+    let _cpus = node_cpus();
     let p = project(RunAs::Root, &(body(1) + &body(2)), "");
     let runs: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = [1, 2]

@@ -19,7 +19,7 @@ use runtime::net::{Network, NetworkConfig, NetworkMode};
 use super::run::recorded::{self, START_FAILED};
 // The recorded-run pieces the Slurm commands share with this one.
 pub(super) use super::run::recorded::{
-    Failure, Masker, append_to_log, finish, one_line, record_failure,
+    Failure, Masker, append_to_log, finish, finish_as, one_line, record_failure,
 };
 use super::run::{self, Launch};
 use crate::cli::RunArgs;

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use super::run_workflow::{
-    Failure, Masker, Site, append_to_log, finish, one_line, record_failure, supervise,
+    Failure, Masker, Site, append_to_log, finish, finish_as, one_line, record_failure, supervise,
 };
 use crate::cli::SlurmJobArgs;
 use crate::error::{CliError, CliResult};
@@ -133,11 +133,15 @@ pub fn run(args: SlurmJobArgs) -> CliResult<ExitCode> {
         Err(failure) => return Err(finish_failed(&mut run, failure, &mask)),
     };
     let code = status.code.clamp(0, 255) as u8;
-    // Ended by a signal nobody asked for through dstack: if Slurm is requeueing the job, the run goes on
-    // at its next start, with its project copy (and what the job wrote there) as it is.
-    if run.stop_request().is_none()
-        && status.code >= 128
-        && let Ok(Some(info)) = jobs::info(&job_id)
+    // Ended by a signal nobody asked for through dstack: Slurm's word says why.
+    let slurm_end = if run.stop_request().is_none() && status.code >= 128 {
+        jobs::info(&job_id).ok().flatten()
+    } else {
+        None
+    };
+    // Slurm is requeueing the job: the run goes on at its next start, with its project copy (and what
+    // the job wrote there) as it is.
+    if let Some(info) = &slurm_end
         && info.restarts > restarts
     {
         let _ = signals::ignore_stop_signals();
@@ -152,7 +156,17 @@ pub fn run(args: SlurmJobArgs) -> CliResult<ExitCode> {
         );
         return Ok(ExitCode::from(code));
     }
-    finish(&mut run, &status, &mask);
+    // The time limit ends a job with the same SIGTERM as `scancel`: a failure, not a stop.
+    if slurm_end.is_some_and(|i| i.hit_time_limit()) {
+        append_to_log(
+            &run.log_path(),
+            &format!("[dstack] {}\n", slurm::TIME_LIMIT),
+        );
+        let end = (Status::Failed, Some(slurm::TIME_LIMIT.to_string()));
+        finish_as(&mut run, &status, &mask, end);
+    } else {
+        finish(&mut run, &status, &mask);
+    }
     run.remove_inputs();
     Ok(ExitCode::from(code))
 }

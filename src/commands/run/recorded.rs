@@ -157,9 +157,19 @@ pub(crate) fn start_and_wait(
 
 /// Saves the artifacts (if the run has any) and records how the job ended.
 pub(crate) fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
+    let end = end_of(run.stop_request(), status);
+    finish_as(run, status, mask, end);
+}
+
+/// As [`finish`], with the end decided by the caller (who knows more than the exit status says).
+pub(crate) fn finish_as(
+    run: &mut ActiveRun,
+    status: &ExitStatus,
+    mask: &Masker,
+    (end, message): (Status, Option<String>),
+) {
     let _ = signals::ignore_stop_signals();
     save_artifacts(run, mask);
-    let (end, message) = end_of(run.stop_request(), status);
     if let Err(e) = run.finish(end, Some(status.code), message.as_deref()) {
         eprintln!("warning: recording the end of {}: {e}", run.name());
     }

@@ -45,6 +45,11 @@ impl JobInfo {
     pub fn is_active(&self) -> bool {
         ACTIVE.contains(&self.state.as_str())
     }
+
+    /// Ended (or ending: `COMPLETING` while its processes go) by its time limit.
+    pub fn hit_time_limit(&self) -> bool {
+        self.state == "TIMEOUT" || self.reason.as_deref() == Some("TimeLimit")
+    }
 }
 
 /// Submits `script` with `args` (which include `--parsable`); returns the job id.

@@ -112,6 +112,9 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// Why a run that reached its Slurm time limit failed.
+pub const TIME_LIMIT: &str = "the Slurm job reached its time limit (`time` in .dstack/slurm.yaml)";
+
 /// How a run whose record was left unfinished ended, from Slurm's final word on its job (`None`: Slurm
 /// has forgotten it) and `dstack stop`'s request.
 pub fn end_from_slurm(job: Option<&JobInfo>, stop: Option<StopRequest>) -> (Status, String) {
@@ -132,9 +135,7 @@ pub fn end_from_slurm(job: Option<&JobInfo>, stop: Option<StopRequest>) -> (Stat
     };
     let what = match state {
         "CANCELLED" => "the Slurm job was cancelled (scancel)".to_string(),
-        "TIMEOUT" => {
-            "the Slurm job reached its time limit (`time` in .dstack/slurm.yaml)".to_string()
-        }
+        "TIMEOUT" => TIME_LIMIT.to_string(),
         "OUT_OF_MEMORY" => "the Slurm job ran out of memory".to_string(),
         "NODE_FAIL" => "the Slurm job's node failed".to_string(),
         "PREEMPTED" => {
