@@ -350,6 +350,102 @@ fn run_waits_and_returns_the_exit_status() {
     }
 }
 
+/// The capabilities `runc spec` writes: ambient ones without an inheritable set, which the kernel cannot
+/// raise. The container runs (as with runc) with those capabilities permitted and none ambient.
+#[test]
+fn runc_specs_ambient_capabilities_without_inheritable_ones_run() {
+    let env = Env::new(RunAs::Root);
+    let mut spec = base_spec(&env, "grep -E '^Cap(Prm|Amb)' /proc/self/status");
+    let caps: oci_spec::runtime::Capabilities = [
+        Capability::AuditWrite,
+        Capability::Kill,
+        Capability::NetBindService,
+    ]
+    .into_iter()
+    .collect();
+    let mut process = spec.process().clone().unwrap();
+    process.set_capabilities(Some(
+        LinuxCapabilitiesBuilder::default()
+            .bounding(caps.clone())
+            .effective(caps.clone())
+            .permitted(caps.clone())
+            .inheritable(oci_spec::runtime::Capabilities::new())
+            .ambient(caps)
+            .build()
+            .unwrap(),
+    ));
+    spec.set_process(Some(process));
+    env.write_config(&spec);
+    let ran = env.oci(&["run", "caps"]);
+    assert_eq!(ran.code, 0, "{ran}");
+    // AUDIT_WRITE (29), KILL (5), NET_BIND_SERVICE (10).
+    assert_eq!(
+        status_field(&ran.stdout, "CapPrm"),
+        "0000000020000420",
+        "{ran}"
+    );
+    assert_eq!(
+        status_field(&ran.stdout, "CapAmb"),
+        "0000000000000000",
+        "{ran}"
+    );
+}
+
+/// `--preserve-fds 1`: descriptor 3 of the caller reaches the container's process (as runc passes it);
+/// descriptor 4, not preserved, does not.
+#[test]
+fn preserved_descriptors_reach_the_process_and_no_others() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new(RunAs::Root);
+    env.write_config(&base_spec(
+        &env,
+        "echo kept >&3 && echo wrote3; echo leaked >&4 || echo closed4",
+    ));
+    let files: Vec<(PathBuf, std::fs::File)> = ["three", "four"]
+        .iter()
+        .map(|name| {
+            let path = env.bundle.join(name);
+            let file = std::fs::File::create(&path).unwrap();
+            (path, file)
+        })
+        .collect();
+    // Copies far above 4 (close-on-exec here), so that the child's dup2 onto 3 and 4 cannot collide
+    // with them (a dup2 of a descriptor onto itself would keep it close-on-exec).
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on descriptors the files own; the copies live as long as the test.
+    let (fd3, fd4) = unsafe {
+        (
+            libc::fcntl(files[0].1.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100),
+            libc::fcntl(files[1].1.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100),
+        )
+    };
+    assert!(fd3 >= 100 && fd4 >= 100);
+    let root = env.root.to_string_lossy().into_owned();
+    let mut cmd = env.dstack.program_command(
+        OCI_BIN,
+        &["--root", &root, "run", "--preserve-fds", "1", "p1"],
+    );
+    cmd.current_dir(&env.bundle).stdin(Stdio::null());
+    // SAFETY: dup2 between fork and exec (async-signal-safe); the copies are not close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd3, 3) < 0 || libc::dup2(fd4, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("wrote3") && stdout.contains("closed4"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&files[0].0).unwrap(), "kept\n");
+    assert_eq!(std::fs::read_to_string(&files[1].0).unwrap(), "");
+}
+
 /// A value from /proc/self/status printed by the container, e.g. `CapEff`.
 fn status_field<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()

@@ -46,6 +46,50 @@ impl Setup {
     }
 }
 
+/// A descriptor the caller of `dstack` left open (fd 7 on a host file, as a shell's `exec 7>file` leaves
+/// it) does not reach the job: nothing but the standard streams does.
+#[test]
+fn descriptors_the_caller_left_open_do_not_reach_the_job() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    for mode in MODES {
+        let s = setup(mode);
+        let host_file = s.dstack.home().join("outside.txt");
+        std::fs::write(&host_file, "").unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&host_file)
+            .unwrap();
+        let raw = file.as_raw_fd();
+        let script = "ls /proc/self/fd; echo written >&7 && echo reached || echo closed";
+        let mut cmd = s.dstack.command(&["run", "docker", &s.image, "-c", script]);
+        // SAFETY: dup2 between fork and exec (async-signal-safe); the copy on 7 is not close-on-exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, 7) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = Output::of(cmd);
+        out.assert_success();
+        assert!(out.stdout.contains("closed"), "{mode:?}: {out}");
+        assert_eq!(
+            std::fs::read_to_string(&host_file).unwrap(),
+            "",
+            "{mode:?}: the job wrote to a host file"
+        );
+        // 0, 1, 2 and the directory `ls` reads (3).
+        let fds: Vec<&str> = out
+            .stdout
+            .lines()
+            .take_while(|l| l.parse::<u32>().is_ok())
+            .collect();
+        assert_eq!(fds, ["0", "1", "2", "3"], "{mode:?}: {out}");
+    }
+}
+
 #[test]
 fn echo_hi_then_exit_3_prints_hi_and_exits_3() {
     for mode in MODES {

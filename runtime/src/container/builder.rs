@@ -44,6 +44,9 @@ pub struct OciOptions {
     pub state: State,
     /// Where to send the pty's master when `process.terminal` is set (runc's `--console-socket`).
     pub console_socket: Option<PathBuf>,
+    /// Descriptors 3..3+N passed on to the job (runc's `--preserve-fds`, plus `LISTEN_FDS`); the others
+    /// above the standard streams are not.
+    pub preserve_fds: u32,
 }
 
 /// A container whose scratch directory and files exist, ready to start.

@@ -96,7 +96,8 @@ struct CapData {
 }
 
 /// Sets the effective, permitted and inheritable sets exactly as the spec gives them (after the user
-/// switch, which kept the permitted set with `PR_SET_KEEPCAPS`), then raises the ambient ones.
+/// switch, which kept the permitted set with `PR_SET_KEEPCAPS`), then raises the ambient ones that are
+/// also permitted and inheritable (the others cannot be).
 pub fn apply(caps: &LinuxCapabilities) -> std::io::Result<()> {
     let (eff, perm, inh) = (
         mask(caps.effective().as_ref()),
@@ -133,7 +134,15 @@ pub fn apply(caps: &LinuxCapabilities) -> std::io::Result<()> {
             0,
         )
     };
-    for cap in caps.ambient().iter().flatten() {
+    // The kernel raises an ambient capability only if it is permitted and inheritable; runc's default
+    // spec lists ambient ones without an inheritable set, and runc then raises none of them: so here.
+    let raisable = perm & inh;
+    for cap in caps
+        .ambient()
+        .iter()
+        .flatten()
+        .filter(|c| raisable & (1u64 << number(**c)) != 0)
+    {
         // SAFETY: prctl with integer arguments only.
         let r = unsafe {
             libc::prctl(

@@ -60,6 +60,8 @@ pub(super) struct InitContext {
     /// `cgroup.procs` files init writes `0` to first, moving itself into the job's cgroup (see
     /// `CgroupPlacement::self_join_files`).
     pub join_cgroup: Vec<RawFd>,
+    /// Descriptors 3..3+N the job keeps (OCI `--preserve-fds`, `LISTEN_FDS`).
+    pub keep_fds: u32,
 }
 
 /// Signals init passes on to the job (every one a process may catch but those of faults).
@@ -338,6 +340,7 @@ fn start_job(
             channel: Some(&ctx.channel),
             hooks: ctx.spec.hooks().as_ref(),
             state,
+            keep_fds: ctx.keep_fds,
         };
         let err = process::exec_job(process, stdio, ctx.setgroups_allowed, &extras);
         let bytes = serde_json::to_vec(&err).unwrap_or_default();

@@ -374,6 +374,7 @@ impl PreparedContainer {
             console,
             new_userns: user_ns,
             join_cgroup: join_files.iter().map(|f| f.as_raw_fd()).collect(),
+            keep_fds: oci.as_ref().map_or(0, |o| o.preserve_fds),
         };
         let with_cgroupns = if clone_fd.is_some() && cgroupns {
             NEWCGROUP

@@ -40,6 +40,9 @@ pub(super) struct JobExtras<'a> {
     pub hooks: Option<&'a Hooks>,
     /// The state JSON for `startContainer` hooks.
     pub state: Option<&'a str>,
+    /// Descriptors 3..3+N the job keeps (the OCI runtime's `--preserve-fds` and `LISTEN_FDS`); every
+    /// other one above the standard streams is closed at its exec.
+    pub keep_fds: u32,
 }
 
 /// Sets the job up and execs it; only returns the reason it could not.
@@ -55,6 +58,10 @@ pub(super) fn exec_job(
     if let Err(e) = prepare(process, stdio, setgroups_allowed, early_seccomp) {
         return e;
     }
+    // Before the late seccomp filter (which may not allow close_range): nothing but the standard streams
+    // and the descriptors kept on purpose reaches the job; one its caller left open (a host file, a
+    // socket) would reach outside the container.
+    close_on_exec_from(3 + extras.keep_fds);
     let mut conn = None;
     if let Some(listener) = extras.gate {
         if let Some(channel) = extras.channel {
@@ -255,6 +262,23 @@ fn lookup(name: &str, path: &str) -> Result<PathBuf, (i32, &'static str)> {
         Err((126, "permission denied"))
     } else {
         Err((127, "command not found"))
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec.
+fn close_on_exec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's descriptors.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.11: one by one, up to the descriptor limit.
+    // SAFETY: sysconf with a valid name.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(first as i64, 1 << 20) as i32;
+    for fd in first as i32..max {
+        // SAFETY: F_SETFD on a descriptor number; a closed one just fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }
 

@@ -32,7 +32,8 @@ pub struct CreateArgs {
     /// Accepted for compatibility
     #[arg(long)]
     pub no_new_keyring: bool,
-    /// Accepted for compatibility (fds beyond stdio are not passed)
+    /// Pass N descriptors beyond stdio (3..3+N, after those of $LISTEN_FDS) to the container's process;
+    /// no other reaches it
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
     pub id: String,
@@ -224,6 +225,7 @@ fn make_in(
             state_dir: dir.to_path_buf(),
             state,
             console_socket: args.console_socket.clone(),
+            preserve_fds: preserved_fds(args.preserve_fds),
         });
     if let Some(p) = placement {
         builder = builder.cgroup(p);
@@ -270,4 +272,14 @@ fn kill_created(rec: &Record, dir: &Path) {
     if let Some(name) = &rec.cgroup {
         let _ = runtime::cgroup::sweep_leftovers(|n| n != name);
     }
+}
+
+/// How many descriptors above stdio the container's process keeps: `--preserve-fds`, plus the sockets
+/// systemd passes in `LISTEN_FDS` (as runc counts them).
+fn preserved_fds(preserve: u32) -> u32 {
+    let listen: u32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    preserve.saturating_add(listen)
 }
