@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -12,11 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 /// to a temporary file beside it (created with `mode`), are synced, and the file is renamed over `path`,
 /// whose directory is synced too. For what must survive a power loss (secrets, Slurm job inputs).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a directory"))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let (dir, tmp) = hidden_sibling(path, &format!("tmp.{}", std::process::id()))?;
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -49,11 +45,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// file open across two later writes: [`read_settled`] retries what does not parse.
 pub fn replace_in_turn(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::FileExt as _;
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a directory"))?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let next = dir.join(format!(".{name}.next"));
+    let (_, next) = hidden_sibling(path, "next")?;
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -99,6 +91,15 @@ pub fn read_settled<T, E>(
             parsed => return Ok(parsed),
         }
     }
+}
+
+/// `path`'s directory, and `.NAME.SUFFIX` in it.
+fn hidden_sibling<'a>(path: &'a Path, suffix: &str) -> io::Result<(&'a Path, PathBuf)> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path without a directory"))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    Ok((dir, dir.join(format!(".{name}.{suffix}"))))
 }
 
 /// Creates `dir` (and its parents) and makes sure it has exactly `mode`.

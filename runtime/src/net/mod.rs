@@ -297,11 +297,7 @@ impl Network {
         ) = (self.ahead, &mut self.kind)
             && let Some(p) = pending.take()
         {
-            let installed = p.finish()?;
-            *nat = Some(installed.tool);
-            if installed.kernel_ports {
-                allow_localnet(&lease.record.host_if)?;
-            }
+            *nat = Some(finish_nat(p, &lease.record.host_if)?);
         }
         Ok(())
     }
@@ -421,11 +417,7 @@ impl Network {
                 )))?;
                 enable_forwarding()?;
                 if let Some(p) = pending.take() {
-                    let installed = p.finish()?;
-                    *nat = Some(installed.tool);
-                    if installed.kernel_ports {
-                        allow_localnet(&host_if)?;
-                    }
+                    *nat = Some(finish_nat(p, &host_if)?);
                 }
             }
             Kind::UserMode { tools, net } => {
@@ -462,14 +454,20 @@ impl Network {
     }
 }
 
-/// Where the kernel forwards the published ports (the run's nf_tables table), connections to the host's
-/// `127.0.0.1` are DNAT'ed through the veth, which the host end must allow (`route_localnet`; the
-/// table's input rule keeps the job from using it the other way). From the host's namespace.
-fn allow_localnet(host_if: &str) -> Result<(), NetError> {
+/// Collects the run's NAT. Where the kernel forwards the published ports (the run's nf_tables table),
+/// connections to the host's `127.0.0.1` are DNAT'ed through the veth, which the host end must allow
+/// (`route_localnet`; the table's input rule keeps the job from using it the other way). From the
+/// host's namespace.
+fn finish_nat(pending: nat::Pending, host_if: &str) -> Result<nat::NatTool, NetError> {
+    let installed = pending.finish()?;
+    if !installed.kernel_ports {
+        return Ok(installed.tool);
+    }
     let path = format!("/proc/sys/net/ipv4/conf/{host_if}/route_localnet");
     std::fs::write(&path, "1").map_err(NetError::netlink(format!(
         "letting {host_if} carry connections to 127.0.0.1 ({path})"
-    )))
+    )))?;
+    Ok(installed.tool)
 }
 
 /// Creates the veth pair, its job end moved into `ns`, and addresses the host end.

@@ -177,8 +177,6 @@ pub(super) fn begin(
 }
 
 impl Pending {
-    /// Waits for the table; falls back to iptables where nf_tables is missing; says what to install when
-    /// neither is there.
     /// Waits for the table; without the modules its `full` rules need, installs the basic one (ports
     /// then go through the supervisor's forwarder); falls back to iptables where nf_tables is missing;
     /// says what to install when neither is there.
