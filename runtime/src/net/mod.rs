@@ -20,8 +20,8 @@
 //! slirp4netns give outbound access when usable; otherwise the job shares the host's network (said
 //! once). Published ports: as root with nf_tables the kernel DNATs IPv4 connections to the job (the
 //! run's table, `nftables`); the supervisor forwards the rest (`forward`: IPv6, and everything rootless
-//! or with iptables). One concern per file: `netlink`, `netns`, `pool`, `lease`, `nat`, `nftables`,
-//! `dns`, `ports`, `forward`, `usermode`.
+//! or with iptables). One concern per file: `netlink`, `netns`, `pool`, `lease`, `nat`, `nftables` (its
+//! netlink messages: `nfbatch`), `dns`, `ports`, `forward`, `usermode`.
 
 mod dns;
 mod error;
@@ -30,6 +30,7 @@ mod lease;
 mod nat;
 mod netlink;
 mod netns;
+mod nfbatch;
 mod nftables;
 mod pool;
 mod ports;
