@@ -104,8 +104,9 @@ impl Project {
     }
 }
 
-/// Held by the tests that need the node's two CPUs (two jobs side by side) or hold one for long (a time
-/// limit): the others' jobs are short enough to only delay them.
+/// Held by the tests that need the node's two CPUs (two jobs side by side), hold one for long (a time
+/// limit) or need their job to start again at once (a requeue; it once failed in CI beside the
+/// time-limit job, not understood yet): the others' jobs are short enough to only delay them.
 static NODE_CPUS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn node_cpus() -> std::sync::MutexGuard<'static, ()> {
@@ -521,6 +522,7 @@ fn two_jobs_at_once_share_the_node_store_and_logs_follow_them() {
 /// the project copy (with what the first start wrote there) kept.
 #[test]
 fn a_requeued_job_continues_the_same_run() {
+    let _cpus = node_cpus();
     let p = project(
         RunAs::Root,
         "  - name: resumable
