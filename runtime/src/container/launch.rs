@@ -121,6 +121,7 @@ impl PreparedContainer {
             grace: kept.grace,
             signals,
             reaped: false,
+            exiting: false,
             cgroup: kept.cgroup,
             network: kept.network,
             scratch: kept.scratch,

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -95,6 +95,9 @@ pub struct Container {
     pub(super) grace: Duration,
     pub(super) signals: SignalGuard,
     pub(super) reaped: bool,
+    /// Init reported the job's end and is exiting by itself (the kernel tearing down its namespaces):
+    /// nobody needs to wait for that but the detached clean-up.
+    pub(super) exiting: bool,
     pub(super) cgroup: Option<Box<dyn CgroupPlacement>>,
     /// Dropped after init is reaped (Drop below), before the scratch directory.
     pub(super) network: Option<crate::net::Network>,
@@ -194,7 +197,9 @@ impl Container {
         Ok(())
     }
 
-    /// Streams output and forwards signals until the job has ended, then cleans up; returns its status.
+    /// Streams output and forwards signals until the job has ended and its output is drained, then
+    /// cleans up; returns its status. Init's own exit (the kernel tearing down the container's
+    /// namespaces and mounts) goes on meanwhile: the clean-up waits for it, not the caller.
     pub fn wait(mut self) -> Result<ExitStatus, ContainerError> {
         let mut log = self.log.take().map(|file| LogSink {
             file,
@@ -225,6 +230,13 @@ impl Container {
             if init_status.is_some()
                 && (outputs.is_empty() || drain_until.is_some_and(|d| Instant::now() >= d))
             {
+                break;
+            }
+            // The job's status is known and its output is all here: what init has left to do is its exit,
+            // in which the kernel tears down the container's namespaces and mounts (0.5-1 ms). That is not
+            // the job's time: the detached clean-up waits for it (see Drop).
+            if job.is_some() && outputs.is_empty() {
+                self.exiting = true;
                 break;
             }
             let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -372,7 +384,21 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if !self.reaped {
+        reap_exited_inits();
+        // An init still exiting is left to finish on its own; the clean-up waits for it through a pidfd
+        // (opened while it is our unreaped child, so the pid is still its). Its zombie is reaped by the
+        // next container's drop in this process, or by whoever adopts it when the process exits.
+        // Anything else is killed and reaped here.
+        let exiting = (self.exiting && !self.reaped)
+            .then(|| pidfd_open(self.pid))
+            .flatten();
+        if exiting.is_some() {
+            EXITING_INITS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.pid);
+        }
+        if exiting.is_none() && !self.reaped {
             // SAFETY: killing and reaping our own child, which is not reaped yet.
             unsafe {
                 libc::kill(self.pid, libc::SIGKILL);
@@ -381,10 +407,53 @@ impl Drop for Container {
             self.reaped = true;
         }
         // The network first: its forwarder's threads end with it, and the fork below wants none.
+        if let Some(net) = self.network.as_mut()
+            && exiting.is_some()
+        {
+            net.init_exiting();
+        }
         self.network.take();
         let (cgroup, scratch) = (self.cgroup.take(), self.scratch.take());
         if cgroup.is_some() || scratch.is_some() {
-            remove_detached(cgroup, scratch);
+            remove_detached(self.pid, exiting, cgroup, scratch);
+        }
+    }
+}
+
+/// Inits left exiting by this process, not reaped yet.
+static EXITING_INITS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Reaps the inits left exiting that have exited by now.
+fn reap_exited_inits() {
+    let mut pids = EXITING_INITS.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: non-blocking waits for our own children.
+    pids.retain(|pid| unsafe { libc::waitpid(*pid, std::ptr::null_mut(), libc::WNOHANG) } == 0);
+}
+
+/// A pidfd for `pid` (Linux 5.3), to wait for a process that is not our child's any more.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a descriptor the kernel just gave us, owned from here on.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits (up to `limit`) for the process behind `pidfd` to have exited.
+fn wait_pidfd(pidfd: &OwnedFd, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        // SAFETY: poll on one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+        let interrupted =
+            n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+        if !interrupted || left.is_zero() {
+            return;
         }
     }
 }
@@ -392,10 +461,20 @@ impl Drop for Container {
 /// Removes the job's cgroup, then its scratch directory, from a detached child: the run's end (its
 /// record, the exit status) need not wait for their rmdirs and unlinks (0.5-0.7 ms a run on the disks
 /// measured). Here instead when another thread runs (a fork could inherit a lock it holds) or no fork
-/// is possible. The child holds the scratch directory's lock until it is gone; should it die first, the
-/// next command's sweep removes both. Its zombie goes to whoever adopts it when `dstack` exits.
-fn remove_detached(cgroup: Option<Box<dyn CgroupPlacement>>, scratch: Option<ScratchDir>) {
+/// is possible. With `exiting`, init's pidfd, both wait for init to have exited: until then its mounts
+/// hold the scratch directory and its processes the cgroup. The child holds the scratch directory's
+/// lock until it is gone; should it die first, the next command's sweep removes both. Its zombie goes to
+/// whoever adopts it when `dstack` exits.
+fn remove_detached(
+    init: i32,
+    exiting: Option<OwnedFd>,
+    cgroup: Option<Box<dyn CgroupPlacement>>,
+    scratch: Option<ScratchDir>,
+) {
     if crate::userns::thread_count() > 1 {
+        if exiting.is_some() {
+            reap(init);
+        }
         drop(cgroup);
         drop(scratch);
         return;
@@ -413,6 +492,10 @@ fn remove_detached(cgroup: Option<Box<dyn CgroupPlacement>>, scratch: Option<Scr
                     unsafe { libc::dup2(null.as_raw_fd(), fd) };
                 }
             }
+            // The mounts of an exiting init are gone with it; a cgroup is only empty after that.
+            if let Some(pidfd) = &exiting {
+                wait_pidfd(pidfd, INIT_EXIT_LIMIT);
+            }
             drop(cgroup);
             drop(scratch);
             // SAFETY: ending the child without the parent's exit handlers.
@@ -424,11 +507,29 @@ fn remove_detached(cgroup: Option<Box<dyn CgroupPlacement>>, scratch: Option<Scr
             std::mem::forget(scratch);
         }
         _ => {
+            if exiting.is_some() {
+                reap(init);
+            }
             drop(cgroup);
             drop(scratch);
         }
     }
 }
+
+/// Waits for an exiting init here, off the list of those left exiting.
+fn reap(init: i32) {
+    EXITING_INITS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|pid| *pid != init);
+    // SAFETY: reaping our own child, which is exiting by itself.
+    unsafe { libc::waitpid(init, std::ptr::null_mut(), 0) };
+}
+
+/// How long the clean-up waits for an exiting init before it removes the cgroup anyway (which kills
+/// and waits for what is still inside) and the scratch directory. The kernel's teardown takes
+/// milliseconds; this only bounds a stuck one (a process in uninterruptible sleep on a dead NFS server).
+const INIT_EXIT_LIMIT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -380,6 +380,12 @@ impl Network {
         }
     }
 
+    /// Init is exiting by itself: the kernel deletes the veth pair with its namespace, so dropping this
+    /// leaves the pair alone (deleting it here would wait for RCU on the run's clock).
+    pub fn init_exiting(&mut self) {
+        self.attached = None;
+    }
+
     /// After the clone, while init waits: connects the namespace of `pid` (veth, address, route, NAT; or
     /// the user-mode helper). Nothing to do for the host network.
     pub fn attach(&mut self, pid: i32) -> Result<(), NetError> {
