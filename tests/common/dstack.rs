@@ -131,18 +131,41 @@ impl Dstack {
     }
 
     /// The scratch directories left under the state root once the runs' cleanup is over: a run's own
-    /// goes moments after `dstack` exits (a detached child removes it), so this waits up to 5 s for none.
+    /// goes moments after `dstack` exits (a detached child recycles or removes it), so this waits up to
+    /// 5 s for none. Recycled ones (`.free-*`, see [`Dstack::scratch_pool`]) are not left over.
     pub fn scratch_left(&self) -> Vec<std::ffi::OsString> {
         let containers = self.state_root().join("containers");
         let list = || -> Vec<std::ffi::OsString> {
             std::fs::read_dir(&containers)
-                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name())
+                        .filter(|n| !n.to_string_lossy().starts_with(".free-"))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         super::process::wait_until(std::time::Duration::from_secs(5), || {
             list().is_empty().then_some(())
         });
         list()
+    }
+
+    /// The recycled scratch directories waiting for a run (path, inode), once the runs' cleanup is over.
+    pub fn scratch_pool(&self) -> Vec<(PathBuf, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let left = self.scratch_left();
+        assert!(left.is_empty(), "scratch directories left: {left:?}");
+        let mut pool: Vec<(PathBuf, u64)> = std::fs::read_dir(self.state_root().join("containers"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".free-"))
+                    .map(|e| (e.path(), e.metadata().map(|m| m.ino()).unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pool.sort();
+        pool
     }
 
     /// Sets a variable for every run (after the defaults: this can override `HOME`, `PATH`...).

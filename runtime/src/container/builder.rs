@@ -183,7 +183,7 @@ impl ContainerBuilder {
                 let rootfs = Rootfs::new(layers, scratch.path())?;
                 rootfs.prepare()?;
                 let staging = scratch.path().join(mounts::STAGING);
-                std::fs::create_dir(&staging)
+                crate::fsops::make_dir(&staging, crate::rootfs::SCRATCH_DIR_MODE)
                     .map_err(ContainerError::io("cannot create", &staging))?;
                 let files = etc_files(&mut spec, &staging, self.network.as_ref())?;
                 PreparedRoot::Layers {

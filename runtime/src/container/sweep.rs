@@ -31,7 +31,12 @@ fn sweep_dirs(state_root: &Path, newborn_age: Duration) -> Vec<String> {
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A recycled scratch directory is nobody's and clean: it waits for a run to claim it.
+        if name.starts_with(super::scratch::FREE_PREFIX) {
+            continue;
+        }
+        let hidden = name.starts_with('.');
         let newborn = hidden
             && entry
                 .metadata()
@@ -43,7 +48,6 @@ fn sweep_dirs(state_root: &Path, newborn_age: Duration) -> Vec<String> {
         if newborn || !unlocked {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {
                 tracing::info!("removed the leftovers of container {name}");

@@ -15,6 +15,11 @@ mod xattr;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The mode of the directories made in a scratch directory. The upper directory's is the mode of the
+/// container's `/` (overlay takes the root's attributes from it): 0755 as Docker makes it, whatever the
+/// caller's umask.
+pub const SCRATCH_DIR_MODE: u32 = 0o755;
+
 pub use lookup::lookup_file;
 
 /// Set to `overlay`, `fuse-overlayfs` or `copy` to force a driver (tests use it for the fallbacks).
@@ -111,11 +116,12 @@ impl Rootfs {
         self
     }
 
-    /// Creates the scratch directories; run it before the container is cloned.
+    /// Creates the scratch directories (a recycled scratch directory has them); run it before the
+    /// container is cloned.
     pub fn prepare(&self) -> Result<(), RootfsError> {
         for sub in ["upper", "work"] {
             let path = self.dir.join(sub);
-            std::fs::create_dir_all(&path)
+            crate::fsops::make_dir(&path, SCRATCH_DIR_MODE)
                 .map_err(|source| RootfsError::Create { path, source })?;
         }
         Ok(())
