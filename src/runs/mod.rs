@@ -158,7 +158,9 @@ impl RunStore {
     /// `submitted`), and its lock, held by the returned [`ActiveRun`] until the run ends.
     pub fn create(&self, template: RunRecord) -> Result<ActiveRun, RunsError> {
         fs::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
-        runtime::fsops::spread_subdirectories(&self.dir);
+        // Run directories stay: made near `runs/`, not spread (an older state root had runs/ +T). What
+        // comes and goes below one (the project's copy) is spread from it.
+        runtime::fsops::mark_top_directory(&self.dir, false);
         let store_lock_path = self.dir.join(".lock");
         let store_lock = fsutil::lock(&store_lock_path).map_err(io_at(&store_lock_path))?;
         let last = read_counter(&store_lock, &self.dir).map_err(io_at(&store_lock_path))?;
@@ -178,6 +180,7 @@ impl RunStore {
             }
         };
         write_counter(&store_lock, number).map_err(io_at(&store_lock_path))?;
+        runtime::fsops::mark_top_directory(&dir, true);
         let lock_path = dir.join(LOCK);
         let lock = fsutil::lock(&lock_path).map_err(io_at(&lock_path))?;
         let mut record = template;
