@@ -21,6 +21,27 @@ pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupErr
     write_raw(&path, value).map_err(|source| classify(path, value, source))
 }
 
+/// Writes each of `values` to `dir/file` in a `write(2)` of its own, through one open (a list file such
+/// as v1's `devices.allow` takes one entry a write).
+pub(crate) fn write_each(dir: &Path, file: &str, values: &[String]) -> Result<(), CgroupError> {
+    let path = dir.join(file);
+    let mut handle = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|source| classify(path.clone(), &values.join(", "), source))?;
+    for value in values {
+        match handle.write(value.as_bytes()) {
+            Ok(n) if n == value.len() => {}
+            Ok(_) => {
+                let short = io::Error::new(io::ErrorKind::WriteZero, "short write");
+                return Err(classify(path, value, short));
+            }
+            Err(source) => return Err(classify(path, value, source)),
+        }
+    }
+    Ok(())
+}
+
 /// Writes without classifying, for callers that react to particular errnos.
 pub(crate) fn write_raw(path: &Path, value: &str) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).open(path)?;

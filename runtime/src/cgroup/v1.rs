@@ -127,9 +127,8 @@ impl V1 {
         }
         if let (Some(policy), Some(dir)) = (&limits.devices, self.dir("devices")) {
             fs::write(dir, "devices.deny", "a")?;
-            for rule in policy.rules() {
-                fs::write(dir, "devices.allow", &rule.v1_line())?;
-            }
+            let lines: Vec<String> = policy.rules().iter().map(|r| r.v1_line()).collect();
+            fs::write_each(dir, "devices.allow", &lines)?;
         }
         Ok(())
     }

@@ -64,24 +64,40 @@ impl Channel {
 
     /// The next message, or `None` when the peer closed its end.
     pub(crate) fn recv(&self) -> Result<Option<Message>, String> {
-        let mut buf = vec![0u8; 64 * 1024];
+        // Its length first (MSG_TRUNC gives a packet's whole length), then exactly that: messages are
+        // small, and a large zeroed buffer costs page faults in a process just forked.
+        let size = self.recv_into(&mut [], libc::MSG_PEEK | libc::MSG_TRUNC)?;
+        if size == 0 {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; size];
+        let n = self.recv_into(&mut buf, 0)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&buf[..n.min(size)])
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    fn recv_into(&self, buf: &mut [u8], flags: libc::c_int) -> Result<usize, String> {
         loop {
             // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                if err.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
                 return Err(err.to_string());
             }
-            if n == 0 {
-                return Ok(None);
-            }
-            return serde_json::from_slice(&buf[..n as usize])
-                .map(Some)
-                .map_err(|e| e.to_string());
         }
     }
 

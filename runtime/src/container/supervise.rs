@@ -225,7 +225,8 @@ impl Container {
         let mut channel_open = true;
         let mut deadline: Option<Instant> = None;
         let mut drain_until: Option<Instant> = None;
-        let mut buf = vec![0u8; 64 * 1024];
+        // Made at the first read: a job without output costs no page faults for it.
+        let mut buf = Vec::new();
         loop {
             if init_status.is_some()
                 && (outputs.is_empty() || drain_until.is_some_and(|d| Instant::now() >= d))
@@ -305,6 +306,9 @@ impl Container {
                     Ok(Some(_)) => {}
                     _ => channel_open = false,
                 }
+            }
+            if buf.is_empty() && (ready(2) || (3..fds.len()).any(ready)) {
+                buf = vec![0u8; 64 * 1024];
             }
             if ready(2) {
                 let n = read_fd(0, &mut buf);
