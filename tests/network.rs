@@ -489,6 +489,61 @@ fn the_hosts_loopback_stays_out_of_reach_as_root() {
     d.run_in(&dir, &["stop", &run]).assert_success();
 }
 
+/// The spare network namespaces a run's clean-up makes for the next (`/run/dstack/netns`): each run
+/// still gets a namespace of its own, never one another job was in, with only `lo`, up; the spares are
+/// bind mounts of network namespaces, at most two, and nothing else is left there.
+#[test]
+fn network_namespaces_from_the_spares_are_fresh_as_root() {
+    let d = Dstack::root();
+    let registry = busybox_registry();
+    let image = registry.image("demo/busybox:latest");
+    d.run(&["pull", &image]).assert_success();
+    let script = "readlink /proc/self/ns/net; ip -o link | wc -l; ip -o link show lo";
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let out = d.run(&["run", "docker", "--network", "none", &image, "-c", script]);
+        out.assert_success();
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines.get(1).map(|l| l.trim()), Some("1"), "{out}");
+        assert!(lines.get(2).is_some_and(|l| l.contains(",UP")), "{out}");
+        let ns = lines[0].to_string();
+        assert!(!seen.contains(&ns), "a namespace served two jobs: {ns}");
+        seen.push(ns);
+        let _ = d.scratch_left();
+    }
+    // Spares are made once the previous run's init is gone; the other tests' runs take them meanwhile.
+    let spares: Vec<std::path::PathBuf> = std::fs::read_dir("/run/dstack/netns")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(spares.len() <= 2, "{spares:?}");
+    for spare in &spares {
+        let kind = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(spare)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&kind.stdout).trim(),
+            "nsfs",
+            "{} is not a namespace",
+            spare.display()
+        );
+        let opened = std::fs::File::open(spare).unwrap();
+        let ns = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&opened)
+        ))
+        .unwrap();
+        assert!(
+            !seen.contains(&ns.to_string_lossy().into_owned()),
+            "{} is a namespace a job was in",
+            spare.display()
+        );
+    }
+}
+
 /// A thousand runs with a published port, one after another, each succeeding; afterwards none of their
 /// interfaces, NAT tables, address leases, scratch directories, cgroups or mounts remains. (Only what
 /// belongs to these runs is checked: the other tests run at the same time.)

@@ -73,3 +73,20 @@ pub fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// Sixteen hex digits from the kernel's random pool (the clock's where it has none yet), for names made
+/// with `O_EXCL` or `RENAME_NOREPLACE`.
+pub fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom fills at most 8 bytes of a local buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
+    let value = if n == 8 {
+        u64::from_ne_bytes(bytes)
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_nanos() as u64 ^ u64::from(std::process::id())
+    };
+    format!("{value:016x}")
+}

@@ -146,7 +146,7 @@ fn recycle(path: &Path) -> bool {
             return false;
         }
     }
-    let free = parent.join(format!("{FREE_PREFIX}{:016x}", random_u64()));
+    let free = parent.join(format!("{FREE_PREFIX}{}", crate::fsops::random_suffix()));
     crate::fsops::rename_with(path, &free, libc::RENAME_NOREPLACE).is_ok()
 }
 
@@ -218,20 +218,6 @@ fn empty(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom fills at most 8 bytes of a local buffer.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
-    if n != 8 {
-        // No entropy yet (early boot): the time is unique enough for a name tried with NOREPLACE.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return now.as_nanos() as u64 ^ u64::from(std::process::id());
-    }
-    u64::from_ne_bytes(bytes)
 }
 
 /// `flock(LOCK_EX)` (on a file or a directory), without waiting when `nonblocking`. Close-on-exec, as

@@ -416,10 +416,12 @@ impl Drop for Container {
         {
             net.init_exiting();
         }
+        // A job with a network namespace of its own: the clean-up makes a spare for the next one.
+        let spare_netns = self.network.as_ref().is_some_and(|n| n.needs_netns());
         self.network.take();
         let (cgroup, scratch) = (self.cgroup.take(), self.scratch.take());
         if cgroup.is_some() || scratch.is_some() {
-            remove_detached(self.pid, exiting, cgroup, scratch);
+            remove_detached(self.pid, exiting, cgroup, scratch, spare_netns);
         }
     }
 }
@@ -467,13 +469,15 @@ fn wait_pidfd(pidfd: &OwnedFd, limit: Duration) {
 /// measured). Here instead when another thread runs (a fork could inherit a lock it holds) or no fork
 /// is possible. With `exiting`, init's pidfd, both wait for init to have exited: until then its mounts
 /// hold the scratch directory and its processes the cgroup. The child holds the scratch directory's
-/// lock until it is gone; should it die first, the next command's sweep removes both. Its zombie goes to
-/// whoever adopts it when `dstack` exits.
+/// lock until it is gone; should it die first, the next command's sweep removes both. With
+/// `spare_netns` the child then makes spare network namespaces (`net::spare`; never inline: it moves
+/// the calling thread into a new one). Its zombie goes to whoever adopts it when `dstack` exits.
 fn remove_detached(
     init: i32,
     exiting: Option<OwnedFd>,
     cgroup: Option<Box<dyn CgroupPlacement>>,
     scratch: Option<ScratchDir>,
+    spare_netns: bool,
 ) {
     if crate::userns::thread_count() > 1 {
         if exiting.is_some() {
@@ -502,6 +506,10 @@ fn remove_detached(
             }
             drop(cgroup);
             drop(scratch);
+            // Last: it moves this process into the namespace it makes.
+            if spare_netns {
+                crate::net::spare::replenish();
+            }
             // SAFETY: ending the child without the parent's exit handlers.
             unsafe { libc::_exit(0) }
         }

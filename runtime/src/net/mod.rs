@@ -34,6 +34,7 @@ mod nfbatch;
 mod nftables;
 mod pool;
 mod ports;
+pub(crate) mod spare;
 mod usermode;
 
 use std::net::Ipv4Addr;
@@ -232,13 +233,21 @@ impl Network {
         if config.ahead {
             net.make_ahead()?;
         }
+        if matches!(net.kind, Kind::Loopback)
+            && let Some(ns) = spare::take()
+        {
+            // A spare namespace, its lo up: init joins it instead of cloning one of its own.
+            net.netns = Some(ns);
+            net.ahead = true;
+        }
         Ok(net)
     }
 
     /// Starts making the veth-connected namespace on a helper thread (the other kinds: at the clone, or
     /// with init's pid).
     fn make_ahead(&mut self) -> Result<(), NetError> {
-        // Loopback alone is made faster by the clone (measured: a thread's unshare takes longer).
+        // Loopback alone is made faster by the clone (measured: a thread's unshare takes longer), or
+        // taken from the spares (`prepare`).
         let (host_if, host_ip, job_ip) = match &self.kind {
             Kind::Veth { lease, .. } => (
                 lease.record.host_if.clone(),
@@ -255,8 +264,11 @@ impl Network {
                 // A socket in the host namespace, for the veth's host end, before leaving it.
                 let mut host = netlink::Netlink::open()
                     .map_err(NetError::netlink("opening a netlink socket"))?;
-                let ns = netns::new_for_this_thread()
-                    .map_err(NetError::netlink("making the job's network namespace"))?;
+                let ns = match spare::take() {
+                    Some(ns) => netns::enter(std::os::fd::AsFd::as_fd(&ns)).map(|()| ns),
+                    None => netns::new_for_this_thread(),
+                }
+                .map_err(NetError::netlink("making the job's network namespace"))?;
                 let mut inside = netlink::Netlink::open().map_err(NetError::netlink(
                     "opening a netlink socket in the job's namespace",
                 ))?;
@@ -575,6 +587,7 @@ pub fn sweep_leftovers() -> usize {
     if !crate::paths::running_as_host_root() {
         return 0;
     }
+    spare::sweep();
     lease::sweep(&lease_dir())
 }
 
