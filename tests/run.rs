@@ -687,6 +687,38 @@ fn with_a_terminal_the_job_gets_a_pty_and_its_exit_code_still_comes_back() {
     }
 }
 
+/// When the job ends, so does everything it started (as with Docker): a daemon it left behind is gone by
+/// the time `dstack` returns. The daemon holds 300 MB, so that its death takes long enough (freeing its
+/// memory) to be seen if nothing waited for it.
+#[test]
+fn what_the_job_left_running_ends_with_it() {
+    for mode in MODES {
+        let s = setup(mode);
+        // Off the job's streams, so that nothing waits for it to close them.
+        let out = s.sh(
+            "awk 'BEGIN { s = sprintf(\"%300000000s\", \"\"); while (1) {} }' </dev/null >/dev/null 2>&1 & \
+             sleep 1; echo started",
+        );
+        out.assert_success().assert_stdout_contains("started");
+        // Busybox runs awk in a forked shell: its name is awk, its command line the shell's (empty once
+        // it is dying).
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| {
+                let file = |name: &str| std::fs::read_to_string(p.path().join(name));
+                file("comm").is_ok_and(|c| c.trim() == "awk")
+                    && file("cmdline").is_ok_and(|c| c.is_empty() || c.contains("%300000000s"))
+            })
+            .map(|p| p.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{mode:?}: the job's daemon outlived the run: {left:?}"
+        );
+    }
+}
+
 #[test]
 fn init_reaps_orphans_so_no_zombie_is_left() {
     for mode in MODES {

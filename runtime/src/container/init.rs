@@ -188,6 +188,7 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
     let job = start_job(ctx, state.as_deref(), terminal.as_ref())?;
     let _ = ctx.channel.send(&Message::Started);
     let (code, signal) = supervise_job(job);
+    end_the_rest();
     let _ = ctx.channel.send(&Message::Exited { code, signal });
     Ok(code)
 }
@@ -411,6 +412,29 @@ fn supervise_job(job: i32) -> (i32, Option<i32>) {
         if sig > 0 && sig != libc::SIGCHLD {
             // SAFETY: passing the signal on to the job.
             unsafe { libc::kill(job, sig) };
+        }
+    }
+}
+
+/// Once the job has ended, the container ends with it, as Docker's does: whatever the job left running
+/// (a daemon it started, a background process) is killed and reaped before its end is reported, so that
+/// the supervisor may return at once while the kernel tears down the namespaces.
+/// Only as PID 1 of a pid namespace of its own: without one (an OCI spec may share the host's), kill(-1)
+/// would reach every process of the host.
+fn end_the_rest() {
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } != 1 {
+        return;
+    }
+    // SAFETY: as PID 1 of the container's pid namespace, kill(-1) signals every process in it but init.
+    if unsafe { libc::kill(-1, libc::SIGKILL) } != 0 {
+        return;
+    }
+    loop {
+        // SAFETY: a blocking wait for any child; ECHILD once none is left.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) };
+        if pid < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
         }
     }
 }
