@@ -83,6 +83,14 @@ pub(crate) fn replenish() {
     if crate::fsops::make_dir(&dir, 0o700).is_err() {
         return;
     }
+    // One clean-up at a time counts and makes, so that those of runs ending together keep to SPARES.
+    let Ok(lock) = std::fs::File::create(dir.with_extension("lock")) else {
+        return;
+    };
+    // SAFETY: flock on a descriptor we own; it is released when `lock` closes, at the function's end.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return;
+    }
     let waiting = std::fs::read_dir(&dir).map_or(SPARES, |entries| {
         entries
             .flatten()
