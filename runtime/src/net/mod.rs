@@ -79,8 +79,9 @@ pub struct NetworkConfig {
     pub pool: Option<Pool>,
     /// As root with a private network: makes the namespace (loopback up, veth, address and route) on a
     /// helper thread from `prepare` on, while the caller gets on with the rest of the start;
-    /// [`Network::ready`] collects it and init joins it. Otherwise init gets a new namespace at its clone
-    /// and `attach` connects it.
+    /// [`Network::ready`] collects it and init joins it. As root with a loopback-only network: a spare
+    /// namespace when there is one (`net::spare`), for init to join. Otherwise init gets a new namespace
+    /// at its clone and `attach` connects it.
     pub ahead: bool,
 }
 
@@ -233,27 +234,27 @@ impl Network {
         if config.ahead {
             net.make_ahead()?;
         }
-        if matches!(net.kind, Kind::Loopback)
-            && let Some(ns) = spare::take()
-        {
-            // A spare namespace, its lo up: init joins it instead of cloning one of its own.
-            net.netns = Some(ns);
-            net.ahead = true;
-        }
         Ok(net)
     }
 
-    /// Starts making the veth-connected namespace on a helper thread (the other kinds: at the clone, or
-    /// with init's pid).
+    /// Starts making the veth-connected namespace on a helper thread, or takes a spare loopback-only one
+    /// (the other kinds: at the clone, or with init's pid).
     fn make_ahead(&mut self) -> Result<(), NetError> {
-        // Loopback alone is made faster by the clone (measured: a thread's unshare takes longer), or
-        // taken from the spares (`prepare`).
         let (host_if, host_ip, job_ip) = match &self.kind {
             Kind::Veth { lease, .. } => (
                 lease.record.host_if.clone(),
                 lease.host_ip(),
                 lease.job_ip(),
             ),
+            Kind::Loopback => {
+                // Loopback alone is made faster by the clone (measured: a thread's unshare takes longer)
+                // than on a thread, and faster still taken from the spares (its lo up): init joins it.
+                if let Some(ns) = spare::take() {
+                    self.netns = Some(ns);
+                    self.ahead = true;
+                }
+                return Ok(());
+            }
             _ => return Ok(()),
         };
         // /proc/sys/net is the namespace's of whoever opens it: the host's, from here.
