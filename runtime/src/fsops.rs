@@ -4,12 +4,16 @@
 use std::io;
 use std::path::Path;
 
+/// `path` as the NUL-terminated string a system call takes (a path with a NUL in it is an error).
+pub(crate) fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt as _;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
+}
+
 /// `renameat2(from, to, flags)`: `libc::RENAME_NOREPLACE` (fail when `to` exists) or
 /// `libc::RENAME_EXCHANGE` (trade the two places atomically).
 pub fn rename_with(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
-    let (from, to) = (c(from)?, c(to)?);
+    let (from, to) = (c_path(from)?, c_path(to)?);
     // SAFETY: renameat2 with two NUL-terminated paths.
     let r = unsafe {
         libc::renameat2(

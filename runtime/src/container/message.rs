@@ -75,7 +75,7 @@ impl Channel {
         if n == 0 {
             return Ok(None);
         }
-        serde_json::from_slice(&buf[..n.min(size)])
+        serde_json::from_slice(&buf[..n])
             .map(Some)
             .map_err(|e| e.to_string())
     }

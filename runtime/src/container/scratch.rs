@@ -17,7 +17,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::ContainerError;
-use crate::rootfs::SCRATCH_DIR_MODE;
+use crate::rootfs::{SCRATCH_DIR_MODE, xattr};
 
 /// The prefix of a recycled scratch directory waiting to be claimed.
 pub(super) const FREE_PREFIX: &str = ".free-";
@@ -165,47 +165,17 @@ fn as_made(dir: &Path, owner: &std::fs::Metadata) -> bool {
     {
         return false;
     }
-    let Some(names) = xattr_names(dir) else {
+    let Ok(names) = xattr::try_list(dir) else {
         return false;
     };
     names.iter().all(|name| {
-        name.starts_with(b"security.")
-            || (OVERLAY_XATTRS.iter().any(|p| name.starts_with(p)) && remove_xattr(dir, name))
+        name.starts_with("security.")
+            || (OVERLAY_XATTRS.iter().any(|p| name.starts_with(p))
+                && xattr::remove(dir, name).is_ok())
     })
 }
 
-const OVERLAY_XATTRS: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
-
-fn remove_xattr(path: &Path, name: &[u8]) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(path), Ok(name)) = (
-        std::ffi::CString::new(path.as_os_str().as_bytes()),
-        std::ffi::CString::new(name),
-    ) else {
-        return false;
-    };
-    // SAFETY: lremovexattr with two NUL-terminated strings.
-    unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) == 0 }
-}
-
-/// The names of `path`'s extended attributes (not following a link); None when they cannot be listed.
-fn xattr_names(path: &Path) -> Option<Vec<Vec<u8>>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: llistxattr writes at most `buf.len()` bytes of NUL-separated names into `buf`.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(
-        buf.split(|b| *b == 0)
-            .filter(|n| !n.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect(),
-    )
-}
+const OVERLAY_XATTRS: [&str; 2] = ["trusted.overlay.", "user.overlay."];
 
 /// Removes everything inside `dir` (not following links), keeping `dir`.
 fn empty(dir: &Path) -> std::io::Result<()> {

@@ -8,7 +8,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Opens `/proc/<pid>/ns/net`.
 pub(super) fn open(pid: i32) -> io::Result<OwnedFd> {
-    let path = std::ffi::CString::new(format!("/proc/{pid}/ns/net")).expect("no NUL");
+    open_path(std::path::Path::new(&format!("/proc/{pid}/ns/net")))
+}
+
+/// Opens a namespace file (`/proc/<pid>/ns/net`, a bind mount of one), read-only and close-on-exec.
+pub(super) fn open_path(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let path = crate::fsops::c_path(path)?;
     // SAFETY: open with a NUL-terminated path; the descriptor is checked and owned below.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {

@@ -9,8 +9,10 @@
 //! a namespace belongs to the user namespace it was made in, and each rootless run has its own.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use crate::fsops::c_path;
 
 /// How many spare namespaces wait at most: enough for runs started one after another.
 const SPARES: usize = 2;
@@ -19,11 +21,6 @@ const PREFIX: &str = "ns-";
 
 fn dir() -> PathBuf {
     PathBuf::from("/run/dstack/netns")
-}
-
-fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
 }
 
 /// A spare namespace, taken: nobody else can have it. None when there is none (or not as host root).
@@ -56,14 +53,7 @@ pub(super) fn take() -> Option<OwnedFd> {
 
 /// Opens `path` and checks that it is a network namespace (a bind mount of one).
 fn open_netns(path: &Path) -> io::Result<OwnedFd> {
-    let c = c_path(path)?;
-    // SAFETY: open with a NUL-terminated path; the descriptor is checked and owned below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    let ns = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ns = super::netns::open_path(path)?;
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: NS_GET_NSTYPE takes no argument and returns the namespace's CLONE_NEW* type.
     let kind = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&ns), NS_GET_NSTYPE) };

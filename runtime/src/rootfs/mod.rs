@@ -10,7 +10,7 @@ mod copy;
 mod fuse;
 mod lookup;
 mod overlay;
-mod xattr;
+pub(crate) mod xattr;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,9 @@
 //! Extended attributes of paths, without following symlinks.
 
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn cpath(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
-}
+use crate::fsops::c_path as cpath;
 
 /// The value of `name` on `path`, or `None` when it has none.
 pub(super) fn get(path: &Path, name: &str) -> Option<Vec<u8>> {
@@ -32,28 +29,43 @@ pub(super) fn get(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 /// The names of `path`'s extended attributes (empty when the filesystem has none).
 pub(super) fn list(path: &Path) -> Vec<String> {
-    let Ok(p) = cpath(path) else {
-        return Vec::new();
-    };
+    try_list(path).unwrap_or_default()
+}
+
+/// The names of `path`'s extended attributes, or why they cannot be listed.
+pub(crate) fn try_list(path: &Path) -> std::io::Result<Vec<String>> {
+    let p = cpath(path)?;
     let mut buf = vec![0u8; 1024];
     loop {
         // SAFETY: llistxattr writes at most `buf.len()` bytes into `buf`.
         let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if r >= 0 {
             buf.truncate(r as usize);
-            return buf
+            return Ok(buf
                 .split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
                 .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect();
+                .collect());
         }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE)
-            || buf.len() > 1 << 16
-        {
-            return Vec::new();
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) || buf.len() > 1 << 16 {
+            return Err(err);
         }
         buf.resize(buf.len() * 4, 0);
     }
+}
+
+/// Removes the attribute `name` from `path`.
+pub(crate) fn remove(path: &Path, name: &str) -> std::io::Result<()> {
+    let (p, n) = (
+        cpath(path)?,
+        CString::new(name).map_err(std::io::Error::other)?,
+    );
+    // SAFETY: lremovexattr with two NUL-terminated strings.
+    if unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub(super) fn set(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
