@@ -511,7 +511,14 @@ fn network_namespaces_from_the_spares_are_fresh_as_root() {
         seen.push(ns);
         let _ = d.scratch_left();
     }
-    // Spares are made once the previous run's init is gone; the other tests' runs take them meanwhile.
+    // Spares are made once the previous run's init is gone, under the lock taken here so that none is
+    // half made (a file not yet mounted on); the other tests' runs take them meanwhile.
+    let lock = std::fs::File::create("/run/dstack/netns.lock").unwrap();
+    // SAFETY: flock on a descriptor we hold; released when `lock` closes.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
     let spares: Vec<std::path::PathBuf> = std::fs::read_dir("/run/dstack/netns")
         .unwrap()
         .flatten()
@@ -519,25 +526,28 @@ fn network_namespaces_from_the_spares_are_fresh_as_root() {
         .collect();
     assert!(spares.len() <= 2, "{spares:?}");
     for spare in &spares {
-        let kind = std::process::Command::new("stat")
-            .args(["-f", "-c", "%T"])
-            .arg(spare)
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&kind.stdout).trim(),
-            "nsfs",
-            "{} is not a namespace",
-            spare.display()
-        );
-        let opened = std::fs::File::open(spare).unwrap();
+        // Gone already: taken.
+        let Ok(opened) = std::fs::File::open(spare) else {
+            continue;
+        };
         let ns = std::fs::read_link(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&opened)
         ))
-        .unwrap();
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+        if !ns.starts_with("net:[") {
+            // A run taking it has unmounted it and unlinks it next; anything else is a leftover.
+            wait_until(
+                &format!("{} (not a namespace) to go", spare.display()),
+                Duration::from_secs(1),
+                || !spare.exists(),
+            );
+            continue;
+        }
         assert!(
-            !seen.contains(&ns.to_string_lossy().into_owned()),
+            !seen.contains(&ns),
             "{} is a namespace a job was in",
             spare.display()
         );
