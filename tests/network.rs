@@ -492,23 +492,43 @@ fn the_hosts_loopback_stays_out_of_reach_as_root() {
 /// The spare network namespaces a run's clean-up makes for the next (`/run/dstack/netns`): each run
 /// still gets a namespace of its own, never one another job was in, with only `lo`, up; the spares are
 /// bind mounts of network namespaces, at most two, and nothing else is left there.
+///
+/// A namespace is known by its inode number, which the kernel hands out again once the namespace is
+/// freed (the lowest free one: CI saw a new namespace numbered as the previous run's). So the test holds
+/// each run's namespace open to the end: while held, its number is its own.
 #[test]
 fn network_namespaces_from_the_spares_are_fresh_as_root() {
     let d = Dstack::root();
     let registry = busybox_registry();
-    let image = registry.image("demo/busybox:latest");
-    d.run(&["pull", &image]).assert_success();
-    let script = "readlink /proc/self/ns/net; ip -o link | wc -l; ip -o link show lo";
+    let body = "    network: none\n    commands:\n      - echo ready\n      - sleep 600\n";
+    let dir = project(
+        &d,
+        &[("alone.yaml", busybox_workflow(&registry, "alone", body))],
+    );
+    let mut held = Vec::new();
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let out = d.run(&["run", "docker", "--network", "none", &image, "-c", script]);
-        out.assert_success();
-        let lines: Vec<&str> = out.stdout.lines().collect();
-        assert_eq!(lines.get(1).map(|l| l.trim()), Some("1"), "{out}");
-        assert!(lines.get(2).is_some_and(|l| l.contains(",UP")), "{out}");
-        let ns = lines[0].to_string();
+        let run = start_detached(&d, &dir, "alone");
+        let pid = state(&d, &run)["container_pid"]
+            .as_i64()
+            .unwrap()
+            .to_string();
+        let file = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ip", "-o", "link"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(links.lines().count(), 1, "{links}");
+        assert!(links.contains(": lo:") && links.contains(",UP"), "{links}");
         assert!(!seen.contains(&ns), "a namespace served two jobs: {ns}");
+        d.run_in(&dir, &["stop", &run]).assert_success();
         seen.push(ns);
+        held.push(file);
         let _ = d.scratch_left();
     }
     // Spares are made once the previous run's init is gone, under the lock taken here so that none is
@@ -552,6 +572,8 @@ fn network_namespaces_from_the_spares_are_fresh_as_root() {
             spare.display()
         );
     }
+    // The runs' namespaces were held open to here, so none of their numbers was handed out again.
+    drop(held);
 }
 
 /// A thousand runs with a published port, one after another, each succeeding; afterwards none of their
