@@ -348,6 +348,92 @@ fn credentials_come_from_an_auth_file_when_none_are_given() {
     assert_is(&resolved, &image);
 }
 
+/// An auth-file entry as `docker login` writes it for registries with OAuth2 (Azure's): a placeholder user,
+/// no password, and an identity token.
+fn identity_token_entry(host: &str, token: &str) -> String {
+    let placeholder = base64_of("00000000-0000-0000-0000-000000000000:");
+    format!(r#"{{"auths": {{"{host}": {{"auth": "{placeholder}", "identitytoken": "{token}"}}}}}}"#)
+}
+
+#[test]
+fn an_identity_token_is_exchanged_at_the_token_server_never_sent_as_a_password() {
+    let registry = TestRegistry::tls_token();
+    let image = push_busybox(&registry, "private/busybox:latest");
+    let home = Home::new();
+    home.trust(&registry);
+    let name = registry.image("private/busybox:latest");
+    home.write(
+        "auth.json",
+        &identity_token_entry(&registry.host(), REGISTRY_IDENTITY_TOKEN),
+    );
+    let before = registry.token_requests().len();
+    let resolved = pull(&name, &home.options()).unwrap();
+    assert_is(&resolved, &image);
+    let requests = registry.token_requests().split_off(before);
+    let granted: Vec<_> = requests.iter().filter(|r| r["status"] == 200).collect();
+    assert!(!granted.is_empty(), "{requests:?}");
+    for r in &granted {
+        assert_eq!(r["method"], "POST", "{r}");
+        assert_eq!(r["grant"], "refresh_token", "{r}");
+        assert_eq!(r["account"], REGISTRY_USER, "{r}");
+        assert_eq!(r["granted"][0]["name"], "private/busybox", "{r}");
+        assert_eq!(r["granted"][0]["actions"][0], "pull", "{r}");
+    }
+    // Never as a password: no request named the placeholder user.
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["user"] != "00000000-0000-0000-0000-000000000000"),
+        "{requests:?}"
+    );
+
+    let stale = "stale-identity-token-0815";
+    home.write("auth.json", &identity_token_entry(&registry.host(), stale));
+    let e = pull(&name, &home.options()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, ManifestError::Source(SourceError::Unauthorized(_))),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with(&format!(
+            "the identity token for {} was refused (it came from {}",
+            registry.host(),
+            home.path().join("auth.json").display()
+        )),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(stale) && !format!("{e:?}").contains(stale),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_identity_token_for_a_basic_auth_registry_says_to_pass_a_password() {
+    let registry = TestRegistry::tls_basic();
+    push_busybox(&registry, "team/busybox:v1");
+    let home = Home::new();
+    home.trust(&registry);
+    home.write(
+        "auth.json",
+        &identity_token_entry(&registry.host(), REGISTRY_IDENTITY_TOKEN),
+    );
+    let e = pull(&registry.image("team/busybox:v1"), &home.options())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{} asks for a user name and password, and what {} holds for it is an identity token",
+            registry.host(),
+            home.path().join("auth.json").display()
+        )),
+        "{e}"
+    );
+    assert!(e.ends_with("pass --creds USER:PASS"), "{e}");
+    assert!(!e.contains(REGISTRY_IDENTITY_TOKEN), "{e}");
+}
+
 #[test]
 fn an_untrusted_tls_registry_is_a_tls_error_saying_where_the_ca_goes() {
     let registry = TestRegistry::tls_basic();

@@ -11,7 +11,9 @@ Policy:
   - a wrong user or password gets 401; an anonymous request for anything else gets a token without that access
     (as Docker Hub does), so the registry then answers 401 itself.
 
-Served at GET /token (?service=&scope=&account=, optional Basic auth) and POST /token (OAuth2 password grant).
+Served at GET /token (?service=&scope=&account=, optional Basic auth) and POST /token (OAuth2 password grant,
+and the refresh-token grant for the identity token in --refresh-token, which stands for the --user; a wrong one
+gets 400 invalid_grant, as RFC 6749 says).
 The listening port is written to --port-file once the server is up. Requests are logged to --log, one JSON line
 each, never with a password.
 
@@ -70,6 +72,7 @@ class Config:
         self.service = args.service
         self.expires_in = args.expires_in
         self.compensate_leeway = args.compensate_leeway
+        self.refresh_token = args.refresh_token
         user, _, password = args.user.partition(":")
         self.user, self.password = user, password
         self.log_path = args.log
@@ -145,11 +148,11 @@ class Handler(BaseHTTPRequestHandler):
             return ("", "")
         return (user, password)
 
-    def handle_token(self, params, creds):
+    def handle_token(self, params, creds, grant=None):
         config = self.server.config
         path = urlparse(self.path).path
         record = {"method": self.command, "path": path, "service": params.get("service", [""])[0],
-                  "scope": params.get("scope", []), "user": creds[0] if creds else None}
+                  "scope": params.get("scope", []), "user": creds[0] if creds else None, "grant": grant}
         if path != "/token":
             record["status"] = 404
             config.log(record)
@@ -179,9 +182,18 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         creds = self.basic_credentials()
-        if form.get("grant_type", [""])[0] == "password":
+        grant = form.get("grant_type", [""])[0]
+        if grant == "password":
             creds = (form.get("username", [""])[0], form.get("password", [""])[0])
-        self.handle_token(form, creds)
+        if grant == "refresh_token":
+            config = self.server.config
+            token = form.get("refresh_token", [""])[0]
+            if not config.refresh_token or token != config.refresh_token or not form.get("client_id", [""])[0]:
+                config.log({"method": "POST", "path": urlparse(self.path).path, "grant": grant,
+                            "scope": form.get("scope", []), "status": 400})
+                return self.reply(400, {"error": "invalid_grant"})
+            creds = (config.user, config.password)
+        self.handle_token(form, creds, grant)
 
 
 class TlsServer(ThreadingHTTPServer):
@@ -210,6 +222,7 @@ def main():
     p.add_argument("--issuer", required=True)
     p.add_argument("--service", required=True)
     p.add_argument("--user", default="alice:wonderland", help="USER:PASSWORD allowed everything")
+    p.add_argument("--refresh-token", default="", help="an identity token that stands for --user")
     p.add_argument("--expires-in", type=int, default=300, help="token lifetime in seconds")
     p.add_argument("--compensate-leeway", action="store_true",
                    help="set exp 60 s early so the registry refuses the token after --expires-in seconds")

@@ -32,3 +32,5 @@ pub use token_server::TokenOptions;
 /// The registry user who may pull and push everything (token and Basic registries).
 pub const REGISTRY_USER: &str = "alice";
 pub const REGISTRY_PASSWORD: &str = "wonderland";
+/// The identity token (OAuth2 refresh token) the token server takes for `REGISTRY_USER`.
+pub const REGISTRY_IDENTITY_TOKEN: &str = "identity-token-for-alice-7f3a";

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::process::{ChildGuard, wait_until};
 use super::tls::TestCa;
-use super::{REGISTRY_PASSWORD, REGISTRY_USER};
+use super::{REGISTRY_IDENTITY_TOKEN, REGISTRY_PASSWORD, REGISTRY_USER};
 
 pub const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -74,6 +74,7 @@ impl TokenServer {
             .args(["--issuer", ISSUER, "--service", SERVICE])
             .arg("--user")
             .arg(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"))
+            .args(["--refresh-token", REGISTRY_IDENTITY_TOKEN])
             .arg("--expires-in")
             .arg(options.expires_in.to_string())
             .args(["--header", if options.x5c_header { "x5c" } else { "kid" }])

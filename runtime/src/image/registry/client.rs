@@ -27,6 +27,9 @@ use crate::image::source::{FetchedManifest, Source, SourceError};
 /// Manifests bigger than this are refused (containers/image uses the same limit).
 const MANIFEST_MAX: u64 = 4 << 20;
 
+/// The OAuth2 client this is to token servers, which require one with a refresh token.
+const OAUTH_CLIENT_ID: &str = "dstack";
+
 /// A client for one repository, through its mirrors and registry. Cheap to share: all threads of a pull
 /// use one client, its keep-alive connections and its tokens.
 pub struct RegistryClient {
@@ -282,7 +285,7 @@ impl RegistryClient {
         let scheme = ep.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match scheme {
             Scheme::Anonymous => Ok(None),
-            Scheme::Basic => Ok(ep.creds().map(Credentials::basic_header)),
+            Scheme::Basic => Ok(ep.password().map(Credentials::basic_header)),
             Scheme::Bearer { realm, service } => {
                 let scope = auth::pull_scope(&ep.repository);
                 if let Some(token) =
@@ -310,7 +313,16 @@ impl RegistryClient {
         };
         *ep.auth.lock().unwrap_or_else(|p| p.into_inner()) = scheme.clone();
         match scheme {
-            Scheme::Basic if ep.creds().is_none() => Err(self.denied(ep)),
+            Scheme::Basic if ep.password().is_none() => Err(match &ep.credentials {
+                Found::Credentials(c, source) if c.is_identity_token() => {
+                    SourceError::Unauthorized(format!(
+                        "{} asks for a user name and password, and what {source} holds for it is an \
+                         identity token, which only a token server takes: pass --creds USER:PASS",
+                        ep.describe()
+                    ))
+                }
+                _ => self.denied(ep),
+            }),
             Scheme::Bearer { realm, service } => {
                 let scope = auth::pull_scope(&ep.repository);
                 let mut scopes = vec![scope.clone()];
@@ -358,11 +370,29 @@ impl RegistryClient {
                 ep.describe()
             )));
         }
-        let basic = creds.map(Credentials::basic_header);
-        let resp = ep
-            .get(&url, Some("application/json"), None, basic.as_deref())
-            .map_err(|e| from_transport(e, &realm_host, ep.is_mirror))?;
+        let resp = match creds.filter(|c| c.is_identity_token()) {
+            // OAuth2's refresh-token grant, as Docker sends it: the token is never a password.
+            Some(c) => {
+                let scope = scopes.join(" ");
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", c.password()),
+                    ("client_id", OAUTH_CLIENT_ID),
+                    ("scope", scope.as_str()),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                ep.post_form(realm, &form)
+            }
+            None => {
+                let basic = creds.map(Credentials::basic_header);
+                ep.get(&url, Some("application/json"), None, basic.as_deref())
+            }
+        }
+        .map_err(|e| from_transport(e, &realm_host, ep.is_mirror))?;
         let status = resp.status().as_u16();
+        let oauth = creds.is_some_and(Credentials::is_identity_token);
         match status {
             200 => {
                 let body = resp
@@ -379,6 +409,14 @@ impl RegistryClient {
                 })
             }
             401 | 403 => Err(self.denied(ep)),
+            // RFC 6749: an unknown or expired refresh token is a 400 "invalid_grant".
+            400 if oauth => Err(self.denied(ep)),
+            404 | 405 if oauth => Err(SourceError::Unauthorized(format!(
+                "the token server {realm_host} for {} does not take identity tokens (it answered {}): \
+                 pass --creds USER:PASS",
+                ep.describe(),
+                status_text(status)
+            ))),
             408 | 429 | 500..=599 => Err(SourceError::Transient(format!(
                 "the token server {realm_host} for {} answered {}",
                 ep.describe(),
@@ -396,12 +434,14 @@ impl RegistryClient {
     fn denied(&self, ep: &Endpoint) -> SourceError {
         let host = &ep.registry;
         match &ep.credentials {
+            Found::Credentials(c, source) if c.is_identity_token() => {
+                SourceError::Unauthorized(format!(
+                    "the identity token for {host} was refused (it came from {source}): it may have \
+                     expired; log in again, or pass --creds USER:PASS"
+                ))
+            }
             Found::Credentials(_, source) => SourceError::Unauthorized(format!(
                 "credentials for {host} were refused (they came from {source})"
-            )),
-            Found::Unsupported(why) => SourceError::Unauthorized(format!(
-                "authentication required for {host}: {why}; pass --creds USER:PASS (or registry_auth in the \
-                 workflow) instead"
             )),
             Found::None => SourceError::Unauthorized(format!(
                 "authentication required for {host}: pass --creds USER:PASS (or registry_auth in the workflow), \

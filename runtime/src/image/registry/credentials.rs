@@ -21,11 +21,16 @@ use crate::image::reference::DOCKER_HUB;
 const DOCKER_HUB_LEGACY_KEY: &str = "https://index.docker.io/v1/";
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A user name and password (or token used as one). `Debug` shows the user name only.
+/// A user name and password (or token used as one), or an identity token. `Debug` shows the user name
+/// only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     username: String,
     password: String,
+    /// `password` is an identity token (Docker's name for an OAuth2 refresh token, as `docker login`
+    /// stores for Azure's and other registries): it is exchanged at the token server, never sent as a
+    /// password.
+    identity_token: bool,
 }
 
 impl Credentials {
@@ -33,7 +38,24 @@ impl Credentials {
         Credentials {
             username: username.into(),
             password: password.into(),
+            identity_token: false,
         }
+    }
+
+    /// An identity token, and the user name stored beside it (often a placeholder, or empty).
+    pub(crate) fn identity_token(
+        username: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Credentials {
+        Credentials {
+            username: username.into(),
+            password: token.into(),
+            identity_token: true,
+        }
+    }
+
+    pub(crate) fn is_identity_token(&self) -> bool {
+        self.identity_token
     }
 
     /// `USER:PASS` as given to `--creds` (the password may itself contain colons).
@@ -69,6 +91,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("identity_token", &self.identity_token)
             .finish()
     }
 }
@@ -78,8 +101,6 @@ impl fmt::Debug for Credentials {
 pub(crate) enum Found {
     /// Credentials, and where they came from (for messages: a file path or `docker-credential-NAME`).
     Credentials(Credentials, String),
-    /// An entry exists but is of a kind this client cannot use; the string says which and where.
-    Unsupported(String),
     None,
 }
 
@@ -200,20 +221,10 @@ impl CredentialStore {
                 return Ok(found);
             }
         }
-        if let Some((key, entry)) = best_auth_entry(&file.auths, registry, repository) {
-            let what = format!("the entry {key:?} in {}", path.display());
-            if entry
-                .identitytoken
-                .as_deref()
-                .is_some_and(|t| !t.is_empty())
-            {
-                return Ok(Found::Unsupported(format!(
-                    "{what} holds an identity token, which dstack does not support yet"
-                )));
-            }
-            if let Some(creds) = decode_entry(entry, path, key)? {
-                return Ok(Found::Credentials(creds, path.display().to_string()));
-            }
+        if let Some((key, entry)) = best_auth_entry(&file.auths, registry, repository)
+            && let Some(creds) = decode_entry(entry, path, key)?
+        {
+            return Ok(Found::Credentials(creds, path.display().to_string()));
         }
         if let Some(store) = file.creds_store.as_deref().filter(|s| !s.is_empty()) {
             return self.run_helper(store, registry);
@@ -307,13 +318,15 @@ impl CredentialStore {
             reason: "its answer is not the JSON object {\"Username\", \"Secret\"} the helper protocol defines"
                 .to_string(),
         })?;
-        if answer.username == "<token>" {
-            return Ok(Found::Unsupported(format!(
-                "{program} holds an identity token for {registry}, which dstack does not support yet"
-            )));
-        }
-        if answer.username.is_empty() && answer.secret.is_empty() {
+        if answer.secret.is_empty() {
             return Ok(Found::None);
+        }
+        // The helper protocol's way of saying the secret is an identity token.
+        if answer.username == "<token>" {
+            return Ok(Found::Credentials(
+                Credentials::identity_token("", answer.secret),
+                program,
+            ));
         }
         Ok(Found::Credentials(
             Credentials::new(answer.username, answer.secret),
@@ -384,6 +397,7 @@ fn best_auth_entry<'a>(
 }
 
 /// Credentials from an entry, `None` for an empty placeholder (`{}`, as Docker writes with a `credsStore`).
+/// An `identitytoken` wins over the password beside it (Docker writes an empty one), as in Docker.
 fn decode_entry(
     entry: &AuthEntry,
     path: &Path,
@@ -393,6 +407,7 @@ fn decode_entry(
         path: path.to_path_buf(),
         reason: format!("the entry {key:?}: {reason}"),
     };
+    let token = entry.identitytoken.as_deref().filter(|t| !t.is_empty());
     if let Some(auth) = entry
         .auth
         .as_deref()
@@ -410,10 +425,15 @@ fn decode_entry(
         let (user, pass) = raw
             .split_once(':')
             .ok_or_else(|| bad("\"auth\" is not base64 of USER:PASSWORD"))?;
-        return Ok(Some(Credentials::new(user, pass.trim_end_matches('\n'))));
+        return Ok(Some(match token {
+            Some(t) => Credentials::identity_token(user, t),
+            None => Credentials::new(user, pass.trim_end_matches('\n')),
+        }));
     }
-    match (&entry.username, &entry.password) {
-        (Some(u), Some(p)) if !u.is_empty() => Ok(Some(Credentials::new(u.clone(), p.clone()))),
+    let user = entry.username.as_deref().unwrap_or_default();
+    match (token, &entry.password) {
+        (Some(t), _) => Ok(Some(Credentials::identity_token(user, t))),
+        (None, Some(p)) if !user.is_empty() => Ok(Some(Credentials::new(user, p.clone()))),
         _ => Ok(None),
     }
 }
@@ -568,18 +588,35 @@ mod tests {
     }
 
     #[test]
-    fn identity_tokens_are_reported_unsupported() {
+    fn identity_tokens_are_read_as_such() {
         let (_d, store) = store_with(&[(
             "config.json",
-            serde_json::json!({"auths": {"acr.example": {"auth": b64("00000000-0000:"), "identitytoken": "refresh-xyz"}}}),
+            serde_json::json!({"auths": {
+                "acr.example": {"auth": b64("00000000-0000:"), "identitytoken": "refresh-xyz"},
+                "bare.example": {"identitytoken": "refresh-bare"},
+                "plain.example": {"auth": b64("u:p"), "identitytoken": ""},
+            }}),
         )]);
-        match store.lookup("acr.example", "x").unwrap() {
-            Found::Unsupported(msg) => {
-                assert!(msg.contains("identity token"), "{msg}");
-                assert!(!msg.contains("refresh-xyz"), "{msg}");
+        let token = |registry: &str| match store.lookup(registry, "x").unwrap() {
+            Found::Credentials(c, _) => {
+                assert!(!format!("{c:?}").contains("refresh"), "{c:?}");
+                (
+                    c.is_identity_token(),
+                    c.username().to_string(),
+                    c.password().to_string(),
+                )
             }
             other => panic!("{other:?}"),
-        }
+        };
+        assert_eq!(
+            token("acr.example"),
+            (true, "00000000-0000".into(), "refresh-xyz".into())
+        );
+        assert_eq!(
+            token("bare.example"),
+            (true, String::new(), "refresh-bare".into())
+        );
+        assert_eq!(token("plain.example"), (false, "u".into(), "p".into()));
     }
 
     #[test]
@@ -647,8 +684,10 @@ mod tests {
         ));
         write_helper(dir.path(), "tok", "tok.example", "<token>", "refresh-abc");
         match store.lookup("tok.example", "x").unwrap() {
-            Found::Unsupported(msg) => {
-                assert!(!msg.contains("refresh-abc") && msg.contains("identity token"))
+            Found::Credentials(c, source) => {
+                assert!(c.is_identity_token(), "{c:?}");
+                assert_eq!((c.username(), c.password()), ("", "refresh-abc"));
+                assert_eq!(source, "docker-credential-tok");
             }
             other => panic!("{other:?}"),
         }

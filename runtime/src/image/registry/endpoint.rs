@@ -88,6 +88,11 @@ impl Endpoint {
         }
     }
 
+    /// The credentials, when they are a user name and password (not an identity token).
+    pub(super) fn password(&self) -> Option<&Credentials> {
+        self.creds().filter(|c| !c.is_identity_token())
+    }
+
     /// The agent for requests to `host` on behalf of this endpoint: the endpoint's own CAs, plus the
     /// host's when it is another one (a token server, object storage).
     pub(super) fn agent_for(&self, host: &str) -> Result<Agent, RegistryError> {
@@ -167,6 +172,26 @@ impl Endpoint {
             uri = next;
         }
         Err(TransportError::TooManyRedirects(url.to_string()))
+    }
+
+    /// One form POST (a token request), not redirected: the form holds a secret.
+    pub(super) fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<Response<Body>, TransportError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| TransportError::BadUrl(url.to_string()))?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        self.agent_for(&host)?
+            .post(uri.to_string())
+            .header("Accept", "application/json")
+            .send_form(form.iter().copied())
+            .map_err(|e| TransportError::Http(e, host))
     }
 }
 
