@@ -13,7 +13,7 @@ use super::auth::{self, Scheme, TokenCache};
 use super::challenge::{self, Challenge};
 use super::config::RegistriesConf;
 use super::credentials::{CredentialStore, Credentials, Found};
-use super::endpoint::{Endpoint, is_loopback};
+use super::endpoint::{Endpoint, host_of, is_loopback};
 use super::errors::{
     error_body, from_transport, header, speaks_no_tls, status_text, transport_error, with_tried,
 };
@@ -354,10 +354,7 @@ impl RegistryClient {
                 ep.describe()
             ))
         })?;
-        let realm_host = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
+        let realm_host = host_of(&uri);
         let creds = ep.creds();
         if creds.is_some()
             && uri.scheme_str() == Some("http")
@@ -370,7 +367,8 @@ impl RegistryClient {
                 ep.describe()
             )));
         }
-        let resp = match creds.filter(|c| c.is_identity_token()) {
+        let identity_token = creds.filter(|c| c.is_identity_token());
+        let resp = match identity_token {
             // OAuth2's refresh-token grant, as Docker sends it: the token is never a password.
             Some(c) => {
                 let scope = scopes.join(" ");
@@ -392,7 +390,6 @@ impl RegistryClient {
         }
         .map_err(|e| from_transport(e, &realm_host, ep.is_mirror))?;
         let status = resp.status().as_u16();
-        let oauth = creds.is_some_and(Credentials::is_identity_token);
         match status {
             200 => {
                 let body = resp
@@ -410,8 +407,8 @@ impl RegistryClient {
             }
             401 | 403 => Err(self.denied(ep)),
             // RFC 6749: an unknown or expired refresh token is a 400 "invalid_grant".
-            400 if oauth => Err(self.denied(ep)),
-            404 | 405 if oauth => Err(SourceError::Unauthorized(format!(
+            400 if identity_token.is_some() => Err(self.denied(ep)),
+            404 | 405 if identity_token.is_some() => Err(SourceError::Unauthorized(format!(
                 "the token server {realm_host} for {} does not take identity tokens (it answered {}): \
                  pass --creds USER:PASS",
                 ep.describe(),

@@ -127,10 +127,7 @@ impl Endpoint {
         );
         let mut uri = first;
         for _ in 0..=MAX_REDIRECTS {
-            let host = uri
-                .authority()
-                .map(|a| a.as_str().to_string())
-                .unwrap_or_default();
+            let host = host_of(&uri);
             let agent = self.agent_for(&host)?;
             let mut req = agent.get(uri.to_string());
             if let Some(a) = accept {
@@ -183,16 +180,20 @@ impl Endpoint {
         let uri: Uri = url
             .parse()
             .map_err(|_| TransportError::BadUrl(url.to_string()))?;
-        let host = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
+        let host = host_of(&uri);
         self.agent_for(&host)?
             .post(uri.to_string())
             .header("Accept", "application/json")
             .send_form(form.iter().copied())
             .map_err(|e| TransportError::Http(e, host))
     }
+}
+
+/// A URL's `host[:port]`, as agents and messages name it.
+pub(super) fn host_of(uri: &Uri) -> String {
+    uri.authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// `127.0.0.0/8`, `::1` and `localhost`, with or without a port.
