@@ -62,16 +62,21 @@ pub fn create_dir(path: &Path) -> io::Result<()> {
 /// usual); open to others and ours, it is closed in place; someone else's is refused. One `stat` per
 /// directory: no walk.
 pub fn secure_state_root(root: &Path) -> Result<(), PrivateStateError> {
-    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // The parents are the user's own business (`~/.local/share`): made as any other program makes them.
-        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+    match secure_dir(root) {
+        Err(PrivateStateError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                // The parents are the user's own business (`~/.local/share`): made as usual.
+                fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+            }
+            return match create_dir(root) {
+                Ok(()) => Ok(()),
+                // Made meanwhile by a concurrent dstack: check it as any other.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => secure_dir(root),
+                Err(e) => Err(io_err("create", root)(e)),
+            };
+        }
+        other => other?,
     }
-    match create_dir(root) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err("create", root)(e)),
-    }
-    secure_dir(root)?;
     for name in TOP_DIRS {
         let dir = root.join(name);
         match secure_dir(&dir) {
