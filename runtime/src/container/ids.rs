@@ -39,8 +39,8 @@ pub(super) fn check(spec: &Spec, space: IdSpace) -> Result<(), ContainerError> {
     ) {
         if id == RESERVED_ID {
             return Err(ContainerError::Invalid(format!(
-                "the job's {what} id {id} ({field}) is not a valid id (the kernel reads it as \"unchanged\"): \
-                 give the image a USER below 4294967295"
+                "the job's {what} id {id} ({field}) is not a valid id (the kernel reads it as \"unchanged\", \
+                 which would leave the job root): use another id (the image's USER, or process.user in a bundle)"
             )));
         }
     }
@@ -50,12 +50,22 @@ pub(super) fn check(spec: &Spec, space: IdSpace) -> Result<(), ContainerError> {
     }
     let (uid_maps, gid_maps, hint) = match space {
         IdSpace::Joined => return Ok(()),
-        IdSpace::New(uids, gids) => (uids, gids, "the spec's uidMappings and gidMappings"),
+        IdSpace::New(uids, gids) => (
+            uids,
+            gids,
+            (
+                "the spec's uidMappings and gidMappings",
+                "map it there or run the process as a mapped id",
+            ),
+        ),
         IdSpace::Current => (
             current_maps("uid_map"),
             current_maps("gid_map"),
-            "this rootless user namespace: add a range for your user to /etc/subuid and /etc/subgid \
-             (and install the uidmap package), or run the job as an id in it",
+            (
+                "this rootless user namespace",
+                "add a range for your user to /etc/subuid and /etc/subgid (and install the uidmap \
+                 package), or run the job as a mapped id",
+            ),
         ),
     };
     for (what, field, id, maps) in [
@@ -63,8 +73,9 @@ pub(super) fn check(spec: &Spec, space: IdSpace) -> Result<(), ContainerError> {
         ("group", "process.user.gid", user.gid(), &gid_maps),
     ] {
         if !maps.is_empty() && !is_mapped(maps, id) {
+            let (space, remedy) = hint;
             return Err(ContainerError::Invalid(format!(
-                "the job's {what} id {id} ({field}) is not mapped in {hint}; mapped: {}",
+                "the job's {what} id {id} ({field}) is not mapped in {space} (mapped: {}): {remedy}",
                 describe(maps)
             )));
         }
