@@ -121,6 +121,14 @@ fn attack_the_store(victim: Dstack, attacker: &str) {
     run.assert_success()
         .assert_stdout_contains("victim-output-7f3a");
     let name = run.run_name();
+    let workflow = format!(
+        "workflows:\n  - name: w\n    provider: docker\n    image: {image}\n    commands: [\"true\"]\n"
+    );
+    let project = victim.write_home_file("proj/.dstack/workflows/w.yaml", workflow);
+    let project = project.ancestors().nth(3).unwrap();
+    victim
+        .run_in(project, &["secrets", "add", "TOKEN", "victim-secret-7f3a"])
+        .assert_success();
     let setuid = setuid_file_in_store(&state);
     assert_eq!(mode(&setuid), 0o4755, "the layer keeps its setuid bit");
     assert_no_device_nodes(&state);
@@ -141,6 +149,13 @@ fn attack_the_store(victim: Dstack, attacker: &str) {
     assert_denied(attacker, "ls", &[&s(&state.join("runs"))]);
     assert_denied(attacker, "cat", &[&s(&run_dir.join("output.log"))]);
     assert_denied(attacker, "cat", &[&s(&run_dir.join("state.json"))]);
+    let mut secrets = Vec::new();
+    walk(&state.join("secrets"), &mut secrets);
+    assert!(!secrets.is_empty(), "the secret was stored");
+    for file in secrets {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+        assert_denied(attacker, "cat", &[&s(&file)]);
+    }
 }
 
 #[test]
