@@ -78,6 +78,10 @@ pub enum PlanError {
     UnknownUser { user: String },
     #[error("group {group:?} (the image's USER) is not in the image's /etc/group")]
     UnknownGroup { group: String },
+    #[error(
+        "the image's USER {user:?} resolves to id 4294967295, which is no id (the kernel reads it as \"unchanged\"): give the image another USER"
+    )]
+    ReservedId { user: String },
     #[error("working directory {0:?} must be an absolute path")]
     RelativeWorkingDir(String),
     #[error("mount source {0} must be an absolute path")]
@@ -213,6 +217,13 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
                 additional_gids.push(*g);
             }
         }
+    }
+    // (uid_t)-1 would leave the job as root: refused here whether it was written or came from the image's
+    // /etc/passwd or /etc/group.
+    if uid == u32::MAX || additional_gids.contains(&u32::MAX) {
+        return Err(PlanError::ReservedId {
+            user: user.chars().take(200).collect(),
+        });
     }
     let home = entry.map_or_else(|| "/".to_string(), |e| e.home.clone());
     Ok(ResolvedUser {
@@ -500,6 +511,21 @@ mod tests {
         assert!(!env.contains(&"B=image".to_string()));
         assert!(env.contains(&"HOME=/root".to_string()));
         assert_eq!(spec.process().as_ref().unwrap().cwd(), Path::new("/srv"));
+    }
+
+    #[test]
+    fn the_unchanged_id_is_no_user() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nevil:x:4294967295:0::/:/bin/sh\n";
+        let group = "root:x:0:\nevil:x:4294967295:root\n";
+        for user in ["4294967295", "0:4294967295", "evil", "4294967295:0"] {
+            let err = resolve_user(user, passwd, "").unwrap_err();
+            assert!(matches!(err, PlanError::ReservedId { .. }), "{user}: {err}");
+        }
+        // A supplementary group from the image's /etc/group counts too.
+        assert!(matches!(
+            resolve_user("root", passwd, group),
+            Err(PlanError::ReservedId { .. })
+        ));
     }
 
     #[test]

@@ -12,5 +12,6 @@ pub mod gpu;
 pub mod image;
 pub mod net;
 pub mod paths;
+pub mod private;
 pub mod rootfs;
 pub mod userns;

@@ -16,6 +16,8 @@ use crate::cli::Command;
 use crate::error::CliResult;
 
 pub fn dispatch(command: Command) -> CliResult<ExitCode> {
+    // Before anything reads or writes the state: it must be ours and closed to other users.
+    runtime::private::secure_state_root(&runtime::paths::state_root())?;
     if matches!(
         command,
         Command::Pull(_)

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +31,14 @@ pub fn mask_file(log: &Path, secrets: &[String]) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     let tmp = log.with_extension("log.masking");
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let mut out = io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(runtime::private::FILE_MODE)
+            .open(&tmp)?,
+    );
     let mut changed = false;
     let mut reader = io::BufReader::new(file);
     let mut line = Vec::new();

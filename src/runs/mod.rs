@@ -157,7 +157,7 @@ impl RunStore {
     /// Allocates a new run: a unique name (under the store's lock), its directory, its record (status
     /// `submitted`), and its lock, held by the returned [`ActiveRun`] until the run ends.
     pub fn create(&self, template: RunRecord) -> Result<ActiveRun, RunsError> {
-        fs::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
+        runtime::private::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
         // Run directories stay: made near `runs/`, not spread (an older state root had runs/ +T). What
         // comes and goes below one (the project's copy) is spread from it.
         runtime::fsops::mark_top_directory(&self.dir, false);
@@ -172,7 +172,7 @@ impl RunStore {
                 number += 1;
                 continue;
             }
-            match fs::create_dir(&dir) {
+            match runtime::private::create_dir(&dir) {
                 Ok(()) => break (name, dir),
                 // A counter file lost or reset: skip numbers in use.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => number += 1,
@@ -394,7 +394,8 @@ impl RunStore {
             return Ok(false);
         }
         let path = view.dir.join(STOP_REQUEST);
-        fsutil::write_atomic(&path, how.as_str().as_bytes(), 0o644).map_err(io_at(&path))?;
+        fsutil::write_atomic(&path, how.as_str().as_bytes(), runtime::private::FILE_MODE)
+            .map_err(io_at(&path))?;
         let record = &view.record;
         if let Some(job) = &record.slurm {
             // The supervisor is on a compute node: Slurm delivers the signals. A job still waiting for a
@@ -612,7 +613,7 @@ impl ActiveRun {
         let path = self.dir.join(STATE);
         let bytes =
             serde_json::to_vec_pretty(&self.record).expect("a run record always serializes");
-        fsutil::replace_in_turn(&path, &bytes, 0o644).map_err(io_at(&path))
+        fsutil::replace_in_turn(&path, &bytes, runtime::private::FILE_MODE).map_err(io_at(&path))
     }
 }
 

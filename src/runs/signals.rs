@@ -26,7 +26,7 @@ extern "C" fn record_and_die(signal: libc::c_int) {
             let fd = libc::open(
                 path.as_ptr(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-                0o644,
+                0o600,
             );
             if fd >= 0 {
                 let word = b"stop";

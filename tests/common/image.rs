@@ -242,6 +242,22 @@ impl LayerBuilder {
         self
     }
 
+    pub fn block_device(mut self, path: &str, major: u32, minor: u32) -> Self {
+        let mut header = Header::new_ustar();
+        header.set_device_major(major).expect("device major");
+        header.set_device_minor(minor).expect("device minor");
+        self.append_header(
+            header,
+            checked(path).as_bytes(),
+            EntryType::Block,
+            b"",
+            b"",
+            &Meta::default(),
+            0o660,
+        );
+        self
+    }
+
     pub fn fifo(mut self, path: &str) -> Self {
         self.append(
             checked(path).as_bytes(),

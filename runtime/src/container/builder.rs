@@ -16,7 +16,7 @@ use super::cgroup::CgroupPlacement;
 use super::hooks::State;
 use super::namespaces::{self, Namespaces};
 use super::scratch::ScratchDir;
-use super::{ContainerError, StdioMode, mounts, spec};
+use super::{ContainerError, StdioMode, ids, mounts, spec};
 use crate::net::Network;
 use crate::rootfs::Rootfs;
 
@@ -174,6 +174,7 @@ impl ContainerBuilder {
         if self.oci.is_some() {
             check_oci(&spec, &namespaces)?;
         }
+        ids::check(&spec, id_space(&spec, &namespaces))?;
         let root = match (self.layers, self.directory) {
             (Some(layers), None) if self.oci.is_none() => {
                 // Docker's rule: a job that is not root keeps no capabilities but its bounding set.
@@ -218,6 +219,19 @@ impl ContainerBuilder {
             oci: self.oci,
             namespaces,
         })
+    }
+}
+
+/// Where the job's ids must be mapped: a new user namespace's maps, a joined one's, or this process's.
+fn id_space(spec: &Spec, ns: &Namespaces) -> ids::IdSpace {
+    let user = libc::CLONE_NEWUSER as u64;
+    if ns.new & user != 0 {
+        let (uids, gids) = super::launch::maps_for(spec);
+        ids::IdSpace::New(uids, gids)
+    } else if ns.join.iter().any(|(flag, _)| *flag == user) {
+        ids::IdSpace::Joined
+    } else {
+        ids::IdSpace::Current
     }
 }
 

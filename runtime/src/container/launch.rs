@@ -4,6 +4,7 @@
 //!   job left waiting at the start gate, nothing tied to this process).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::Duration;
 
 use oci_spec::runtime::{Hooks, Spec};
@@ -76,7 +77,7 @@ impl Drop for KillGuard {
 }
 
 /// The id maps of a new user namespace: the spec's, or dstack's rootless model without them.
-fn maps_for(spec: &Spec) -> (Vec<IdMap>, Vec<IdMap>) {
+pub(super) fn maps_for(spec: &Spec) -> (Vec<IdMap>, Vec<IdMap>) {
     let linux = spec.linux().as_ref();
     let uids: Vec<IdMap> = linux
         .and_then(|l| l.uid_mappings().as_ref())
@@ -106,6 +107,7 @@ impl PreparedContainer {
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(crate::private::FILE_MODE)
                     .open(path)
                     .map_err(ContainerError::io("cannot open the log file", path))?,
             ),

@@ -22,6 +22,7 @@ pub mod exec;
 pub mod gate;
 pub mod hooks;
 mod idmap;
+mod ids;
 mod init;
 mod launch;
 mod loopback;

@@ -37,7 +37,8 @@ impl ScratchDir {
             return Err(ContainerError::Invalid(format!("bad container id {id:?}")));
         }
         let parent = state_root.join("containers");
-        std::fs::create_dir_all(&parent).map_err(ContainerError::io("cannot create", &parent))?;
+        crate::private::create_dir_all(&parent)
+            .map_err(ContainerError::io("cannot create", &parent))?;
         crate::fsops::mark_top_directory(&parent, true);
         let path = parent.join(id);
         if path.exists() {

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -50,7 +51,7 @@ pub(crate) fn acquire(
     gpus: &[Gpu],
     request: &GpuRequest,
 ) -> Result<GpuLease, GpuError> {
-    std::fs::create_dir_all(dir).map_err(GpuError::io("create", dir))?;
+    crate::private::create_dir_all(dir).map_err(GpuError::io("create", dir))?;
     let lock_path = dir.join("lock");
     let lock = open(&lock_path)?;
     let _choosing = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| GpuError::Io {
@@ -121,6 +122,7 @@ fn open(path: &Path) -> Result<File, GpuError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(crate::private::FILE_MODE)
         .open(path)
         .map_err(GpuError::io("open", path))
 }

@@ -103,6 +103,13 @@ impl Layer {
         self.append(h, b"")
     }
 
+    pub fn block_device(&mut self, name: &str, major: u32, minor: u32) -> &mut Layer {
+        let mut h = Layer::header(tar::EntryType::Block, name, 0o660);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.append(h, b"")
+    }
+
     pub fn fifo(&mut self, name: &str) -> &mut Layer {
         let h = Layer::header(tar::EntryType::Fifo, name, 0o600);
         self.append(h, b"")

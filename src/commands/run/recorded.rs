@@ -247,9 +247,11 @@ pub(crate) fn one_line(err: &(dyn StdError + 'static)) -> String {
 
 pub(crate) fn append_to_log(path: &Path, line: &str) {
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(runtime::private::FILE_MODE)
         .open(path)
     {
         let _ = f.write_all(line.as_bytes());

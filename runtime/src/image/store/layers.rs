@@ -85,7 +85,7 @@ impl Store {
         }
         let dir = layers.join(fsutil::unique_name(&stale_prefix));
         let fs_dir = dir.join("fs");
-        fs::create_dir(&dir).map_err(self.io("create", &dir))?;
+        crate::private::create_dir(&dir).map_err(self.io("create", &dir))?;
         let build = LayerBuild {
             dir,
             target: self.layer_dir(diff_id),

@@ -43,7 +43,7 @@ impl Store {
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(crate::private::FILE_MODE)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(self.io("create", &path))?;

@@ -47,7 +47,7 @@ fn open(path: &Path) -> io::Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(crate::private::FILE_MODE)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
 }

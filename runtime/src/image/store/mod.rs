@@ -112,7 +112,7 @@ impl Store {
             "locks",
         ] {
             let path = root.join(dir);
-            std::fs::create_dir_all(&path).map_err(store.io("create", &path))?;
+            crate::private::create_dir_all(&path).map_err(store.io("create", &path))?;
         }
         Ok(store)
     }

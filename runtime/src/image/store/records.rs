@@ -143,7 +143,8 @@ impl Store {
     pub(crate) fn write_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let path = self.record_path(&record.name);
         let json = serde_json::to_vec_pretty(record).expect("image records serialize");
-        fsutil::write_atomic(&path, &json, 0o644).map_err(self.io("write", &path))
+        fsutil::write_atomic(&path, &json, crate::private::FILE_MODE)
+            .map_err(self.io("write", &path))
     }
 
     pub(crate) fn read_records(&self) -> Result<Vec<ImageRecord>, StoreError> {

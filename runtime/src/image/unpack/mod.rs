@@ -123,6 +123,7 @@ pub fn unpack<R: Read>(
             dir_paths: HashSet::new(),
             root_meta: None,
             stats: UnpackStats::default(),
+            skipped_devices: Vec::new(),
         };
         for entry in archive.entries().map_err(UnpackError::Archive)? {
             let mut entry = entry.map_err(UnpackError::Archive)?;
@@ -130,6 +131,18 @@ pub fn unpack<R: Read>(
         }
         walk.drain()?;
         walk.finish_directories()?;
+        if !walk.skipped_devices.is_empty() {
+            tracing::debug!(
+                "{} device node(s) in the layer not created (the container's /dev is its own): {}",
+                walk.skipped_devices.len(),
+                walk.skipped_devices
+                    .iter()
+                    .take(8)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         Ok(walk.stats)
     })
 }
@@ -149,6 +162,8 @@ struct Walk<'a> {
     dir_paths: HashSet<EntryPath>,
     root_meta: Option<Meta>,
     stats: UnpackStats,
+    /// Device nodes left out (said once, at the end).
+    skipped_devices: Vec<String>,
 }
 
 impl Walk<'_> {
@@ -391,23 +406,28 @@ impl Walk<'_> {
         shown: &str,
     ) -> Result<(), UnpackError> {
         let privilege = self.options.privilege;
-        let file_type = match kind {
-            tar::EntryType::Fifo => libc::S_IFIFO,
-            _ if !privilege.host_root => {
-                // Rootless containers get /dev as bind mounts of the host's nodes; these are not needed.
-                tracing::debug!(
-                    "{shown}: skipping a device node (only the host's root can create one)"
-                );
-                return Ok(());
-            }
-            tar::EntryType::Char => libc::S_IFCHR,
-            _ => libc::S_IFBLK,
-        };
         let header = entry.header();
         let major = header.device_major().ok().flatten().unwrap_or(0);
         let minor = header.device_minor().ok().flatten().unwrap_or(0);
+        let file_type = match kind {
+            tar::EntryType::Fifo => libc::S_IFIFO,
+            // An overlay whiteout written as such: a 0:0 character device opens nothing.
+            tar::EntryType::Char if (major, minor) == (0, 0) => libc::S_IFCHR,
+            _ => {
+                // A device node in the store would give whoever reaches it the host's device (a block
+                // device, /dev/mem); the container's /dev comes from its own tmpfs instead.
+                self.skipped_devices.push(shown.to_string());
+                return Ok(());
+            }
+        };
+        // A whiteout keeps no permission bits: there is nothing to open.
+        let mode = if file_type == libc::S_IFCHR {
+            0
+        } else {
+            meta.mode
+        };
         self.create(dir, name, shown, || {
-            fs::mknod(dir.as_fd(), name, file_type | meta.mode, major, minor)
+            fs::mknod(dir.as_fd(), name, file_type | mode, major, minor)
         })?;
         meta::chown_name(dir.as_fd(), name, meta, &privilege).map_err(io_err(shown))?;
         fs::utimes_at(dir.as_fd(), name, meta.mtime_secs, meta.mtime_nanos)
