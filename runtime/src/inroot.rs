@@ -162,6 +162,9 @@ impl Root {
         match self.open_path(path) {
             Ok(fd) => return Ok(fd),
             Err(e) if create != Create::Nothing && e.errno() == Some(libc::ENOENT) => {}
+            Err(e) if e.errno() == Some(libc::ELOOP) && self.scope == Scope::Beneath => {
+                return Err(Error::new(&self.first_link(path), e.source));
+            }
             Err(e) => return Err(e),
         }
         let mut todo: VecDeque<OsString> = components(path).into();
@@ -214,6 +217,21 @@ impl Root {
             todo.push_front(name);
         }
         Ok(parent)
+    }
+
+    /// The first component of `path` that is a symlink (where [`Scope::Beneath`] refused it), or `path`.
+    fn first_link(&self, path: &Path) -> PathBuf {
+        let mut prefix = PathBuf::new();
+        for part in components(path) {
+            prefix.push(part);
+            if self
+                .open_path(&prefix)
+                .is_err_and(|e| e.errno() == Some(libc::ELOOP))
+            {
+                return prefix;
+            }
+        }
+        path.to_path_buf()
     }
 
     /// The directory that holds `path` (created as needed) and the last component's name, for `mknodat`,
@@ -489,9 +507,10 @@ mod tests {
         symlink(outside.path(), d.join("res")).unwrap();
         std::fs::create_dir(d.join("real")).unwrap();
         symlink("real", d.join("inner")).unwrap();
-        for path in ["res/owned", "inner/x"] {
+        for (path, link) in [("res/owned", "res"), ("inner/x/y", "inner")] {
             let err = r.make(Path::new(path), Create::Dir).unwrap_err();
             assert_eq!(err.errno(), Some(libc::ELOOP), "{path}: {err}");
+            assert_eq!(err.path, Path::new(link), "the symlink is named");
         }
         let err = r.make(Path::new("../x"), Create::Dir).unwrap_err();
         assert_eq!(err.errno(), Some(libc::EXDEV), "{err}");
