@@ -1,0 +1,8 @@
+//! Security regression tests (issue 15): each module is one class of attack, tried as an attacker would
+//! (crafted images pushed to a test registry, symlinks, a second local user, hostile files), asserting
+//! what the victim would check.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod paths;
