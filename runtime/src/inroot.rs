@@ -78,8 +78,9 @@ impl fmt::Display for Error {
         match self.errno() {
             Some(libc::ELOOP) => write!(
                 f,
-                "{shown}: a symbolic link where none may be, a loop, or a chain of more than {MAX_HOPS} \
-                 links; make it a plain path"
+                "{shown}: too many symbolic links on the way (a loop, a chain of more than {MAX_HOPS}, \
+                 a /proc magic link, or a link where none may be followed): make it a real directory \
+                 or file"
             ),
             Some(libc::EXDEV) => write!(f, "{shown}: leads outside its root directory"),
             _ => write!(f, "{shown}: {}", self.source),

@@ -57,7 +57,9 @@ fn assert_worked_or_named(out: &Output, path: &str) {
 /// A registry holding busybox with `extra` on top, and `d` having pulled it.
 fn pushed(d: &Dstack, extra: LayerBuilder) -> (TestRegistry, String) {
     let registry = TestRegistry::plain();
-    let image = busybox_image().layer(extra.build(Compression::Gzip)).build();
+    let image = busybox_image()
+        .layer(extra.build(Compression::Gzip))
+        .build();
     registry.push("evil/img:1", &image);
     let name = registry.image("evil/img:1");
     d.run(&["pull", "-q", &name]).assert_success();
@@ -73,15 +75,22 @@ fn dev_symlink_to_a_host_directory_gets_nothing(d: Dstack) {
     );
     for target in [host.display().to_string(), climb] {
         let (_registry, image) = pushed(&d, LayerBuilder::new().symlink("dev", &target));
-        let out = d.run(&["run", "docker", &image, "-c", "echo hi > /dev/null && echo ran"]);
+        let out = d.run(&[
+            "run",
+            "docker",
+            &image,
+            "-c",
+            "echo hi > /dev/null && echo ran",
+        ]);
         assert_untouched(&host, &out);
         assert_worked_or_named(&out, "/dev");
     }
 }
 as_root_and_rootless!(dev_symlink_to_a_host_directory_gets_nothing);
 
-/// A chain of 45 relative links under `/chain`, ending at `aim` (absolute, on the host): a resolver
-/// that gives up after 40 leaves the kernel to follow the rest from the host's `/`.
+/// A chain of 45 relative links under `/chain`, ending at `aim` (absolute, on the host). Images point
+/// at `/chain/l0/made`: a resolver that gives up after 40 links returns a path with the rest of the
+/// chain in it, and the kernel follows that from the host's `/` when the path is created.
 fn chain_to(aim: &Path) -> LayerBuilder {
     let mut layer = LayerBuilder::new().dir("chain");
     for i in 0..45 {
@@ -95,18 +104,25 @@ fn long_symlink_chains_in_the_image_reach_no_host_path(d: Dstack) {
     let host = victim(&d, "host-chain");
     let aim = host.join("made");
     let cases: [(&str, LayerBuilder); 4] = [
-        ("/proc", chain_to(&aim).symlink("proc", "/chain/l0")),
-        ("/etc", chain_to(&aim).symlink("etc", "/chain/l0")),
+        ("/proc", chain_to(&host).symlink("proc", "/chain/l0/made")),
+        ("/etc", chain_to(&host).symlink("etc", "/chain/l0/made")),
         (
             "/etc/hostname",
-            chain_to(&aim).symlink("etc/hostname", "/chain/l0"),
+            chain_to(&host).symlink("etc/hostname", "/chain/l0/made"),
         ),
-        ("/dev/shm", chain_to(&aim).symlink("dev/shm", "/chain/l0")),
+        (
+            "/dev/shm",
+            chain_to(&host).symlink("dev/shm", "/chain/l0/made"),
+        ),
     ];
     for (path, layer) in cases {
         let (_registry, image) = pushed(&d, layer);
         let out = d.run(&["run", "docker", &image, "-c", "echo ran"]);
-        assert!(!aim.exists(), "{path}: {} was created\n{out}", aim.display());
+        assert!(
+            !aim.exists(),
+            "{path}: {} was created\n{out}",
+            aim.display()
+        );
         assert_untouched(&host, &out);
         assert_worked_or_named(&out, path);
     }
@@ -120,8 +136,8 @@ fn a_workflow_directory_chain_reaches_no_host_path(d: Dstack) {
     let registry = TestRegistry::plain();
     let image = busybox_image()
         .layer(
-            chain_to(&aim)
-                .symlink("workflow", "/chain/l0")
+            chain_to(&host)
+                .symlink("workflow", "/chain/l0/made")
                 .build(Compression::Gzip),
         )
         .build();
