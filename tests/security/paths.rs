@@ -216,3 +216,122 @@ fn artifact_downloads_never_write_through_a_planted_symlink(d: Dstack) {
     }
 }
 as_root_and_rootless!(artifact_downloads_never_write_through_a_planted_symlink);
+
+/// A bundle `name` for `dstack-oci run` in `d`'s home: busybox unpacked at `rootfs`, `spec`'s config
+/// with the job run as the bundle's root (a user namespace mapping the user alone, when rootless).
+fn oci_bundle(d: &Dstack, name: &str, mut spec: oci_spec::runtime::Spec) -> PathBuf {
+    use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+    let bundle = d.home().join(name);
+    let tar = busybox_layer().build(Compression::None).tar;
+    tar::Archive::new(&tar[..])
+        .unpack(bundle.join("rootfs"))
+        .expect("unpack busybox");
+    let mut linux = spec.linux().clone().unwrap();
+    if d.run_as() != RunAs::Root {
+        let (uid, gid) = d.run_as().ids();
+        let map = |host: u32| {
+            vec![
+                LinuxIdMappingBuilder::default()
+                    .container_id(0u32)
+                    .host_id(host)
+                    .size(1u32)
+                    .build()
+                    .unwrap(),
+            ]
+        };
+        let mut namespaces = linux.namespaces().clone().unwrap();
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .build()
+                .unwrap(),
+        );
+        linux.set_namespaces(Some(namespaces));
+        linux.set_uid_mappings(Some(map(uid)));
+        linux.set_gid_mappings(Some(map(gid)));
+        linux.set_resources(None);
+        let mut mounts = spec.mounts().clone().unwrap();
+        mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
+        spec.set_mounts(Some(mounts));
+    }
+    spec.set_linux(Some(linux));
+    let mut process = spec.process().clone().unwrap();
+    process.set_terminal(Some(false));
+    process.set_args(Some(vec!["sh".into(), "-c".into(), "echo ran".into()]));
+    spec.set_process(Some(process));
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec).unwrap(),
+    )
+    .unwrap();
+    d.give_to_user(&bundle);
+    bundle
+}
+
+/// `dstack-oci run` of `bundle`, as `d`'s user.
+fn oci_run(d: &Dstack, bundle: &Path) -> Output {
+    let state = d.home().join("oci-state").display().to_string();
+    let id = bundle.file_name().unwrap().to_string_lossy().into_owned();
+    let mut cmd = d.program_command(
+        env!("CARGO_BIN_EXE_dstack-oci"),
+        &["--root", &state, "run", &id],
+    );
+    cmd.current_dir(bundle);
+    Output::of(cmd)
+}
+
+/// A bundle's `linux.devices` path climbing out of `/dev` with `..`, and a mount destination reached
+/// through a 45-link chain: nothing lands in the host directory they aim at.
+fn a_bundles_devices_and_mounts_stay_inside_its_root(d: Dstack) {
+    use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceType, MountBuilder, Spec};
+    let host = victim(&d, "host-oci");
+    let mut spec = Spec::default();
+    let mut linux = spec.linux().clone().unwrap();
+    let climb = format!(
+        "/dev/../../../../../../../../../../..{}/node",
+        host.display()
+    );
+    linux.set_devices(Some(vec![
+        LinuxDeviceBuilder::default()
+            .path(&climb)
+            .typ(LinuxDeviceType::C)
+            .major(1)
+            .minor(3)
+            .build()
+            .unwrap(),
+    ]));
+    spec.set_linux(Some(linux));
+    let out = oci_run(&d, &oci_bundle(&d, "devices", spec));
+    assert_untouched(&host, &out);
+    assert_worked_or_named(&out, &climb);
+
+    let mut spec = Spec::default();
+    let mut mounts = spec.mounts().clone().unwrap();
+    mounts.push(
+        MountBuilder::default()
+            .destination("/chained/made")
+            .typ("tmpfs")
+            .source("tmpfs")
+            .build()
+            .unwrap(),
+    );
+    spec.set_mounts(Some(mounts));
+    let bundle = oci_bundle(&d, "mounts", spec);
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir(rootfs.join("chain")).unwrap();
+    for i in 0..45 {
+        std::os::unix::fs::symlink(format!("l{}", i + 1), rootfs.join(format!("chain/l{i}")))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink(&host, rootfs.join("chain/l45")).unwrap();
+    std::os::unix::fs::symlink("/chain/l0", rootfs.join("chained")).unwrap();
+    d.give_to_user(&rootfs);
+    let out = oci_run(&d, &bundle);
+    assert_untouched(&host, &out);
+    assert!(
+        !out.success(),
+        "the chained mount point was accepted:\n{out}"
+    );
+    out.assert_stderr_contains("/chained/made: too many symbolic links");
+}
+as_root_and_rootless!(a_bundles_devices_and_mounts_stay_inside_its_root);
