@@ -25,17 +25,47 @@ pub struct Summary {
 }
 
 /// Moves what the job wrote at each artifact's place in the project copy into `artifacts/<path>`.
-/// Artifacts that are missing (the job never wrote them) are simply absent.
+/// Artifacts that are missing (the job never wrote them) are simply absent. The job owns the project
+/// copy: each artifact's parent is opened beneath it with no symlink followed, so a link the job made
+/// (`src -> /home/user`) cannot have a host file moved into the run; the artifact itself, if a link,
+/// is moved as one.
 pub fn collect(
     project_copy: &Path,
     artifacts_dir: &Path,
     artifacts: &[ArtifactRecord],
 ) -> Result<(), RunsError> {
+    if artifacts.iter().all(|a| a.from_project_copy.is_none()) {
+        return Ok(());
+    }
+    let root = match Root::open(project_copy, Scope::Beneath) {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(RunsError::Io {
+                path: project_copy.to_path_buf(),
+                source,
+            });
+        }
+    };
     for artifact in artifacts {
         let Some(rel) = &artifact.from_project_copy else {
             continue;
         };
-        let src = project_copy.join(rel);
+        let rel = Path::new(rel);
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            continue;
+        };
+        let dir = match root.open_path(parent) {
+            Ok(dir) => dir,
+            Err(e) if e.errno() == Some(libc::ENOENT) => continue,
+            Err(e) => {
+                return Err(RunsError::Io {
+                    path: project_copy.join(&e.path),
+                    source: explain(e.source),
+                });
+            }
+        };
+        let src = runtime::inroot::proc_path(dir.as_fd()).join(name);
         if std::fs::symlink_metadata(&src).is_err() {
             continue;
         }
@@ -102,8 +132,8 @@ pub fn download(
 fn explain(err: io::Error) -> io::Error {
     if err.raw_os_error() == Some(libc::ELOOP) {
         return io::Error::other(
-            "is a symbolic link, which a download never follows: remove it, or download to another \
-             directory with -o",
+            "is a symbolic link, which artifacts are never saved or downloaded through: remove it, or \
+             download to another directory with -o",
         );
     }
     err
@@ -278,6 +308,28 @@ mod tests {
             fs::read_to_string(out.join("data/live/ckpt")).unwrap(),
             "abc"
         );
+    }
+
+    #[test]
+    fn a_job_cannot_have_a_host_file_collected_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host");
+        fs::create_dir_all(host.join("output")).unwrap();
+        fs::write(host.join("output/secret"), "mine").unwrap();
+        let copy_dir = tmp.path().join("workflow");
+        fs::create_dir(&copy_dir).unwrap();
+        std::os::unix::fs::symlink(&host, copy_dir.join("src")).unwrap();
+        let arts = tmp.path().join("artifacts");
+        let err = collect(&copy_dir, &arts, &[record("output", Some("src/output"))]).unwrap_err();
+        assert!(
+            err.to_string().contains("workflow/src: is a symbolic link"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(host.join("output/secret")).unwrap(),
+            "mine"
+        );
+        assert!(!arts.join("output").exists());
     }
 
     #[test]

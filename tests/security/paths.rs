@@ -335,3 +335,30 @@ fn a_bundles_devices_and_mounts_stay_inside_its_root(d: Dstack) {
     out.assert_stderr_contains("/chained/made: too many symbolic links");
 }
 as_root_and_rootless!(a_bundles_devices_and_mounts_stay_inside_its_root);
+
+/// The job owns the project copy its artifacts are saved from: replacing a directory on an artifact's
+/// path with a link to a host directory does not have a host file moved into the run.
+fn saving_artifacts_follows_no_link_the_job_made(d: Dstack) {
+    let host = victim(&d, "host-saved");
+    std::fs::create_dir(host.join("output")).unwrap();
+    std::fs::write(host.join("output/secret"), "mine").unwrap();
+    d.give_to_user(&host);
+    let registry = busybox_registry();
+    let body = format!(
+        "    commands:\n      - rm -rf data && ln -s {} data\n    artifacts:\n      - data/output\n",
+        host.display()
+    );
+    d.write_home_file(
+        "project/.dstack/workflows/steal.yaml",
+        busybox_workflow(&registry, "steal", &body),
+    );
+    d.write_home_file("project/data/keep", "x");
+    let out = d.run_in(&d.home().join("project"), &["run", "steal"]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("output/secret")).unwrap_or_default(),
+        "mine",
+        "the host file was moved away\n{out}"
+    );
+    out.assert_stderr_contains("data: is a symbolic link");
+}
+as_root_and_rootless!(saving_artifacts_follows_no_link_the_job_made);
