@@ -66,14 +66,17 @@ fn pushed(d: &Dstack, extra: LayerBuilder) -> (TestRegistry, String) {
     (registry, name)
 }
 
-/// `/dev` is a symlink to a host directory: an absolute one, and one climbing out with `..`.
+/// `/dev` is a symlink to a host directory: an absolute one, one climbing out with `..`, and one
+/// through `/proc/self/root`.
 fn dev_symlink_to_a_host_directory_gets_nothing(d: Dstack) {
     let host = victim(&d, "host-dev");
     let climb = format!(
         "../../../../../../../../../../../../../../..{}",
         host.display()
     );
-    for target in [host.display().to_string(), climb] {
+    // And through the container's own /proc (mounted before /dev): a magic link to the host's root.
+    let magic = format!("/proc/self/root{}", host.display());
+    for target in [host.display().to_string(), climb, magic] {
         let (_registry, image) = pushed(&d, LayerBuilder::new().symlink("dev", &target));
         let out = d.run(&[
             "run",
