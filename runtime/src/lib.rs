@@ -10,6 +10,7 @@ pub mod container;
 pub mod fsops;
 pub mod gpu;
 pub mod image;
+pub mod inroot;
 pub mod net;
 pub mod paths;
 pub mod private;

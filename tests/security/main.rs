@@ -1,7 +1,9 @@
-//! Security regression tests (issue 15): each module attacks one class, as an attacker would, with crafted
-//! images, bundles, symlinks and a second local user, and checks what the victim would check.
+//! Security regression tests (issue 15): each module is one class of attack, tried as an attacker would
+//! (crafted images pushed to a test registry, symlinks, a second local user, hostile files), asserting
+//! what the victim would check. `docs/SECURITY.md` maps each promise to its test.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod paths;
 mod store;

@@ -4,11 +4,13 @@
 //! terminal (conmon, a test), with the slave's name as the message.
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+use crate::inroot::Root;
 
 /// Connects to the console socket (before the caller's root changes).
 pub(super) fn connect(socket: &Path) -> Result<UnixStream, String> {
@@ -20,30 +22,20 @@ pub(super) fn connect(socket: &Path) -> Result<UnixStream, String> {
     })
 }
 
-fn open(path: &Path) -> Result<OwnedFd, String> {
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
-        .map_err(|e| e.to_string())?;
-    // SAFETY: open with a NUL-terminated path; the fd is owned from here on.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!(
-            "opening {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: a fresh fd from open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// Opens `path` inside `root` read-write, as no controlling terminal.
+fn open(root: &Root, path: &str) -> Result<OwnedFd, String> {
+    root.open_with(Path::new(path), libc::O_RDWR | libc::O_NOCTTY)
+        .map_err(|e| format!("opening {e}"))
 }
 
-/// Opens a new pty in the devpts mounted at `dev/pts`, sends its master over `stream` and returns the
-/// slave and its number. `size` is (rows, columns).
+/// Opens a new pty in the devpts mounted at `/dev/pts` of `root`, sends its master over `stream` and
+/// returns the slave and its number. `size` is (rows, columns).
 pub(super) fn allocate(
-    dev: &Path,
+    root: &Root,
     stream: &UnixStream,
     size: Option<(u16, u16)>,
 ) -> Result<(OwnedFd, u32), String> {
-    let master = open(&dev.join("pts/ptmx"))?;
+    let master = open(root, "/dev/pts/ptmx")?;
     let (mut unlock, mut n): (libc::c_int, libc::c_uint) = (0, 0);
     // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes one; both on our own pty master.
     let ok = unsafe {
@@ -56,7 +48,7 @@ pub(super) fn allocate(
             std::io::Error::last_os_error()
         ));
     }
-    let slave = open(&dev.join(format!("pts/{n}")))?;
+    let slave = open(root, &format!("/dev/pts/{n}"))?;
     if let Some((rows, cols)) = size {
         let ws = libc::winsize {
             ws_row: rows,

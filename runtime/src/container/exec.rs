@@ -68,8 +68,9 @@ pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, C
         let size = process
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));
-        let (fd, _) =
-            console::allocate(Path::new("/dev"), stream, size).map_err(ContainerError::Invalid)?;
+        let root = crate::inroot::Root::open(Path::new("/"), crate::inroot::Scope::InRoot)
+            .map_err(|e| ContainerError::Invalid(format!("opening the container's root: {e}")))?;
+        let (fd, _) = console::allocate(&root, stream, size).map_err(ContainerError::Invalid)?;
         stdio.child = ChildStdio::tty(fd.as_raw_fd());
         slave = Some(fd);
     }

@@ -3,8 +3,8 @@
 //! the job, then reaps zombies and forwards
 //! signals to the job until it exits, and exits with its status. Every step reports failure as a message.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 
@@ -14,6 +14,7 @@ use super::process::{self, JobError};
 use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
 use super::{console, loopback, mounts, namespaces, spawn, sysctl};
+use crate::inroot::{Create, Root, Scope, proc_path};
 use crate::rootfs::Rootfs;
 
 /// The root filesystem init mounts.
@@ -272,20 +273,23 @@ fn open_console(
         .as_ref()
         .and_then(|p| p.console_size())
         .map(|b| (b.height() as u16, b.width() as u16));
-    let (slave, n) = console::allocate(&root.join("dev"), &stream, size)?;
-    let console = root.join("dev/console");
-    if std::fs::symlink_metadata(&console).is_err() {
-        let _ = std::fs::File::create(&console);
-    }
-    let pts = root.join(format!("dev/pts/{n}"));
-    if let Err(e) = nix::mount::mount(
-        Some(&pts),
-        &console,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    ) {
-        tracing::debug!("binding the terminal on /dev/console: {e}");
+    let root = Root::open(root, Scope::InRoot)
+        .map_err(|e| format!("opening the root filesystem {}: {e}", root.display()))?;
+    let (slave, n) = console::allocate(&root, &stream, size)?;
+    // /dev/console is made and mounted on by descriptor, like every mount target in the root.
+    let console = root.make(Path::new("/dev/console"), Create::File);
+    let bound = console.map_err(|e| e.to_string()).and_then(|console| {
+        nix::mount::mount(
+            Some(&proc_path(slave.as_fd())),
+            &proc_path(console.as_fd()),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| e.to_string())
+    });
+    if let Err(e) = bound {
+        tracing::debug!("binding the terminal /dev/pts/{n} on /dev/console: {e}");
     }
     // start_job closes it in init once the job has its own copy.
     Ok(ChildStdio::tty(std::os::fd::IntoRawFd::into_raw_fd(slave)))

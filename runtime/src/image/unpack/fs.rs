@@ -1,4 +1,5 @@
-//! The raw syscalls the unpacker makes, each relative to a directory file descriptor.
+//! The raw syscalls the unpacker makes, each relative to a directory file descriptor (`openat2` is
+//! [`crate::inroot`]'s).
 //!
 //! Parent directories are resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so `..` and
 //! symlinks (absolute ones included) are interpreted as if the layer directory were `/`: nothing reached
@@ -8,7 +9,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -55,42 +56,12 @@ pub(crate) fn resolve_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedF
     } else {
         cstring(rel)?
     };
-    openat2(
-        root.as_raw_fd(),
+    crate::inroot::openat2(
+        root,
         &path,
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     )
-}
-
-fn openat2(dirfd: RawFd, path: &CStr, flags: u64, resolve: u64) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain data; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { mem::zeroed() };
-    how.flags = flags;
-    how.resolve = resolve;
-    // RESOLVE_IN_ROOT answers EAGAIN when a concurrent rename might have let `..` escape; retrying is the
-    // documented remedy.
-    for _ in 0..16 {
-        // SAFETY: `path` is NUL-terminated, `how` lives across the call and its size is passed.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dirfd,
-                path.as_ptr(),
-                &how as *const libc::open_how,
-                mem::size_of::<libc::open_how>(),
-            )
-        };
-        if ret >= 0 {
-            // SAFETY: the kernel returned a new descriptor that nobody else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EAGAIN) {
-            return Err(err);
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::EAGAIN))
 }
 
 /// What `name` in `dir` is, without following a symlink.
@@ -290,8 +261,8 @@ pub fn is_no_space(err: &io::Error) -> bool {
 /// Like [`resolve_dir`], but the last component must itself be a directory, not a symlink to one.
 pub(crate) fn resolve_dir_nofollow(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
     let path = cstring(rel)?;
-    openat2(
-        root.as_raw_fd(),
+    crate::inroot::openat2(
+        root,
         &path,
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
