@@ -16,7 +16,7 @@ use super::cgroup::CgroupPlacement;
 use super::hooks::State;
 use super::namespaces::{self, Namespaces};
 use super::scratch::ScratchDir;
-use super::{ContainerError, StdioMode, mounts, spec};
+use super::{ContainerError, StdioMode, mounts, spec, validate};
 use crate::net::Network;
 use crate::rootfs::Rootfs;
 
@@ -171,6 +171,11 @@ impl ContainerBuilder {
             Some(_) => namespaces::from_spec(&spec)?,
             None => Namespaces::default(),
         };
+        let own = match &self.oci {
+            Some(_) => validate::OwnNamespaces::of(&spec).map_err(ContainerError::Invalid)?,
+            None => validate::OwnNamespaces::ALL,
+        };
+        validate::spec(&spec, own).map_err(ContainerError::Invalid)?;
         if self.oci.is_some() {
             check_oci(&spec, &namespaces)?;
         }

@@ -87,6 +87,9 @@ fn read_spec(bundle: &Path) -> Result<Spec, Failure> {
             refused.join(", ")
         )));
     }
+    let own = runtime::container::validate::OwnNamespaces::of(&spec).map_err(Failure::new)?;
+    runtime::container::validate::spec(&spec, own)
+        .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
     Ok(spec)
 }
 
