@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use oci_spec::runtime::Spec;
-use runtime::cgroup::{Limits, Placement};
+use oci_spec::runtime::{LinuxDeviceType, Spec};
+use runtime::cgroup::{DeviceAccess, DeviceKind, DevicePolicy, DeviceRule, Limits, Placement};
 use runtime::container::{CgroupPlacement, ContainerBuilder, OciOptions, State, gate};
 
 use crate::Globals;
@@ -151,7 +151,10 @@ fn cgroup(spec: &Spec, name: &str) -> Result<Option<Box<dyn CgroupPlacement>>, F
     let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
         return Ok(None);
     };
-    let limits = Limits::from_oci(resources).map_err(fail("linux.resources"))?;
+    let mut limits = Limits::from_oci(resources).map_err(fail("linux.resources"))?;
+    if let Some(policy) = limits.devices.as_mut() {
+        allow_implicit_devices(policy, spec);
+    }
     if limits.is_unlimited() && limits.devices.is_none() {
         return Ok(None);
     }
@@ -161,6 +164,42 @@ fn cgroup(spec: &Spec, name: &str) -> Result<Option<Box<dyn CgroupPlacement>>, F
             tracing::warn!("{reason}");
             Ok(None)
         }
+    }
+}
+
+/// What runc allows on top of `linux.resources.devices`: the nodes every container gets (null, zero, full,
+/// random, urandom, tty, console, ptmx, the pty slaves), mknod of any node, and the spec's own
+/// `linux.devices`, which would otherwise be listed and yet denied.
+fn allow_implicit_devices(policy: &mut DevicePolicy, spec: &Spec) {
+    let mknod_only = |kind| DeviceRule {
+        kind,
+        major: None,
+        minor: None,
+        access: DeviceAccess {
+            read: false,
+            write: false,
+            mknod: true,
+        },
+    };
+    policy.allow(mknod_only(DeviceKind::Char));
+    policy.allow(mknod_only(DeviceKind::Block));
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)] {
+        policy.allow(DeviceRule::char(major, Some(minor)));
+    }
+    policy.allow(DeviceRule::char(136, None));
+    let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+    for d in devices.into_iter().flatten() {
+        let (Ok(major), Ok(minor)) = (u32::try_from(d.major()), u32::try_from(d.minor())) else {
+            continue;
+        };
+        match d.typ() {
+            LinuxDeviceType::B => policy.allow(DeviceRule::block(major, Some(minor))),
+            LinuxDeviceType::C | LinuxDeviceType::U => {
+                policy.allow(DeviceRule::char(major, Some(minor)))
+            }
+            // FIFOs are not device nodes; `a` is not a node type.
+            LinuxDeviceType::P | LinuxDeviceType::A => continue,
+        };
     }
 }
 
