@@ -183,7 +183,16 @@ fn allow_implicit_devices(policy: &mut DevicePolicy, spec: &Spec) {
     };
     policy.allow(mknod_only(DeviceKind::Char));
     policy.allow(mknod_only(DeviceKind::Block));
-    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)] {
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
         policy.allow(DeviceRule::char(major, Some(minor)));
     }
     policy.allow(DeviceRule::char(136, None));
