@@ -75,8 +75,21 @@ impl Bundle {
     /// Runs the bundle and expects it refused with a message naming `field`, no container left.
     #[track_caller]
     fn assert_refused(&self, config: &Value, field: &str) -> Output {
+        self.assert_refused_and(config, field, || {})
+    }
+
+    /// As `assert_refused`, with `host_unchanged` checked first (it fails the test, after putting the
+    /// host back, if the bundle reached it).
+    #[track_caller]
+    fn assert_refused_and(
+        &self,
+        config: &Value,
+        field: &str,
+        host_unchanged: impl FnOnce(),
+    ) -> Output {
         self.write(config);
         let out = self.oci(&["run", "victim"]);
+        host_unchanged();
         out.assert_failure();
         out.assert_stderr_contains(field);
         assert!(
@@ -112,50 +125,66 @@ fn a_sysctl_that_is_not_namespaced_is_refused_and_the_host_keeps_its_value() {
         let bundle = Bundle::new(mode);
         let mut config = bundle.config("true");
         config["linux"]["sysctl"] = json!({ "kernel.panic": hostile.to_string() });
-        let out = bundle.assert_refused(&config, r#"linux.sysctl["kernel.panic"]"#);
-        out.assert_stderr_contains("not namespaced");
+        bundle.write(&config);
+        let out = bundle.oci(&["run", "victim"]);
+        // The host first: put it back before failing.
         let after = read_trimmed(host);
         if after != before {
-            // Put the host back before failing.
             let _ = std::fs::write(host, &before);
         }
         assert_eq!(
             after, before,
             "{mode:?}: the bundle changed the host's kernel.panic"
         );
+        out.assert_failure();
+        out.assert_stderr_contains(r#"linux.sysctl["kernel.panic"]: not namespaced"#);
     }
 }
 
 #[test]
 fn a_network_sysctl_needs_a_network_namespace_of_the_containers_own() {
-    let host = Path::new("/proc/sys/net/ipv4/ip_forward");
+    // ip_forward is what an attacker wants; the host check reads tcp_keepalive_time, which the bundle
+    // sets too and nothing else on a test machine changes (dstack's own networking turns ip_forward on).
+    let host = Path::new("/proc/sys/net/ipv4/tcp_keepalive_time");
     let before = read_trimmed(host);
-    let hostile = if before == "1" { "0" } else { "1" };
+    let hostile = (before.parse::<u64>().unwrap_or(7200) + 13).to_string();
+    let unchanged = |mode: RunAs| {
+        let after = read_trimmed(host);
+        if after != before {
+            let _ = std::fs::write(host, &before);
+        }
+        assert_eq!(
+            after, before,
+            "{mode:?}: the host's tcp_keepalive_time changed"
+        );
+    };
     for mode in MODES {
         let bundle = Bundle::new(mode);
         // In the host's network namespace: refused.
-        let mut config = bundle.config("cat /proc/sys/net/ipv4/ip_forward");
-        config["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": hostile });
+        let mut config = bundle
+            .config("cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/tcp_keepalive_time");
+        config["linux"]["sysctl"] = json!({
+            "net.ipv4.ip_forward": "1",
+            "net.ipv4.tcp_keepalive_time": hostile,
+        });
         remove_namespace(&mut config, "network");
         bundle
-            .assert_refused(&config, r#"linux.sysctl["net.ipv4.ip_forward"]"#)
-            .assert_stderr_contains("network namespace");
-        assert_eq!(
-            read_trimmed(host),
-            before,
-            "{mode:?}: the host's ip_forward changed"
-        );
+            .assert_refused_and(&config, r#"linux.sysctl["net.ipv4.ip_forward"]"#, || {
+                unchanged(mode)
+            })
+            .assert_stderr_contains("host's network namespace");
 
         // In a network namespace of its own: allowed, and seen inside only.
         add_namespace(&mut config, "network");
         bundle.write(&config);
         let out = bundle.oci(&["run", "own-net"]);
+        unchanged(mode);
         out.assert_success();
-        assert_eq!(out.stdout.trim(), hostile, "{mode:?}: {}", out.stderr);
         assert_eq!(
-            read_trimmed(host),
-            before,
-            "{mode:?}: the host's ip_forward changed"
+            out.stdout.split_whitespace().collect::<Vec<_>>(),
+            ["1", hostile.as_str()],
+            "{mode:?}: {}",
+            out.stderr
         );
     }
 }
@@ -169,15 +198,17 @@ fn a_device_path_that_climbs_out_of_the_root_is_refused_and_nothing_is_created()
         config["linux"]["devices"] = json!([{
             "path": "/dev/../../tmp/HOSTFILE", "type": "c", "major": 1, "minor": 3, "fileMode": 438
         }]);
-        bundle
-            .assert_refused(&config, "linux.devices[0].path")
-            .assert_stderr_contains("climbs out of the root filesystem");
         let planted = bundle.dir.join("tmp/HOSTFILE");
-        assert!(
-            std::fs::symlink_metadata(&planted).is_err(),
-            "{mode:?}: {} was created outside the root filesystem",
-            planted.display()
-        );
+        let nothing_created = || {
+            assert!(
+                std::fs::symlink_metadata(&planted).is_err(),
+                "{mode:?}: {} was created outside the root filesystem",
+                planted.display()
+            )
+        };
+        bundle
+            .assert_refused_and(&config, "linux.devices[0].path", nothing_created)
+            .assert_stderr_contains("climbs out of the root filesystem");
     }
 }
 
@@ -193,15 +224,21 @@ fn a_mount_destination_that_is_relative_or_climbs_out_is_refused_and_nothing_is_
             .as_array_mut()
             .unwrap()
             .push(tmpfs("/../../tmp/MOUNTED"));
-        bundle
-            .assert_refused(&config, &format!("mounts[{base}].destination"))
-            .assert_stderr_contains("climbs out of the root filesystem");
         let planted = bundle.dir.join("tmp/MOUNTED");
-        assert!(
-            std::fs::symlink_metadata(&planted).is_err(),
-            "{mode:?}: {} was created outside the root filesystem",
-            planted.display()
-        );
+        let nothing_created = || {
+            assert!(
+                std::fs::symlink_metadata(&planted).is_err(),
+                "{mode:?}: {} was created outside the root filesystem",
+                planted.display()
+            )
+        };
+        bundle
+            .assert_refused_and(
+                &config,
+                &format!("mounts[{base}].destination"),
+                nothing_created,
+            )
+            .assert_stderr_contains("climbs out of the root filesystem");
 
         config["mounts"][base] = tmpfs("tmp/relative");
         bundle
