@@ -983,7 +983,13 @@ fn resources_become_cgroup_limits_as_root() {
     );
     // The spec's rules, then what runc adds to every device cgroup (the standard nodes, mknod of any
     // node): v1 merges `c 1:5 rw` into the default `c 1:5 rwm`.
-    for rule in ["c 1:3 rwm", "c 1:5 rwm", "c 136:* rwm", "c 1:9 rwm", "c *:* m"] {
+    for rule in [
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 136:* rwm",
+        "c 1:9 rwm",
+        "c *:* m",
+    ] {
         assert!(seen[5..].iter().any(|l| l == rule), "devices: {seen:?}");
     }
     assert!(

@@ -287,3 +287,41 @@ fn an_rlimit_with_soft_above_hard_is_refused_naming_the_field() {
             .assert_stderr_contains("soft limit 4096 is above hard limit 1024");
     }
 }
+
+#[test]
+fn a_bundle_cannot_set_up_in_the_hosts_mount_namespace() {
+    let mounted_in_bundle = |bundle: &Bundle| {
+        let dir = bundle.dir.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+    };
+    let bundle = Bundle::new(RunAs::Root);
+    let mut config = bundle.config("true");
+    // No mount namespace: init would mount /proc, /dev... on the host and pivot the host's root.
+    remove_namespace(&mut config, "mount");
+    let out = bundle.assert_refused_and(&config, "mount namespace", || {
+        assert!(
+            !mounted_in_bundle(&bundle),
+            "the bundle mounted on the host"
+        )
+    });
+    out.assert_stderr_contains("host's mount namespace");
+    // The host's mount namespace (this test's) by path: the same, refused by name.
+    let host_ns = format!("/proc/{}/ns/mnt", std::process::id());
+    let list = config["linux"]["namespaces"].as_array_mut().unwrap();
+    list.push(json!({ "type": "mount", "path": host_ns }));
+    bundle
+        .assert_refused_and(
+            &config,
+            &format!("linux.namespaces mount path {host_ns}"),
+            || {
+                assert!(
+                    !mounted_in_bundle(&bundle),
+                    "the bundle mounted on the host"
+                )
+            },
+        )
+        .assert_stderr_contains("the host's mount namespace");
+}

@@ -229,12 +229,13 @@ impl ContainerBuilder {
 /// What an OCI spec asks that cannot be honoured with the namespaces it has.
 fn check_oci(spec: &Spec, ns: &Namespaces) -> Result<(), ContainerError> {
     let has = |flag: libc::c_int| ns.new & flag as u64 != 0;
-    if spec.hostname().is_some() && !has(libc::CLONE_NEWUTS) {
+    // A uts namespace joined by path is the container's too (runc's rule): it may be named.
+    if spec.hostname().is_some() && !ns.has(libc::CLONE_NEWUTS) {
         return Err(ContainerError::Invalid(
             "hostname needs a uts namespace of the container's own".into(),
         ));
     }
-    if spec.domainname().is_some() && !has(libc::CLONE_NEWUTS) {
+    if spec.domainname().is_some() && !ns.has(libc::CLONE_NEWUTS) {
         return Err(ContainerError::Invalid(
             "domainname needs a uts namespace of the container's own".into(),
         ));
