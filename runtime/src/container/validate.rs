@@ -226,7 +226,7 @@ fn rlimit_name(r: &oci_spec::runtime::PosixRlimit) -> String {
 }
 
 /// `s`, cut to [`ECHO_MAX`] characters.
-pub(crate) fn echo(s: &str) -> String {
+pub fn echo(s: &str) -> String {
     match s.char_indices().nth(ECHO_MAX) {
         Some((at, _)) => format!("{}...", &s[..at]),
         None => s.to_string(),

@@ -118,32 +118,102 @@ fn cgroup_name(spec: &Spec, id: &str) -> String {
     clean.trim_start_matches('.').to_string()
 }
 
+/// A kernel list (`0-3,8`) of `field` as numbers.
+fn parse_list(list: &str, field: &str) -> Result<Vec<usize>, Failure> {
+    let bad = || {
+        Failure::new(format!(
+            "{field}: bad list {:?}: give numbers and ranges, as 0-3,8",
+            runtime::container::validate::echo(list)
+        ))
+    };
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let parse = |s: &str| s.trim().parse::<usize>().map_err(|_| bad());
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b || b >= 1 << 16 {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
 /// `linux.resources.cpu.cpus` as this process's CPU affinity, which init and the job inherit.
 fn pin_cpus(spec: &Spec) -> Result<(), Failure> {
-    let Some(list) = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.cpu().as_ref())
-        .and_then(|c| c.cpus().clone())
-        .filter(|s| !s.is_empty())
-    else {
+    let Some(list) = cpu_field(spec, |c| c.cpus().clone()) else {
         return Ok(());
     };
     let mut set = nix::sched::CpuSet::new();
-    for part in list.split(',') {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| Failure::new(format!("linux.resources.cpu.cpus: bad list {list:?}")))
-        };
-        for cpu in parse(a)?..=parse(b)? {
-            set.set(cpu).map_err(fail("linux.resources.cpu.cpus"))?;
-        }
+    for cpu in parse_list(&list, "linux.resources.cpu.cpus")? {
+        set.set(cpu).map_err(fail("linux.resources.cpu.cpus"))?;
     }
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
         .map_err(fail(format!("linux.resources.cpu.cpus {list}")))
+}
+
+/// `linux.resources.cpu.mems` as this process's memory policy (bind to those NUMA nodes), which init and
+/// the job inherit, as the CPUs are pinned. All the online nodes need nothing; a kernel without NUMA
+/// support is warned about and the field ignored.
+fn bind_mems(spec: &Spec) -> Result<(), Failure> {
+    const FIELD: &str = "linux.resources.cpu.mems";
+    let Some(list) = cpu_field(spec, |c| c.mems().clone()) else {
+        return Ok(());
+    };
+    let nodes = parse_list(&list, FIELD)?;
+    let online = std::fs::read_to_string("/sys/devices/system/node/online")
+        .ok()
+        .and_then(|l| parse_list(l.trim(), "online nodes").ok())
+        .unwrap_or_else(|| vec![0]);
+    if let Some(n) = nodes.iter().find(|n| !online.contains(n)) {
+        return Err(Failure::new(format!(
+            "{FIELD}: memory node {n} is not online here (online: {online:?})"
+        )));
+    }
+    let mut wanted = nodes.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted == online {
+        return Ok(());
+    }
+    let mut mask = vec![
+        0 as libc::c_ulong;
+        1 + wanted.iter().max().unwrap_or(&0) / libc::c_ulong::BITS as usize
+    ];
+    for n in &wanted {
+        mask[n / libc::c_ulong::BITS as usize] |= 1 << (n % libc::c_ulong::BITS as usize);
+    }
+    const MPOL_BIND: libc::c_long = 2;
+    // SAFETY: set_mempolicy reads `mask.len()` words from a live vector.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_set_mempolicy,
+            MPOL_BIND,
+            mask.as_ptr(),
+            (mask.len() * libc::c_ulong::BITS as usize) as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            tracing::warn!("{FIELD} {list}: this kernel has no NUMA memory policies; ignored");
+            return Ok(());
+        }
+        return Err(Failure::new(format!("{FIELD} {list}: {e}")));
+    }
+    Ok(())
+}
+
+fn cpu_field(
+    spec: &Spec,
+    get: impl Fn(&oci_spec::runtime::LinuxCpu) -> Option<String>,
+) -> Option<String> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref())
+        .and_then(get)
+        .filter(|s| !s.is_empty())
 }
 
 /// The cgroup for the spec's resources, when it asks for any.
@@ -266,6 +336,7 @@ fn make_in(
         annotations: annotations.clone(),
     };
     pin_cpus(&spec)?;
+    bind_mems(&spec)?;
     let name = cgroup_name(&spec, id);
     let placement = cgroup(&spec, &name)?;
     let has_cgroup = placement.is_some();
@@ -333,4 +404,23 @@ fn preserved_fds(preserve: u32) -> u32 {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     preserve.saturating_add(listen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_lists_parse_and_bad_ones_name_the_field() {
+        assert_eq!(parse_list("0-2,5", "f").ok(), Some(vec![0, 1, 2, 5]));
+        assert_eq!(parse_list("3", "f").ok(), Some(vec![3]));
+        for bad in ["", "a", "2-1", "0-99999999", "1,,2"] {
+            let e = parse_list(bad, "linux.resources.cpu.mems").unwrap_err();
+            assert!(
+                e.message.starts_with("linux.resources.cpu.mems: bad list"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+    }
 }
