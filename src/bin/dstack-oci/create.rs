@@ -71,7 +71,10 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
 fn read_spec(bundle: &Path) -> Result<Spec, Failure> {
     let path = bundle.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(fail(path.display()))?;
-    let spec: Spec = serde_json::from_str(&text).map_err(fail(path.display()))?;
+    let spec: Spec = serde_json::from_str(&text).map_err(|e| {
+        let what = unknown_name(&text).unwrap_or_else(|| e.to_string());
+        Failure::new(format!("{}: {what}", path.display()))
+    })?;
     if !spec.version().starts_with("1.") {
         return Err(Failure::new(format!(
             "{}: ociVersion {} is not supported (1.x is)",
@@ -91,6 +94,52 @@ fn read_spec(bundle: &Path) -> Result<Spec, Failure> {
     runtime::container::validate::spec(&spec, own)
         .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
     Ok(spec)
+}
+
+/// The field a config.json that does not parse names wrongly, when it is a capability or an rlimit type
+/// this runtime does not know (serde's message names only the value): "process.capabilities.bounding[3]:
+/// unknown capability \"CAP_TEST\"". Only read on failure.
+fn unknown_name(text: &str) -> Option<String> {
+    use oci_spec::runtime::{Capability, PosixRlimitType};
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let process = value.get("process")?;
+    let known = |v: &serde_json::Value, cap: bool| {
+        if cap {
+            serde_json::from_value::<Capability>(v.clone()).is_ok()
+        } else {
+            serde_json::from_value::<PosixRlimitType>(v.clone()).is_ok()
+        }
+    };
+    let echo = |v: &serde_json::Value| runtime::container::validate::echo(&v.to_string());
+    for set in [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ] {
+        let list = process
+            .pointer(&format!("/capabilities/{set}"))
+            .and_then(|l| l.as_array());
+        for (i, cap) in list.into_iter().flatten().enumerate() {
+            if !known(cap, true) {
+                return Some(format!(
+                    "process.capabilities.{set}[{i}]: unknown capability {}: use the kernel's names (CAP_CHOWN, CAP_NET_ADMIN...)",
+                    echo(cap)
+                ));
+            }
+        }
+    }
+    let rlimits = process.get("rlimits").and_then(|r| r.as_array());
+    for (i, r) in rlimits.into_iter().flatten().enumerate() {
+        if let Some(typ) = r.get("type").filter(|t| !known(t, false)) {
+            return Some(format!(
+                "process.rlimits[{i}].type: unknown resource {}: use the kernel's names (RLIMIT_NOFILE, RLIMIT_NPROC...)",
+                echo(typ)
+            ));
+        }
+    }
+    None
 }
 
 /// The cgroup's name: the last part of cgroupsPath (`slice:prefix:name` or a path), else the id.
