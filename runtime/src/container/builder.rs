@@ -16,7 +16,7 @@ use super::cgroup::CgroupPlacement;
 use super::hooks::State;
 use super::namespaces::{self, Namespaces};
 use super::scratch::ScratchDir;
-use super::{ContainerError, StdioMode, ids, mounts, spec};
+use super::{ContainerError, StdioMode, ids, mounts, spec, validate};
 use crate::net::Network;
 use crate::rootfs::Rootfs;
 
@@ -171,6 +171,11 @@ impl ContainerBuilder {
             Some(_) => namespaces::from_spec(&spec)?,
             None => Namespaces::default(),
         };
+        let own = match &self.oci {
+            Some(_) => validate::OwnNamespaces::of(&spec).map_err(ContainerError::Invalid)?,
+            None => validate::OwnNamespaces::ALL,
+        };
+        validate::spec(&spec, own).map_err(ContainerError::Invalid)?;
         if self.oci.is_some() {
             check_oci(&spec, &namespaces)?;
         }
@@ -238,12 +243,13 @@ fn id_space(spec: &Spec, ns: &Namespaces) -> ids::IdSpace {
 /// What an OCI spec asks that cannot be honoured with the namespaces it has.
 fn check_oci(spec: &Spec, ns: &Namespaces) -> Result<(), ContainerError> {
     let has = |flag: libc::c_int| ns.new & flag as u64 != 0;
-    if spec.hostname().is_some() && !has(libc::CLONE_NEWUTS) {
+    // A uts namespace joined by path is the container's too (runc's rule): it may be named.
+    if spec.hostname().is_some() && !ns.has(libc::CLONE_NEWUTS) {
         return Err(ContainerError::Invalid(
             "hostname needs a uts namespace of the container's own".into(),
         ));
     }
-    if spec.domainname().is_some() && !has(libc::CLONE_NEWUTS) {
+    if spec.domainname().is_some() && !ns.has(libc::CLONE_NEWUTS) {
         return Err(ContainerError::Invalid(
             "domainname needs a uts namespace of the container's own".into(),
         ));

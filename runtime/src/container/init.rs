@@ -143,7 +143,8 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
             .map_err(|e| format!("creating the cgroup namespace: {e}"))?;
     }
     let linux = ctx.spec.linux().as_ref();
-    mounts::make_private(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    let propagation = linux.and_then(|l| l.rootfs_propagation().as_deref());
+    mounts::make_private(propagation)?;
     let (root, fuse) = mount_root(ctx)?;
     mounts::mount_all(&ctx.spec, &root, ctx.rootless)?;
     let terminal = match &ctx.console {
@@ -168,7 +169,7 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         state.as_deref().unwrap_or("{}"),
     )
     .map_err(|e| e.to_string())?;
-    mounts::pivot(&root, fuse)?;
+    mounts::pivot(&root, fuse, mounts::propagates(propagation))?;
     if let Some(linux) = linux {
         if let Some(values) = linux.sysctl() {
             sysctl::apply(values)?;
@@ -234,7 +235,13 @@ fn wait_for_go(ctx: &InitContext) -> Result<Option<String>, Failure> {
 fn mount_root(ctx: &InitContext) -> Result<(PathBuf, bool), Failure> {
     match &ctx.root {
         InitRoot::Directory { path, .. } => {
-            mounts::bind_root(path)?;
+            let shared = ctx
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.rootfs_propagation().as_deref())
+                .is_some_and(|p| p.ends_with("shared"));
+            mounts::bind_root(path, shared)?;
             Ok((path.clone(), false))
         }
         InitRoot::Layers {

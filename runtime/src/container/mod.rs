@@ -10,7 +10,8 @@
 //! - `stdio`, `console`, `supervise`: streams, signals and exit status on the supervisor's side;
 //! - `scratch`, `sweep`: the per-container directory and the leftovers of killed supervisors;
 //! - `spec`: Docker's defaults; `cgroup`: the seam to the cgroup module; `features`: what the spec may ask;
-//!   `unsupported`: the spec's fields this runtime refuses, by name.
+//!   `unsupported`: the spec's fields this runtime refuses, by name; `validate`: the spec's values checked
+//!   before anything is made (sysctls by namespace, paths inside the root, limits).
 
 mod builder;
 mod caps;
@@ -39,6 +40,7 @@ mod supervise;
 mod sweep;
 mod sysctl;
 pub mod unsupported;
+pub mod validate;
 
 pub use builder::{ContainerBuilder, OciOptions, PreparedContainer};
 pub use caps::mask as capability_mask;

@@ -88,9 +88,70 @@ fn propagation_flags(option: &str) -> Option<MsFlags> {
     })
 }
 
+/// True when the spec's `rootfsPropagation` lets mount events cross between the container and the host
+/// (shared or slave): the old root must then be made a slave before it is detached, and with shared the
+/// root's parent mount private, as runc does.
+pub(super) fn propagates(propagation: Option<&str>) -> bool {
+    propagation
+        .and_then(propagation_flags)
+        .is_some_and(|f| f.intersects(MsFlags::MS_SHARED | MsFlags::MS_SLAVE))
+}
+
+/// Makes the mount that holds `path` private (not recursively): pivot_root refuses a new root whose
+/// parent mount is shared (EINVAL), and a bind made under a shared mount would show on the host.
+fn make_parent_private(path: &Path) -> Step {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let parent = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+        .unwrap_or_else(|| "/".into());
+    mount(
+        None::<&str>,
+        &parent,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making {} private: {e}", parent.display()))
+}
+
+/// A mountinfo field: spaces, tabs, newlines and backslashes come as `\ooo` octal escapes.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 /// Binds a ready root directory (an OCI bundle's `root.path`) onto itself, so it is a mount point that
-/// pivot_root accepts. Recursive, as runc does: mounts below it come along.
-pub(super) fn bind_root(path: &Path) -> Step {
+/// pivot_root accepts. Recursive, as runc does: mounts below it come along. With `parent_private` (a
+/// shared `rootfsPropagation`) the mount holding it is made private first.
+pub(super) fn bind_root(path: &Path, parent_private: bool) -> Step {
+    if parent_private {
+        make_parent_private(path)?;
+    }
     mount(
         Some(path),
         path,
@@ -422,7 +483,9 @@ fn remount_tmpfs_readonly(dest: &Path) -> Result<(), String> {
 /// serves `root` from this namespace), init first moves into a recursive bind of `/`: pivot_root only
 /// re-roots the processes whose root was the caller's, so the daemon keeps the real one instead of
 /// being re-rooted into its own mount, where its first path lookup would wait on itself.
-pub(super) fn pivot(root: &Path, keep_daemon_root: bool) -> Step {
+/// With `slave_old_root` (a propagating `rootfsPropagation`) the old root is made a slave before it is
+/// detached, so that the detach does not unmount the host's mounts through their peers.
+pub(super) fn pivot(root: &Path, keep_daemon_root: bool, slave_old_root: bool) -> Step {
     let fail = |what: &str, e: nix::Error| format!("pivot_root to {}: {what}: {e}", root.display());
     if keep_daemon_root {
         let host = root.with_file_name("host");
@@ -439,6 +502,16 @@ pub(super) fn pivot(root: &Path, keep_daemon_root: bool) -> Step {
     }
     nix::unistd::chdir(root).map_err(|e| fail("chdir", e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
+    if slave_old_root {
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| fail("making the old root a slave", e))?;
+    }
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detaching the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| fail("chdir /", e))
 }

@@ -1,6 +1,6 @@
 //! The spec's `linux.namespaces`: which to create (clone flags) and which to join by path (opened before
-//! the clone, entered by init with `setns`; a pid namespace is entered by the caller, since only children
-//! go into it).
+//! the clone, entered by init with `setns`, a mount namespace before any mount; a pid namespace is entered
+//! by the caller, since only children go into it).
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -51,10 +51,7 @@ pub(super) fn from_spec(spec: &Spec) -> Result<Namespaces, ContainerError> {
         match n.path() {
             None => ns.new |= f,
             Some(path) => {
-                if matches!(
-                    n.typ(),
-                    LinuxNamespaceType::User | LinuxNamespaceType::Mount | LinuxNamespaceType::Time
-                ) {
+                if matches!(n.typ(), LinuxNamespaceType::User | LinuxNamespaceType::Time) {
                     return Err(ContainerError::Invalid(format!(
                         "joining an existing {} namespace by path is not supported",
                         n.typ()
@@ -62,13 +59,22 @@ pub(super) fn from_spec(spec: &Spec) -> Result<Namespaces, ContainerError> {
                 }
                 let file = File::open(path)
                     .map_err(ContainerError::io("cannot open the namespace", path))?;
+                if n.typ() == LinuxNamespaceType::Mount && is_callers_mount_namespace(&file)? {
+                    return Err(ContainerError::Invalid(format!(
+                        "linux.namespaces mount path {}: that is the host's mount namespace (dstack-oci's own): the container would mount on the host and pivot its root; give a mount namespace of the container's own",
+                        crate::container::validate::echo(&path.to_string_lossy())
+                    )));
+                }
                 ns.join.push((f, file.into()));
             }
         }
     }
-    if ns.new & libc::CLONE_NEWNS as u64 == 0 {
+    // Setting the container up in the caller's mount namespace would mount on the host and pivot its
+    // root: a mount namespace is required, new or joined by path (as runc does then, the container's
+    // root becomes that namespace's).
+    if !ns.has(libc::CLONE_NEWNS) {
         return Err(ContainerError::Invalid(
-            "the spec must give the container a mount namespace of its own (linux.namespaces: mount)"
+            "the spec must give the container a mount namespace (linux.namespaces: {\"type\": \"mount\"}, or one with a path to join): dstack-oci does not set a container up in the host's mount namespace"
                 .into(),
         ));
     }
@@ -76,6 +82,12 @@ pub(super) fn from_spec(spec: &Spec) -> Result<Namespaces, ContainerError> {
 }
 
 impl Namespaces {
+    /// The container has this namespace of its own: created, or joined by path.
+    pub(super) fn has(&self, flag: libc::c_int) -> bool {
+        let flag = flag as u64;
+        self.new & flag != 0 || self.join.iter().any(|(f, _)| *f == flag)
+    }
+
     /// Enters the pid namespace to join, if any, for the children this process clones from now on.
     pub(super) fn enter_pid_for_children(&self) -> Result<(), ContainerError> {
         for (f, fd) in &self.join {
@@ -87,6 +99,18 @@ impl Namespaces {
         }
         Ok(())
     }
+}
+
+/// True when `file` is the mount namespace this process is in.
+fn is_callers_mount_namespace(file: &File) -> Result<bool, ContainerError> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = "/proc/self/ns/mnt";
+    let (a, b) = (
+        file.metadata()
+            .map_err(ContainerError::io("cannot read the namespace", ours))?,
+        std::fs::metadata(ours).map_err(ContainerError::io("cannot read", ours))?,
+    );
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 /// `setns(fd, flag)`.

@@ -100,10 +100,6 @@ pub fn fields(spec: &Spec) -> Vec<String> {
                 c.realtime_period().is_some(),
                 "linux.resources.cpu.realtimePeriod",
             );
-            check(
-                c.mems().as_deref().is_some_and(|s| !s.is_empty()),
-                "linux.resources.cpu.mems",
-            );
             check(c.idle().is_some(), "linux.resources.cpu.idle");
             check(c.burst().is_some(), "linux.resources.cpu.burst");
         }

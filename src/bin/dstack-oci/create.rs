@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use oci_spec::runtime::Spec;
-use runtime::cgroup::{Limits, Placement};
+use oci_spec::runtime::{LinuxDeviceType, Spec};
+use runtime::cgroup::{DeviceAccess, DeviceKind, DevicePolicy, DeviceRule, Limits, Placement};
 use runtime::container::{CgroupPlacement, ContainerBuilder, OciOptions, State, gate};
 
 use crate::Globals;
@@ -71,7 +71,10 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
 fn read_spec(bundle: &Path) -> Result<Spec, Failure> {
     let path = bundle.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(fail(path.display()))?;
-    let spec: Spec = serde_json::from_str(&text).map_err(fail(path.display()))?;
+    let spec: Spec = serde_json::from_str(&text).map_err(|e| {
+        let what = unknown_name(&text).unwrap_or_else(|| e.to_string());
+        Failure::new(format!("{}: {what}", path.display()))
+    })?;
     if !spec.version().starts_with("1.") {
         return Err(Failure::new(format!(
             "{}: ociVersion {} is not supported (1.x is)",
@@ -87,7 +90,56 @@ fn read_spec(bundle: &Path) -> Result<Spec, Failure> {
             refused.join(", ")
         )));
     }
+    let own = runtime::container::validate::OwnNamespaces::of(&spec).map_err(Failure::new)?;
+    runtime::container::validate::spec(&spec, own)
+        .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
     Ok(spec)
+}
+
+/// The field a config.json that does not parse names wrongly, when it is a capability or an rlimit type
+/// this runtime does not know (serde's message names only the value): "process.capabilities.bounding[3]:
+/// unknown capability \"CAP_TEST\"". Only read on failure.
+fn unknown_name(text: &str) -> Option<String> {
+    use oci_spec::runtime::{Capability, PosixRlimitType};
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let process = value.get("process")?;
+    let known = |v: &serde_json::Value, cap: bool| {
+        if cap {
+            serde_json::from_value::<Capability>(v.clone()).is_ok()
+        } else {
+            serde_json::from_value::<PosixRlimitType>(v.clone()).is_ok()
+        }
+    };
+    let echo = |v: &serde_json::Value| runtime::container::validate::echo(&v.to_string());
+    for set in [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ] {
+        let list = process
+            .pointer(&format!("/capabilities/{set}"))
+            .and_then(|l| l.as_array());
+        for (i, cap) in list.into_iter().flatten().enumerate() {
+            if !known(cap, true) {
+                return Some(format!(
+                    "process.capabilities.{set}[{i}]: unknown capability {}: use the kernel's names (CAP_CHOWN, CAP_NET_ADMIN...)",
+                    echo(cap)
+                ));
+            }
+        }
+    }
+    let rlimits = process.get("rlimits").and_then(|r| r.as_array());
+    for (i, r) in rlimits.into_iter().flatten().enumerate() {
+        if let Some(typ) = r.get("type").filter(|t| !known(t, false)) {
+            return Some(format!(
+                "process.rlimits[{i}].type: unknown resource {}: use the kernel's names (RLIMIT_NOFILE, RLIMIT_NPROC...)",
+                echo(typ)
+            ));
+        }
+    }
+    None
 }
 
 /// The cgroup's name: the last part of cgroupsPath (`slice:prefix:name` or a path), else the id.
@@ -115,32 +167,102 @@ fn cgroup_name(spec: &Spec, id: &str) -> String {
     clean.trim_start_matches('.').to_string()
 }
 
+/// A kernel list (`0-3,8`) of `field` as numbers.
+fn parse_list(list: &str, field: &str) -> Result<Vec<usize>, Failure> {
+    let bad = || {
+        Failure::new(format!(
+            "{field}: bad list {:?}: give numbers and ranges, as 0-3,8",
+            runtime::container::validate::echo(list)
+        ))
+    };
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let parse = |s: &str| s.trim().parse::<usize>().map_err(|_| bad());
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b || b >= 1 << 16 {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
 /// `linux.resources.cpu.cpus` as this process's CPU affinity, which init and the job inherit.
 fn pin_cpus(spec: &Spec) -> Result<(), Failure> {
-    let Some(list) = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.cpu().as_ref())
-        .and_then(|c| c.cpus().clone())
-        .filter(|s| !s.is_empty())
-    else {
+    let Some(list) = cpu_field(spec, |c| c.cpus().clone()) else {
         return Ok(());
     };
     let mut set = nix::sched::CpuSet::new();
-    for part in list.split(',') {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| Failure::new(format!("linux.resources.cpu.cpus: bad list {list:?}")))
-        };
-        for cpu in parse(a)?..=parse(b)? {
-            set.set(cpu).map_err(fail("linux.resources.cpu.cpus"))?;
-        }
+    for cpu in parse_list(&list, "linux.resources.cpu.cpus")? {
+        set.set(cpu).map_err(fail("linux.resources.cpu.cpus"))?;
     }
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
         .map_err(fail(format!("linux.resources.cpu.cpus {list}")))
+}
+
+/// `linux.resources.cpu.mems` as this process's memory policy (bind to those NUMA nodes), which init and
+/// the job inherit, as the CPUs are pinned. All the online nodes need nothing; a kernel without NUMA
+/// support is warned about and the field ignored.
+fn bind_mems(spec: &Spec) -> Result<(), Failure> {
+    const FIELD: &str = "linux.resources.cpu.mems";
+    let Some(list) = cpu_field(spec, |c| c.mems().clone()) else {
+        return Ok(());
+    };
+    let nodes = parse_list(&list, FIELD)?;
+    let online = std::fs::read_to_string("/sys/devices/system/node/online")
+        .ok()
+        .and_then(|l| parse_list(l.trim(), "online nodes").ok())
+        .unwrap_or_else(|| vec![0]);
+    if let Some(n) = nodes.iter().find(|n| !online.contains(n)) {
+        return Err(Failure::new(format!(
+            "{FIELD}: memory node {n} is not online here (online: {online:?})"
+        )));
+    }
+    let mut wanted = nodes.clone();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted == online {
+        return Ok(());
+    }
+    let mut mask = vec![
+        0 as libc::c_ulong;
+        1 + wanted.iter().max().unwrap_or(&0) / libc::c_ulong::BITS as usize
+    ];
+    for n in &wanted {
+        mask[n / libc::c_ulong::BITS as usize] |= 1 << (n % libc::c_ulong::BITS as usize);
+    }
+    const MPOL_BIND: libc::c_long = 2;
+    // SAFETY: set_mempolicy reads `mask.len()` words from a live vector.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_set_mempolicy,
+            MPOL_BIND,
+            mask.as_ptr(),
+            (mask.len() * libc::c_ulong::BITS as usize) as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            tracing::warn!("{FIELD} {list}: this kernel has no NUMA memory policies; ignored");
+            return Ok(());
+        }
+        return Err(Failure::new(format!("{FIELD} {list}: {e}")));
+    }
+    Ok(())
+}
+
+fn cpu_field(
+    spec: &Spec,
+    get: impl Fn(&oci_spec::runtime::LinuxCpu) -> Option<String>,
+) -> Option<String> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref())
+        .and_then(get)
+        .filter(|s| !s.is_empty())
 }
 
 /// The cgroup for the spec's resources, when it asks for any.
@@ -148,7 +270,10 @@ fn cgroup(spec: &Spec, name: &str) -> Result<Option<Box<dyn CgroupPlacement>>, F
     let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
         return Ok(None);
     };
-    let limits = Limits::from_oci(resources).map_err(fail("linux.resources"))?;
+    let mut limits = Limits::from_oci(resources).map_err(fail("linux.resources"))?;
+    if let Some(policy) = limits.devices.as_mut() {
+        allow_implicit_devices(policy, spec);
+    }
     if limits.is_unlimited() && limits.devices.is_none() {
         return Ok(None);
     }
@@ -158,6 +283,51 @@ fn cgroup(spec: &Spec, name: &str) -> Result<Option<Box<dyn CgroupPlacement>>, F
             tracing::warn!("{reason}");
             Ok(None)
         }
+    }
+}
+
+/// What runc allows on top of `linux.resources.devices`: the nodes every container gets (null, zero, full,
+/// random, urandom, tty, console, ptmx, the pty slaves), mknod of any node, and the spec's own
+/// `linux.devices`, which would otherwise be listed and yet denied.
+fn allow_implicit_devices(policy: &mut DevicePolicy, spec: &Spec) {
+    let mknod_only = |kind| DeviceRule {
+        kind,
+        major: None,
+        minor: None,
+        access: DeviceAccess {
+            read: false,
+            write: false,
+            mknod: true,
+        },
+    };
+    policy.allow(mknod_only(DeviceKind::Char));
+    policy.allow(mknod_only(DeviceKind::Block));
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        policy.allow(DeviceRule::char(major, Some(minor)));
+    }
+    policy.allow(DeviceRule::char(136, None));
+    let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+    for d in devices.into_iter().flatten() {
+        let (Ok(major), Ok(minor)) = (u32::try_from(d.major()), u32::try_from(d.minor())) else {
+            continue;
+        };
+        match d.typ() {
+            LinuxDeviceType::B => policy.allow(DeviceRule::block(major, Some(minor))),
+            LinuxDeviceType::C | LinuxDeviceType::U => {
+                policy.allow(DeviceRule::char(major, Some(minor)))
+            }
+            // FIFOs are not device nodes; `a` is not a node type.
+            LinuxDeviceType::P | LinuxDeviceType::A => continue,
+        };
     }
 }
 
@@ -215,6 +385,7 @@ fn make_in(
         annotations: annotations.clone(),
     };
     pin_cpus(&spec)?;
+    bind_mems(&spec)?;
     let name = cgroup_name(&spec, id);
     let placement = cgroup(&spec, &name)?;
     let has_cgroup = placement.is_some();
@@ -282,4 +453,23 @@ fn preserved_fds(preserve: u32) -> u32 {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     preserve.saturating_add(listen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_lists_parse_and_bad_ones_name_the_field() {
+        assert_eq!(parse_list("0-2,5", "f").ok(), Some(vec![0, 1, 2, 5]));
+        assert_eq!(parse_list("3", "f").ok(), Some(vec![3]));
+        for bad in ["", "a", "2-1", "0-99999999", "1,,2"] {
+            let e = parse_list(bad, "linux.resources.cpu.mems").unwrap_err();
+            assert!(
+                e.message.starts_with("linux.resources.cpu.mems: bad list"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+    }
 }
