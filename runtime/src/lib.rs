@@ -13,4 +13,5 @@ pub mod image;
 pub mod net;
 pub mod paths;
 pub mod rootfs;
+pub mod text;
 pub mod userns;
