@@ -74,11 +74,11 @@ pub enum PlanError {
         "image {0} has neither ENTRYPOINT nor CMD: give a command with -c (or `commands:`) or --entrypoint"
     )]
     NoCommand(String),
-    #[error("user {user:?} (the image's USER) is not in the image's /etc/passwd")]
+    #[error("user {} (the image's USER) is not in the image's /etc/passwd", runtime::text::quote(.user))]
     UnknownUser { user: String },
-    #[error("group {group:?} (the image's USER) is not in the image's /etc/group")]
+    #[error("group {} (the image's USER) is not in the image's /etc/group", runtime::text::quote(.group))]
     UnknownGroup { group: String },
-    #[error("working directory {0:?} must be an absolute path")]
+    #[error("working directory {} must be an absolute path", runtime::text::quote(.0))]
     RelativeWorkingDir(String),
     #[error("mount source {0} must be an absolute path")]
     RelativeMount(PathBuf),

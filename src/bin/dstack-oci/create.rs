@@ -71,7 +71,7 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
 fn read_spec(bundle: &Path) -> Result<Spec, Failure> {
     let path = bundle.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(fail(path.display()))?;
-    let spec: Spec = serde_json::from_str(&text).map_err(fail(path.display()))?;
+    let spec: Spec = runtime::text::parse_json(text.as_bytes()).map_err(fail(path.display()))?;
     if !spec.version().starts_with("1.") {
         return Err(Failure::new(format!(
             "{}: ociVersion {} is not supported (1.x is)",
