@@ -260,3 +260,43 @@ fn a_bundle_config_that_is_not_json_says_where(d: Dstack) {
     assert!(!out.stderr.contains("serde failed"), "{out}");
 }
 as_root_and_rootless!(a_bundle_config_that_is_not_json_says_where);
+
+/// Found by fuzz_unpack: a layer whose top holds `.wh...` (a whiteout of `..`) emptied the directory
+/// holding the unpack destination (in the store, the layer's own build directory, so the pull failed
+/// with "Directory not empty"). The pull is refused, naming the entry, and the image pulled before is
+/// intact and still runs.
+fn a_whiteout_of_dot_dot_is_refused_and_deletes_nothing(d: Dstack) {
+    let registry = TestRegistry::plain();
+    registry.push("test/good:1", &busybox_image().build());
+    let evil = busybox_image()
+        .layer(
+            LayerBuilder::new()
+                .file("keep", "x")
+                .raw(RawEntry::file(".wh...", b""))
+                .build(Compression::Gzip),
+        )
+        .build();
+    registry.push("test/evil:1", &evil);
+    let good = registry.image("test/good:1");
+    d.run(&["pull", "-q", &good]).assert_success();
+    let layers_before = store_layer_count(&d);
+    let out = d.run(&["pull", &registry.image("test/evil:1")]);
+    // What the victim sees first: the image pulled before is intact.
+    assert!(
+        store_layer_count(&d) >= layers_before,
+        "layers were deleted:\n{out}"
+    );
+    d.run(&["run", "docker", &good, "-c", "echo still-here"])
+        .assert_success()
+        .assert_stdout_contains("still-here");
+    out.assert_failure().assert_stderr_contains(
+        "\".wh...\" is a whiteout of nothing, of its own directory or of its parent",
+    );
+}
+as_root_and_rootless!(a_whiteout_of_dot_dot_is_refused_and_deletes_nothing);
+
+/// How many entries the store's layer directory holds (0 if it has none yet).
+fn store_layer_count(d: &Dstack) -> usize {
+    let layers = d.state_root().join("store/layers");
+    std::fs::read_dir(&layers).map_or(0, |entries| entries.count())
+}

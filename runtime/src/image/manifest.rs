@@ -297,7 +297,9 @@ fn select<'a>(
     let available = if available.is_empty() {
         "no platform-specific images".to_string()
     } else {
-        available.join(", ")
+        // Platform names come from the index: each, and the list, cut short.
+        let names: Vec<String> = available.iter().map(|p| crate::text::clip(p)).collect();
+        crate::text::clip(&names.join(", "))
     };
     Err(ManifestError::NoMatchingPlatform {
         what: what.to_string(),

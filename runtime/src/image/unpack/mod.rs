@@ -559,8 +559,8 @@ mod tests {
         builder.into_inner().unwrap()
     }
 
-    /// Found by fuzz_unpack: `.wh...` at the top of a layer was a whiteout of `..`, and deleted the
-    /// directory holding the layer directory (in the store: every layer of every image).
+    /// Found by fuzz_unpack: `.wh...` at the top of a layer was a whiteout of `..`, and emptied the
+    /// directory holding the destination (the sentinel's other files here).
     #[test]
     fn whiteouts_of_dot_and_dot_dot_are_refused_and_delete_nothing() {
         for name in [

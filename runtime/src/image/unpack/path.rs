@@ -14,8 +14,9 @@ pub(crate) enum Special<'a> {
     /// Other `.wh..wh.` names are aufs bookkeeping (hardlink directories); they carry nothing for overlay.
     AufsMeta,
     /// `.wh.`, `.wh..` and `.wh...`: a whiteout of nothing, of the directory itself or of its parent. Taken
-    /// as a whiteout, `.wh...` at the top would delete the directory holding the layer (the store's
-    /// every layer); no honest layer has one.
+    /// as a whiteout, `.wh...` at the top emptied the directory holding the unpack destination (in the
+    /// store, the layer's build directory; for another caller, whatever sits beside the destination); no
+    /// honest layer has one.
     BadWhiteout,
 }
 
