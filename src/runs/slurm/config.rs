@@ -186,6 +186,19 @@ mod tests {
     }
 
     #[test]
+    fn deep_or_huge_files_are_refused_before_parsing() {
+        let deep = format!("gres: {}", "{a: ".repeat(100_000));
+        let err = SlurmConfig::parse(&deep, Path::new("/p")).unwrap_err();
+        assert!(
+            err.starts_with("line 1: it is nested deeper than 64"),
+            "{err}"
+        );
+        let huge = format!("partition: {}\n", "x".repeat(2 << 20));
+        let err = SlurmConfig::parse(&huge, Path::new("/p")).unwrap_err();
+        assert!(err.contains("larger than 1 MiB"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_empty_preemptible_are_errors() {
         let err = SlurmConfig::parse("partiton: gpu\n", Path::new("/p")).unwrap_err();
         assert!(

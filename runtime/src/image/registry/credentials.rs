@@ -415,7 +415,7 @@ fn decode_entry(
 ) -> Result<Option<Credentials>, RegistryError> {
     let bad = |reason: &str| RegistryError::AuthFile {
         path: path.to_path_buf(),
-        reason: format!("the entry {key:?}: {reason}"),
+        reason: format!("the entry {}: {reason}", crate::text::quote(key)),
     };
     let token = entry.identitytoken.as_deref().filter(|t| !t.is_empty());
     if let Some(auth) = entry
