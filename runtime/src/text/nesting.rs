@@ -165,7 +165,7 @@ impl<'a> Scan<'a> {
                     self.after_indicator = true;
                     self.node_start = true;
                 }
-                b':' if self.space_follows() || (self.flow > 0 && quoted) => {
+                b':' if self.space_follows() || quoted => {
                     if self.flow == 0
                         && let Some(col) = self.key_col.take()
                     {
@@ -222,7 +222,20 @@ impl<'a> Scan<'a> {
             return Ok(());
         }
         self.node_start = true;
+        if indent == 0 && self.document_marker() {
+            // `---` or `...`: a new document, whose node may follow on the same line (`--- [`).
+            self.block.clear();
+            self.i += 3;
+            return Ok(());
+        }
         self.open_block(indent)
+    }
+
+    /// `---` or `...` at the start of a line, followed by a space or the line's end.
+    fn document_marker(&self) -> bool {
+        let rest = &self.b[self.i..];
+        (rest.starts_with(b"---") || rest.starts_with(b"..."))
+            && matches!(rest.get(3), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
     }
 
     /// A block collection at `col`: closes the deeper ones, opens one if it is deeper than the last.
@@ -347,6 +360,14 @@ mod tests {
         // The block scalar ends at the first line indented less than its content.
         let ended = format!("a: |\n    text\nb: {}", "[".repeat(100));
         assert_eq!(depth_error(&ended), Some(3));
+    }
+
+    #[test]
+    fn nesting_after_a_document_marker_or_a_quoted_key_counts() {
+        assert!(depth_error(&format!("--- {}", "[".repeat(100))).is_some());
+        assert!(depth_error(&format!("a: 1\n--- {}", "{".repeat(100))).is_some());
+        assert!(depth_error(&format!("\"a\":{}", "[".repeat(100))).is_some());
+        assert_eq!(depth_error("--- \na: [1]\n...\n---\nb: {c: d}\n"), None);
     }
 
     #[test]
