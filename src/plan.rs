@@ -74,15 +74,16 @@ pub enum PlanError {
         "image {0} has neither ENTRYPOINT nor CMD: give a command with -c (or `commands:`) or --entrypoint"
     )]
     NoCommand(String),
-    #[error("user {user:?} (the image's USER) is not in the image's /etc/passwd")]
+    #[error("user {} (the image's USER) is not in the image's /etc/passwd", runtime::text::quote(.user))]
     UnknownUser { user: String },
-    #[error("group {group:?} (the image's USER) is not in the image's /etc/group")]
+    #[error("group {} (the image's USER) is not in the image's /etc/group", runtime::text::quote(.group))]
     UnknownGroup { group: String },
     #[error(
-        "the image's USER {user:?} resolves to id 4294967295, which is no id (the kernel reads it as \"unchanged\"): give the image another USER"
+        "the image's USER {} resolves to id 4294967295, which is no id (the kernel reads it as \"unchanged\"): give the image another USER",
+        runtime::text::quote(.user)
     )]
     ReservedId { user: String },
-    #[error("working directory {0:?} must be an absolute path")]
+    #[error("working directory {} must be an absolute path", runtime::text::quote(.0))]
     RelativeWorkingDir(String),
     #[error("mount source {0} must be an absolute path")]
     RelativeMount(PathBuf),

@@ -15,4 +15,5 @@ pub mod net;
 pub mod paths;
 pub mod private;
 pub mod rootfs;
+pub mod text;
 pub mod userns;

@@ -48,7 +48,7 @@ pub enum RunsError {
     Damaged {
         path: PathBuf,
         #[source]
-        source: serde_json::Error,
+        source: runtime::text::JsonError,
     },
     #[error(transparent)]
     Copy(#[from] copy::CopyError),
@@ -457,7 +457,7 @@ fn write_counter(lock: &fs::File, number: u64) -> io::Result<()> {
 
 fn read_record(dir: &Path) -> Result<Option<RunRecord>, RunsError> {
     let path = dir.join(STATE);
-    match fsutil::read_settled(&path, |b| serde_json::from_slice::<RunRecord>(b)) {
+    match fsutil::read_settled(&path, runtime::text::parse_json::<RunRecord>) {
         Ok(parsed) => parsed
             .map(Some)
             .map_err(|source| RunsError::Damaged { path, source }),

@@ -80,7 +80,10 @@ impl<'a> Cx<'a> {
             return Err(self.fail(
                 &rel.key(&text),
                 Target::Key,
-                format!("unknown key `{text}` in {owner}: {hint}"),
+                format!(
+                    "unknown key `{}` in {owner}: {hint}",
+                    runtime::text::clip(&text)
+                ),
             ));
         }
         Ok(())

@@ -30,23 +30,27 @@ pub enum WorkflowError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{at}: {message}")]
+    // Messages may hold values from the file: shortened, so that a 1 MB value cannot flood the terminal.
+    #[error("{at}: {}", runtime::text::shorten(.message))]
     Syntax { at: At, message: String },
-    #[error("{at}: {message}")]
+    #[error("{at}: {}", runtime::text::shorten(.message))]
     Invalid { at: At, message: String },
     #[error(
-        "{second}: workflow `{name}` is defined twice: here and at {first}; rename one of them"
+        "{second}: workflow `{}` is defined twice: here and at {first}; rename one of them",
+        runtime::text::clip(.name)
     )]
     Duplicate { name: String, first: At, second: At },
-    #[error("no workflow named `{name}` in {project}: {hint}")]
+    #[error("no workflow named `{}` in {project}: {hint}", runtime::text::clip(.name))]
     NotFound {
         name: String,
         project: String,
         hint: String,
     },
     #[error(
-        "{at}: workflow `{workflow}` uses the secret `{name}`, which is not set for this project: add it \
-         with `dstack secrets add {name}`"
+        "{at}: workflow `{}` uses the secret `{name}`, which is not set for this project: add it \
+         with `dstack secrets add {name}`",
+        runtime::text::clip(.workflow),
+        name = runtime::text::clip(.name)
     )]
     MissingSecret {
         at: At,

@@ -16,7 +16,7 @@ pub mod template;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::io;
 use std::sync::Arc;
 
 use yaml_serde::Value;
@@ -52,10 +52,16 @@ impl Catalog {
         let mut sources = Vec::new();
         for path in project.workflow_files()? {
             let display = project.display_path(&path);
-            let text = fs::read_to_string(&path).map_err(|source| WorkflowError::Read {
-                file: display.clone(),
-                source,
-            })?;
+            // Read no more than the size limit allows: parse::read_document refuses a longer file.
+            let text = runtime::text::read_capped(&path)
+                .and_then(|bytes| {
+                    String::from_utf8(bytes)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.utf8_error()))
+                })
+                .map_err(|source| WorkflowError::Read {
+                    file: display.clone(),
+                    source,
+                })?;
             sources.push(Source { display, text });
         }
         Catalog::from_sources(project.dir().display().to_string(), sources)

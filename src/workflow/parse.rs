@@ -53,6 +53,16 @@ const WORKFLOW_KEYS: &[&str] = &[
 
 /// The items of the file's `workflows:` list (an empty file has none).
 pub fn read_document(src: &Source) -> Result<Vec<Value>, WorkflowError> {
+    // Bounded before the YAML parser sees it, whose time grows with the square of the nesting depth.
+    runtime::text::check_size(src.text.as_bytes())
+        .and_then(|()| runtime::text::check_nesting(&src.text))
+        .map_err(|limit| WorkflowError::Syntax {
+            at: At {
+                file: src.display.clone(),
+                line: Some(limit.line()),
+            },
+            message: limit.to_string(),
+        })?;
     let doc: Value = yaml_serde::from_str(&src.text).map_err(|err| {
         let text = err.to_string();
         let message = match text.rfind(" at line ") {
@@ -64,7 +74,7 @@ pub fn read_document(src: &Source) -> Result<Vec<Value>, WorkflowError> {
                 file: src.display.clone(),
                 line: err.location().map(|l| l.line()),
             },
-            message: format!("this is not valid YAML: {message}"),
+            message: format!("this is not valid YAML: {}", runtime::text::clip(&message)),
         }
     })?;
     let cx = Cx::new(src, YamlPath::root(), Mode::Load);
@@ -119,7 +129,7 @@ pub fn convert(
         ));
     };
     let name = workflow_name(&cx, map)?;
-    cx.workflow = format!("workflow `{name}`");
+    cx.workflow = format!("workflow `{}`", runtime::text::clip(&name));
     check_provider(&cx, map)?;
     cx.known_keys(map, &root, WORKFLOW_KEYS, &cx.workflow)?;
 

@@ -36,8 +36,9 @@ pub(super) fn workflow_name(cx: &Cx<'_>, map: &Mapping) -> Result<String, Workfl
             &rel,
             Target::Value,
             format!(
-                "`{name}` is not a valid workflow name: use letters, digits, `.`, `_` and `-`, starting \
-                 with a letter or digit"
+                "`{}` is not a valid workflow name: use letters, digits, `.`, `_` and `-`, starting \
+                 with a letter or digit",
+                runtime::text::clip(&name)
             ),
         ));
     }

@@ -6,5 +6,6 @@
 mod common;
 
 mod oci;
+mod parsers;
 mod paths;
 mod store;

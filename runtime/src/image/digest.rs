@@ -15,9 +15,12 @@ pub struct Digest {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DigestError {
-    #[error("invalid digest {0:?}: expected sha256: followed by 64 lowercase hex characters")]
+    #[error(
+        "invalid digest {}: expected sha256: followed by 64 lowercase hex characters",
+        crate::text::quote(.0)
+    )]
     Malformed(String),
-    #[error("unsupported digest algorithm in {0:?}: only sha256 is supported")]
+    #[error("unsupported digest algorithm in {}: only sha256 is supported", crate::text::quote(.0))]
     UnsupportedAlgorithm(String),
 }
 

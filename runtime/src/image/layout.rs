@@ -10,6 +10,9 @@ use oci_spec::image::ImageIndex;
 use super::Digest;
 use super::source::{FetchedManifest, Source, SourceError};
 
+/// `index.json` and manifests bigger than this are refused, as from a registry.
+const MANIFEST_MAX: u64 = 4 << 20;
+
 /// The annotation naming a tag in `index.json`.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -33,7 +36,9 @@ impl OciLayout {
 
     fn index(&self) -> Result<ImageIndex, SourceError> {
         let path = self.dir.join("index.json");
-        ImageIndex::from_file(&path).map_err(|e| {
+        let bytes = read_at_most(&path, MANIFEST_MAX)
+            .map_err(|e| SourceError::Other(format!("reading {}: {e}", path.display())))?;
+        crate::text::parse_json(&bytes).map_err(|e| {
             SourceError::Other(format!("{} is not a valid OCI index: {e}", path.display()))
         })
     }
@@ -44,7 +49,7 @@ impl OciLayout {
 
     fn read_blob(&self, digest: &Digest, what: &str) -> Result<Vec<u8>, SourceError> {
         let path = self.blob_path(digest);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        let bytes = read_at_most(&path, MANIFEST_MAX).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SourceError::NotFound {
                 what: what.to_string(),
                 location: self.describe(),
@@ -143,4 +148,17 @@ impl Source for OciLayout {
             .map_err(|e| SourceError::Other(format!("reading {}: {e}", path.display())))?;
         Ok(Box::new(file))
     }
+}
+
+/// The whole of `path` if it holds at most `max` bytes, else an error saying so.
+fn read_at_most(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} MiB; refusing it",
+            max >> 20
+        )));
+    }
+    Ok(bytes)
 }

@@ -113,14 +113,21 @@ pub enum ManifestError {
     )]
     Schema1 { what: String },
     #[error(
-        "{what} has media type {media_type:?}, which is not an image manifest or index this tool understands"
+        "{what} has media type {}, which is not an image manifest or index this tool understands",
+        crate::text::quote(.media_type)
     )]
     UnknownMediaType { what: String, media_type: String },
     #[error("{what} is not a valid manifest: {reason}")]
     Invalid { what: String, reason: String },
-    #[error("{what} names a layer of media type {media_type:?}, which this tool cannot unpack")]
+    #[error(
+        "{what} names a layer of media type {}, which this tool cannot unpack",
+        crate::text::quote(.media_type)
+    )]
     UnsupportedLayer { what: String, media_type: String },
-    #[error("{what} is not a container image (its config has media type {media_type:?})")]
+    #[error(
+        "{what} is not a container image (its config has media type {})",
+        crate::text::quote(.media_type)
+    )]
     NotAnImage { what: String, media_type: String },
     #[error(
         "{what} has no image for platform {wanted}; it has {available}; choose one with --platform"
@@ -206,8 +213,8 @@ fn parse(fetched: &FetchedManifest, what: &str) -> Result<Parsed, ManifestError>
         });
     }
     // Look inside: some registries and layouts declare a generic type (or none) and the JSON says the rest.
-    let json: serde_json::Value = serde_json::from_slice(&fetched.bytes)
-        .map_err(|e| invalid(format!("it is not JSON ({e})")))?;
+    let json: serde_json::Value =
+        crate::text::parse_json(&fetched.bytes).map_err(|e| invalid(e.to_string()))?;
     if json.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
         return Err(ManifestError::Schema1 {
             what: what.to_string(),
@@ -228,10 +235,11 @@ fn parse(fetched: &FetchedManifest, what: &str) -> Result<Parsed, ManifestError>
         declared
     };
     match kind {
-        OCI_INDEX | DOCKER_MANIFEST_LIST => serde_json::from_value(json)
+        // Parsed again from the bytes (not the Value) so that an error says its line and column.
+        OCI_INDEX | DOCKER_MANIFEST_LIST => crate::text::parse_json(&fetched.bytes)
             .map(|i| Parsed::Index(Box::new(i)))
             .map_err(|e| invalid(e.to_string())),
-        OCI_MANIFEST | DOCKER_MANIFEST => serde_json::from_value(json)
+        OCI_MANIFEST | DOCKER_MANIFEST => crate::text::parse_json(&fetched.bytes)
             .map(|m| Parsed::Manifest(Box::new(m)))
             .map_err(|e| invalid(e.to_string())),
         DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => Err(ManifestError::Schema1 {
@@ -289,7 +297,9 @@ fn select<'a>(
     let available = if available.is_empty() {
         "no platform-specific images".to_string()
     } else {
-        available.join(", ")
+        // Platform names come from the index: each, and the list, cut short.
+        let names: Vec<String> = available.iter().map(|p| crate::text::clip(p)).collect();
+        crate::text::clip(&names.join(", "))
     };
     Err(ManifestError::NoMatchingPlatform {
         what: what.to_string(),

@@ -18,7 +18,8 @@ pub struct Platform {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlatformError {
     #[error(
-        "invalid platform {0:?}: expected os/architecture[/variant], e.g. linux/amd64 or linux/arm64/v8"
+        "invalid platform {}: expected os/architecture[/variant], e.g. linux/amd64 or linux/arm64/v8",
+        crate::text::quote(.0)
     )]
     Malformed(String),
 }

@@ -120,11 +120,12 @@ pub fn pull(
     )?;
     store.put_blob(&resolved.manifest_digest, &resolved.manifest_bytes)?;
     let config_bytes = fetch_config(store, source, &resolved)?;
-    let config =
-        ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| PullError::Config {
+    let config = crate::text::parse_json::<ImageConfiguration>(&config_bytes).map_err(|e| {
+        PullError::Config {
             digest: resolved.config.digest.clone(),
             reason: e.to_string(),
-        })?;
+        }
+    })?;
     let diff_ids = diff_ids(&config, &resolved)?;
     let layers = fetch_layers(store, source, &resolved.layers, &diff_ids, options)?;
     let pulled_at = SystemTime::now()
@@ -165,12 +166,25 @@ fn retrying<T, E>(
     }
 }
 
+/// Image configs bigger than this are refused (containers/image uses the same limit).
+const CONFIG_MAX: u64 = 4 << 20;
+
 fn fetch_config(
     store: &Store,
     source: &dyn Source,
     resolved: &ResolvedImage,
 ) -> Result<Vec<u8>, PullError> {
     let digest = &resolved.config.digest;
+    if resolved.config.size > CONFIG_MAX {
+        return Err(PullError::Config {
+            digest: digest.clone(),
+            reason: format!(
+                "the manifest says it is {} bytes; image configs are at most {} MiB",
+                resolved.config.size,
+                CONFIG_MAX >> 20
+            ),
+        });
+    }
     if store.has_blob(digest) {
         return Ok(store.read_blob(digest)?);
     }

@@ -41,18 +41,22 @@ pub struct Reference {
 pub enum ReferenceError {
     #[error("invalid reference \"\": the image name is empty")]
     Empty,
-    #[error("invalid reference {0:?}: repository names must be lowercase")]
+    #[error("invalid reference {}: repository names must be lowercase", crate::text::quote(.0))]
     Uppercase(String),
-    #[error("invalid reference {input:?}: {reason}")]
+    #[error("invalid reference {}: {reason}", crate::text::quote(.input))]
     Malformed { input: String, reason: String },
-    #[error("invalid reference {0:?}: the name is longer than {NAME_MAX} characters")]
+    #[error(
+        "invalid reference {}: the name is longer than {NAME_MAX} characters",
+        crate::text::quote(.0)
+    )]
     TooLong(String),
     #[error(
-        "invalid reference {0:?}: a tag is 1 to {TAG_MAX} letters, digits, '_', '.' or '-' and does not start \
-         with '.' or '-'"
+        "invalid reference {}: a tag is 1 to {TAG_MAX} letters, digits, '_', '.' or '-' and does not start \
+         with '.' or '-'",
+        crate::text::quote(.0)
     )]
     Tag(String),
-    #[error("invalid reference {input:?}: {source}")]
+    #[error("invalid reference {}: {source}", crate::text::quote(.input))]
     Digest {
         input: String,
         #[source]
@@ -194,7 +198,10 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
     {
         return Err(malformed(
             input,
-            format!("{registry:?} is not a valid registry host[:port]"),
+            format!(
+                "{} is not a valid registry host[:port]",
+                crate::text::quote(registry)
+            ),
         ));
     }
     let mut registry = registry.unwrap_or_else(|| DOCKER_HUB.to_string());
@@ -212,8 +219,9 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
             return Err(malformed(
                 input,
                 format!(
-                    "repository component {component:?} may only hold lowercase letters and digits, separated by \
-                     '.', '_', '__' or dashes"
+                    "repository component {} may only hold lowercase letters and digits, separated by \
+                     '.', '_', '__' or dashes",
+                    crate::text::quote(component)
                 ),
             ));
         }

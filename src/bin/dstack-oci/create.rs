@@ -71,7 +71,7 @@ pub fn run(globals: &Globals, args: RunArgs) -> CmdResult {
 fn read_spec(bundle: &Path) -> Result<Spec, Failure> {
     let path = bundle.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(fail(path.display()))?;
-    let spec: Spec = serde_json::from_str(&text).map_err(|e| {
+    let spec: Spec = runtime::text::parse_json(text.as_bytes()).map_err(|e| {
         let what = unknown_name(&text).unwrap_or_else(|| e.to_string());
         Failure::new(format!("{}: {what}", path.display()))
     })?;

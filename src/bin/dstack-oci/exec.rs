@@ -51,7 +51,7 @@ pub struct ExecArgs {
 fn process_of(args: &ExecArgs, base: Option<Process>) -> Result<Process, Failure> {
     if let Some(path) = &args.process {
         let text = std::fs::read_to_string(path).map_err(fail(path.display()))?;
-        return serde_json::from_str(&text).map_err(fail(path.display()));
+        return runtime::text::parse_json(text.as_bytes()).map_err(fail(path.display()));
     }
     if args.args.is_empty() {
         return Err(Failure::new(

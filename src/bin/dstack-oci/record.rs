@@ -96,7 +96,8 @@ pub fn load(globals: &Globals, id: &str) -> Result<(Locked, Record), Failure> {
     let locked = lock(&dir)?;
     let text = std::fs::read_to_string(dir.join("state.json"))
         .map_err(fail(format!("container {id} does not exist")))?;
-    let record = serde_json::from_str(&text).map_err(fail(format!("{}", dir.display())))?;
+    let record = runtime::text::parse_json(text.as_bytes())
+        .map_err(fail(format!("{}", dir.join("state.json").display())))?;
     Ok((locked, record))
 }
 
@@ -111,7 +112,8 @@ pub fn save(dir: &Path, record: &Record) -> Result<(), Failure> {
 pub fn config(dir: &Path) -> Result<Spec, Failure> {
     let text = std::fs::read_to_string(dir.join("config.json"))
         .map_err(fail(format!("{}", dir.join("config.json").display())))?;
-    serde_json::from_str(&text).map_err(fail("config.json"))
+    runtime::text::parse_json(text.as_bytes())
+        .map_err(fail(format!("{}", dir.join("config.json").display())))
 }
 
 /// (start time, state letter) of `pid`.

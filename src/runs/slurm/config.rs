@@ -15,7 +15,6 @@
 //! Paths may start with `~/` and use `$USER` and `$HOME`; relative ones are relative to the project.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +61,12 @@ impl SlurmConfig {
     pub fn load(project: &Project) -> Result<Option<SlurmConfig>, SlurmError> {
         for name in [FILE, "slurm.yml"] {
             let path = project.dir().join(".dstack").join(name);
-            let text = match fs::read_to_string(&path) {
+            // Read no more than the size limit allows: `parse` refuses a longer file.
+            let read = runtime::text::read_capped(&path).and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.utf8_error()))
+            });
+            let text = match read {
                 Ok(text) => text,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
@@ -85,7 +89,12 @@ impl SlurmConfig {
         if text.trim().is_empty() {
             return Ok(SlurmConfig::default());
         }
-        let mut config: SlurmConfig = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
+        // Bounded before the YAML parser sees it, whose time grows with the square of the nesting depth.
+        runtime::text::check_size(text.as_bytes())
+            .and_then(|()| runtime::text::check_nesting(text))
+            .map_err(|limit| format!("line {}: {limit}", limit.line()))?;
+        let mut config: SlurmConfig =
+            yaml_serde::from_str(text).map_err(|e| runtime::text::clip(&e.to_string()))?;
         for path in [&mut config.state_dir, &mut config.store]
             .into_iter()
             .flatten()
@@ -174,6 +183,19 @@ mod tests {
         );
         assert_eq!(c.preemptible.unwrap().qos.as_deref(), Some("low"));
         assert_eq!(c.sbatch_options, ["--exclusive"]);
+    }
+
+    #[test]
+    fn deep_or_huge_files_are_refused_before_parsing() {
+        let deep = format!("gres: {}", "{a: ".repeat(100_000));
+        let err = SlurmConfig::parse(&deep, Path::new("/p")).unwrap_err();
+        assert!(
+            err.starts_with("line 1: it is nested deeper than 64"),
+            "{err}"
+        );
+        let huge = format!("partition: {}\n", "x".repeat(2 << 20));
+        let err = SlurmConfig::parse(&huge, Path::new("/p")).unwrap_err();
+        assert!(err.contains("larger than 1 MiB"), "{err}");
     }
 
     #[test]

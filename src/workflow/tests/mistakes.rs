@@ -266,6 +266,34 @@ fn yaml_syntax_errors_have_a_line() {
 }
 
 #[test]
+fn deep_nesting_is_refused_with_its_line_before_the_yaml_parser() {
+    let started = std::time::Instant::now();
+    let err = load_error(&format!(
+        "workflows:\n  - name: w\n    image: {}\n",
+        "[".repeat(100_000)
+    ));
+    assert!(
+        started.elapsed().as_secs_f64() < 1.0,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.starts_with(&format!("{FILE}:3: it is nested deeper than 64 levels")),
+        "{err}"
+    );
+}
+
+#[test]
+fn long_values_are_cut_in_messages() {
+    let err = load_error(&format!(
+        "workflows:\n  - name: w{}\n    image: x\n",
+        " w".repeat(100_000)
+    ));
+    assert!(err.len() < 600, "{} bytes: {}", err.len(), &err[..300]);
+    assert!(err.contains("characters in all"), "{err}");
+}
+
+#[test]
 fn looking_up_a_missing_workflow_suggests_or_lists() {
     let c = catalog(&[(
         FILE,

@@ -190,11 +190,21 @@ impl CredentialStore {
             if text.trim().is_empty() {
                 continue;
             }
-            let file: AuthFile =
-                serde_json::from_str(&text).map_err(|e| RegistryError::AuthFile {
+            // Only where and what kind of error: serde's words could quote a password.
+            let file: AuthFile = crate::text::parse_json(text.as_bytes()).map_err(|e| {
+                RegistryError::AuthFile {
                     path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                    reason: if e.syntax {
+                        format!("line {}, column {}: it is not valid JSON", e.line, e.column)
+                    } else {
+                        format!(
+                            "line {}, column {}: not the shape of a containers auth.json ({{\"auths\": \
+                             {{\"REGISTRY\": {{\"auth\": \"BASE64\"}}}}}})",
+                            e.line, e.column
+                        )
+                    },
+                }
+            })?;
             match self.lookup_in(&file, path, registry, repository)? {
                 Found::None => continue,
                 found => return Ok(found),
@@ -405,7 +415,7 @@ fn decode_entry(
 ) -> Result<Option<Credentials>, RegistryError> {
     let bad = |reason: &str| RegistryError::AuthFile {
         path: path.to_path_buf(),
-        reason: format!("the entry {key:?}: {reason}"),
+        reason: format!("the entry {}: {reason}", crate::text::quote(key)),
     };
     let token = entry.identitytoken.as_deref().filter(|t| !t.is_empty());
     if let Some(auth) = entry

@@ -52,7 +52,7 @@ impl Store {
     pub fn layer_meta(&self, diff_id: &Digest) -> Result<LayerMeta, StoreError> {
         let path = self.layer_dir(diff_id).join("meta.json");
         let bytes = fs::read(&path).map_err(self.io("read", &path))?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Damaged {
+        crate::text::parse_json(&bytes).map_err(|e| StoreError::Damaged {
             what: "layer record",
             path,
             reason: e.to_string(),

@@ -144,12 +144,13 @@ impl Store {
             path: config_path.clone(),
             reason: e.to_string(),
         })?;
-        let config =
-            ImageConfiguration::from_reader(&bytes[..]).map_err(|e| StoreError::Damaged {
+        let config = crate::text::parse_json::<ImageConfiguration>(&bytes).map_err(|e| {
+            StoreError::Damaged {
                 what: "image config",
                 path: config_path.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let mut layer_dirs = Vec::with_capacity(record.layers.len());
         for layer in &record.layers {
             if !self.has_layer(&layer.diff_id) {

@@ -64,15 +64,30 @@ pub struct UnpackStats {
 pub enum UnpackError {
     #[error("the layer is not a valid tar archive: {0}")]
     Archive(#[source] io::Error),
-    #[error("layer entry {0:?} climbs out of the layer directory: the layer is refused")]
+    #[error(
+        "layer entry {} climbs out of the layer directory: the layer is refused",
+        crate::text::quote(.0)
+    )]
     Escapes(String),
     #[error(
-        "layer entry {path:?} is a hard link to {target:?}, outside the layer: the layer is refused"
+        "layer entry {} is a hard link to {}, outside the layer: the layer is refused",
+        crate::text::quote(.path),
+        crate::text::quote(.target)
     )]
     LinkEscapes { path: String, target: String },
-    #[error("layer entry {path:?} is a hard link to {target:?}, which the layer does not contain")]
+    #[error(
+        "layer entry {} is a whiteout of nothing, of its own directory or of its parent: the layer is \
+         refused",
+        crate::text::quote(.0)
+    )]
+    BadWhiteout(String),
+    #[error(
+        "layer entry {} is a hard link to {}, which the layer does not contain",
+        crate::text::quote(.path),
+        crate::text::quote(.target)
+    )]
     LinkTargetMissing { path: String, target: String },
-    #[error("cannot unpack layer entry {path:?}: {source}")]
+    #[error("cannot unpack layer entry {}: {source}", crate::text::quote(.path))]
     Io {
         path: String,
         #[source]
@@ -196,6 +211,7 @@ impl Walk<'_> {
                 return self.whiteout(&target, &shown);
             }
             Some(Special::AufsMeta) => return Ok(()),
+            Some(Special::BadWhiteout) => return Err(UnpackError::BadWhiteout(shown)),
             None => {}
         }
         if self.pending.contains(&path) {
@@ -543,4 +559,56 @@ impl Walk<'_> {
 
 fn invalid(path: &str, what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(names: &[&str]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for name in names {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_path(name).unwrap();
+            header.set_cksum();
+            builder.append(&header, &[][..]).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// Found by fuzz_unpack: `.wh...` at the top of a layer was a whiteout of `..`, and emptied the
+    /// directory holding the destination (the sentinel's other files here).
+    #[test]
+    fn whiteouts_of_dot_and_dot_dot_are_refused_and_delete_nothing() {
+        for name in [
+            ".wh...",
+            ".wh..",
+            ".wh.",
+            "d/.wh...",
+            "d/e/.wh..",
+            "./.wh...",
+        ] {
+            let sentinel = tempfile::tempdir().unwrap();
+            let root = sentinel.path().join("root");
+            std::fs::create_dir(&root).unwrap();
+            let neighbour = sentinel.path().join("other-layer");
+            std::fs::write(&neighbour, "kept").unwrap();
+            std::fs::write(root.join("kept"), "kept").unwrap();
+            let options = UnpackOptions {
+                workers: 1,
+                ..UnpackOptions::for_this_process()
+            };
+            let err = unpack(&layer(&["d/e/f", name])[..], &root, &options).unwrap_err();
+            assert!(matches!(err, UnpackError::BadWhiteout(_)), "{name}: {err}");
+            assert!(err.to_string().contains("whiteout of nothing"), "{err}");
+            assert!(neighbour.exists(), "{name} deleted a file beside the layer");
+            assert!(
+                root.join("kept").exists(),
+                "{name} deleted a file in the layer"
+            );
+        }
+    }
 }

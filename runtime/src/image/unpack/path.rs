@@ -13,6 +13,11 @@ pub(crate) enum Special<'a> {
     Whiteout(&'a [u8]),
     /// Other `.wh..wh.` names are aufs bookkeeping (hardlink directories); they carry nothing for overlay.
     AufsMeta,
+    /// `.wh.`, `.wh..` and `.wh...`: a whiteout of nothing, of the directory itself or of its parent. Taken
+    /// as a whiteout, `.wh...` at the top emptied the directory holding the unpack destination (in the
+    /// store, the layer's build directory; for another caller, whatever sits beside the destination); no
+    /// honest layer has one.
+    BadWhiteout,
 }
 
 /// The name climbs above the layer root.
@@ -86,6 +91,9 @@ pub(crate) fn special(name: &[u8]) -> Option<Special<'_>> {
     if rest.starts_with(b".wh.") {
         return Some(Special::AufsMeta);
     }
+    if matches!(rest, b"" | b"." | b"..") {
+        return Some(Special::BadWhiteout);
+    }
     Some(Special::Whiteout(rest))
 }
 
@@ -132,5 +140,8 @@ mod tests {
         assert_eq!(special(b".wh.passwd"), Some(Special::Whiteout(b"passwd")));
         assert_eq!(special(b".wh..wh.plnk"), Some(Special::AufsMeta));
         assert_eq!(special(b"passwd"), None);
+        for bad in [&b".wh."[..], b".wh..", b".wh..."] {
+            assert_eq!(special(bad), Some(Special::BadWhiteout));
+        }
     }
 }
