@@ -9,8 +9,6 @@ use std::path::{Component, Path};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-/// The longest value echoed in a message.
-const ECHO_MAX: usize = 200;
 
 /// The namespaces a container has of its own (created, or joined by a path that is not the caller's).
 #[derive(Debug, Clone, Copy, Default)]
@@ -225,12 +223,9 @@ fn rlimit_name(r: &oci_spec::runtime::PosixRlimit) -> String {
         .unwrap_or_else(|| format!("{:?}", r.typ()))
 }
 
-/// `s`, cut to [`ECHO_MAX`] characters.
+/// `s`, cut to 200 characters (one rule for every echoed value: `runtime::text::clip`).
 pub fn echo(s: &str) -> String {
-    match s.char_indices().nth(ECHO_MAX) {
-        Some((at, _)) => format!("{}...", &s[..at]),
-        None => s.to_string(),
-    }
+    crate::text::clip(s)
 }
 
 #[cfg(test)]
