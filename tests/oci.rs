@@ -891,26 +891,23 @@ fn the_terminal_goes_to_the_console_socket() {
     }
 }
 
-/// The cgroup v1 directory of `controller` for a container's cgroup.
+/// The cgroup v1 directory of `controller` for an absolute cgroupsPath `/name`.
 fn v1_dir(controller: &str, name: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup")
-        .join(controller)
-        .join("dstack")
-        .join(name)
+    Path::new("/sys/fs/cgroup").join(controller).join(name)
 }
 
 #[test]
 fn resources_become_cgroup_limits_as_root() {
     let env = Env::new(RunAs::Root);
-    let name = format!("oci-limits-{}", std::process::id());
+    let name = format!("dstack-oci-test-{}", std::process::id());
     let mut spec = base_spec(
         &env,
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us \
-         /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/pids/pids.max; grep Cpus_allowed_list /proc/self/status; \
+         /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_period_us; grep Cpus_allowed_list /proc/self/status; \
          cat /sys/fs/cgroup/devices/devices.list; while true; do sleep 0.1; done",
     );
     let mut linux = spec.linux().clone().unwrap();
-    linux.set_cgroups_path(Some(PathBuf::from(format!("/test/{name}"))));
+    linux.set_cgroups_path(Some(PathBuf::from(format!("/{name}"))));
     linux.set_resources(Some(
         LinuxResourcesBuilder::default()
             .memory(
@@ -921,8 +918,8 @@ fn resources_become_cgroup_limits_as_root() {
             )
             .cpu(
                 LinuxCpuBuilder::default()
-                    .quota(50_000i64)
-                    .period(100_000u64)
+                    .quota(100_000i64)
+                    .period(200_000u64)
                     .shares(512u64)
                     .cpus("0")
                     .build()
@@ -961,7 +958,7 @@ fn resources_become_cgroup_limits_as_root() {
         .unwrap_or_default()
         .lines()
         .count()
-        < 16
+        < 17
     {
         assert!(
             Instant::now() < deadline,
@@ -975,9 +972,13 @@ fn resources_become_cgroup_limits_as_root() {
         .lines()
         .map(String::from)
         .collect();
-    assert_eq!(seen[..4], ["67108864", "50000", "512", "50"], "{seen:?}");
     assert_eq!(
-        seen[4].split_whitespace().last(),
+        seen[..5],
+        ["67108864", "100000", "512", "50", "200000"],
+        "the period is kept exactly: {seen:?}"
+    );
+    assert_eq!(
+        seen[5].split_whitespace().last(),
         Some("0"),
         "cpus: {seen:?}"
     );
@@ -990,18 +991,22 @@ fn resources_become_cgroup_limits_as_root() {
         "c 1:9 rwm",
         "c *:* m",
     ] {
-        assert!(seen[5..].iter().any(|l| l == rule), "devices: {seen:?}");
+        assert!(seen[6..].iter().any(|l| l == rule), "devices: {seen:?}");
     }
     assert!(
-        !seen[5..].iter().any(|l| l == "a *:* rwm"),
+        !seen[6..].iter().any(|l| l == "a *:* rwm"),
         "devices: {seen:?}"
     );
-    assert!(
-        v1_dir("memory", &name).is_dir(),
-        "the cgroup is named after cgroupsPath"
-    );
+    // The limits are at cgroupsPath, relative to each hierarchy's root, where runtime-tools reads them.
+    let read = |c: &str, f: &str| std::fs::read_to_string(v1_dir(c, &name).join(f)).unwrap();
+    assert_eq!(read("memory", "memory.limit_in_bytes").trim(), "67108864");
+    assert_eq!(read("cpu", "cpu.cfs_period_us").trim(), "200000");
+    assert_eq!(read("pids", "pids.max").trim(), "50");
+    assert_eq!(read("cpuset", "cpuset.cpus").trim(), "0");
     env.oci(&["delete", "--force", "lim"]).ok();
-    assert!(!v1_dir("memory", &name).exists(), "delete left the cgroup");
+    for c in ["memory", "cpu", "cpuacct", "pids", "devices", "cpuset"] {
+        assert!(!v1_dir(c, &name).exists(), "delete left the {c} cgroup");
+    }
 }
 
 #[test]

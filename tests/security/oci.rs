@@ -325,3 +325,90 @@ fn a_bundle_cannot_set_up_in_the_hosts_mount_namespace() {
         )
         .assert_stderr_contains("the host's mount namespace");
 }
+
+/// The host's cgroup directories named `name` for the test to make: the v1 memory and pids hierarchies
+/// (hybrid and v1 hosts), else under the cgroup2 root.
+fn host_cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("memory/cgroup.procs").exists() {
+        vec![root.join("memory").join(name), root.join("pids").join(name)]
+    } else {
+        vec![root.join(name)]
+    }
+}
+
+#[test]
+fn a_cgroups_path_naming_a_busy_host_cgroup_is_refused_and_the_cgroup_survives_delete() {
+    // The host's workload: a cgroup with a process, which the bundle names to join it (and, at delete,
+    // to have it killed and removed).
+    let name = format!("dstack-sec-host-{}", std::process::id());
+    let dirs = host_cgroup_dirs(&name);
+    let mut workload = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let pid = workload.id().to_string();
+    for dir in &dirs {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), &pid).unwrap();
+    }
+    let limits_before: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).ok())
+        .collect();
+
+    let bundle = Bundle::new(RunAs::Root);
+    let mut config = bundle.config("sleep 30");
+    config["linux"]["cgroupsPath"] = json!(format!("/{name}"));
+    config["linux"]["resources"] =
+        json!({ "memory": { "limit": 8 << 20 }, "pids": { "limit": 5 } });
+    bundle.write(&config);
+    let created = bundle.oci(&["create", "victim"]);
+    let deleted = bundle.oci(&["delete", "--force", "victim"]);
+
+    let still_running = workload.try_wait().unwrap().is_none();
+    let procs: Vec<String> = dirs
+        .iter()
+        .map(|d| std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default())
+        .collect();
+    let limits_after: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).ok())
+        .collect();
+    let _ = workload.kill();
+    let _ = workload.wait();
+    for dir in &dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    created.assert_failure();
+    created.assert_stderr_contains("linux.cgroupsPath");
+    created.assert_stderr_contains("already exists");
+    deleted.assert_success();
+    assert!(still_running, "the host's workload was killed");
+    for text in &procs {
+        assert_eq!(
+            text.trim(),
+            pid,
+            "the host's cgroup lost its process or gained one"
+        );
+    }
+    assert_eq!(
+        limits_before, limits_after,
+        "the host's memory limit changed"
+    );
+    assert!(!bundle.root.join("victim").exists());
+}
+
+#[test]
+fn a_cgroups_path_that_climbs_or_is_odd_is_refused_naming_the_field() {
+    for mode in MODES {
+        let bundle = Bundle::new(mode);
+        let mut config = bundle.config("true");
+        for bad in ["/dstack-sec/../..", "../../memory", "/a//b", "/.x", "/"] {
+            config["linux"]["cgroupsPath"] = json!(bad);
+            bundle
+                .assert_refused(&config, "linux.cgroupsPath")
+                .assert_stderr_contains(bad);
+        }
+    }
+}

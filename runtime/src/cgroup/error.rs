@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub enum CgroupError {
     #[error("invalid cgroup name {0:?}: use letters, digits, '-', '_' and '.' only")]
     InvalidName(String),
+    #[error("linux.cgroupsPath {path:?}: {reason}")]
+    CgroupsPath { path: String, reason: String },
     #[error("invalid limit: {0}")]
     InvalidLimit(String),
     #[error("the kernel refused {value} for {file}: {reason}")]

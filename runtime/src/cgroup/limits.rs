@@ -25,6 +25,17 @@ pub struct Limits {
     pub cpu_shares: Option<u64>,
     /// Memory plus swap in bytes (the OCI `memory.swap`); `None` with a memory limit means no swap.
     pub memory_swap: Option<u64>,
+    /// CFS period in microseconds for `cpu` (OCI `cpu.period`); `None` is `CPU_PERIOD_US`.
+    pub cpu_period: Option<u64>,
+    /// Soft memory limit in bytes (OCI `memory.reservation`: v1 soft limit, v2 `memory.low`).
+    pub memory_reservation: Option<u64>,
+    /// v1 `memory.swappiness` (0..=100); cgroup v2 has none and warns.
+    pub memory_swappiness: Option<u64>,
+    /// Pause instead of OOM-killing at the limit (v1 `memory.oom_control`); cgroup v2 has none and warns.
+    pub oom_kill_disable: bool,
+    /// v1 cpuset `cpuset.cpus` / `cpuset.mems` (kernel lists, checked by the caller).
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
 }
 
 impl Limits {
@@ -37,7 +48,10 @@ impl Limits {
             if let Some(quota) = positive(cpu.quota()) {
                 let period = cpu.period().filter(|p| *p > 0).unwrap_or(CPU_PERIOD_US);
                 limits.cpu = Some(quota as f64 / period as f64);
+                limits.cpu_period = Some(period);
             }
+            limits.cpuset_cpus = cpu.cpus().clone().filter(|c| !c.is_empty());
+            limits.cpuset_mems = cpu.mems().clone().filter(|m| !m.is_empty());
             limits.cpu_shares = cpu.shares().filter(|s| *s > 0);
         }
         if let Some(m) = r.memory() {
@@ -46,6 +60,9 @@ impl Limits {
                 Some(-1) => Some(u64::MAX),
                 other => positive(other),
             };
+            limits.memory_reservation = positive(m.reservation());
+            limits.memory_swappiness = m.swappiness();
+            limits.oom_kill_disable = m.disable_oom_killer() == Some(true);
         }
         if let Some(p) = r.pids() {
             limits.pids = (p.limit() > 0).then_some(p.limit() as u64);
@@ -63,6 +80,14 @@ impl Limits {
             && self.memory.is_none()
             && self.pids.is_none()
             && self.cpu_shares.is_none()
+            && self.memory_reservation.is_none()
+            && self.memory_swappiness.is_none()
+            && !self.oom_kill_disable
+    }
+
+    /// The CFS period the quota is written with.
+    pub(crate) fn cpu_period_us(&self) -> u64 {
+        self.cpu_period.unwrap_or(CPU_PERIOD_US)
     }
 
     /// The tasks limit to write where the pids controller is: the one asked for, else the default.
@@ -70,10 +95,10 @@ impl Limits {
         self.pids.or(self.default_pids)
     }
 
-    /// The CFS quota per `CPU_PERIOD_US` for the CPU limit.
+    /// The CFS quota per `cpu_period_us` for the CPU limit.
     pub(crate) fn cpu_quota_us(&self) -> Option<u64> {
         self.cpu
-            .map(|cores| (cores * CPU_PERIOD_US as f64).round() as u64)
+            .map(|cores| (cores * self.cpu_period_us() as f64).round() as u64)
     }
 
     pub(crate) fn validate(&self) -> Result<(), CgroupError> {
@@ -86,9 +111,21 @@ impl Limits {
             if self.cpu_quota_us().unwrap_or(0) < MIN_QUOTA_US {
                 return Err(CgroupError::InvalidLimit(format!(
                     "cpu limit {cores} is below the kernel's minimum of {} cores",
-                    MIN_QUOTA_US as f64 / CPU_PERIOD_US as f64
+                    MIN_QUOTA_US as f64 / self.cpu_period_us() as f64
                 )));
             }
+        }
+        if let Some(period) = self.cpu_period
+            && !(1_000..=1_000_000).contains(&period)
+        {
+            return Err(CgroupError::InvalidLimit(format!(
+                "cpu period {period} must be between 1000 and 1000000 microseconds"
+            )));
+        }
+        if let Some(s) = self.memory_swappiness.filter(|s| *s > 100) {
+            return Err(CgroupError::InvalidLimit(format!(
+                "memory swappiness {s} must be between 0 and 100"
+            )));
         }
         if self.memory == Some(0) {
             return Err(CgroupError::InvalidLimit(
@@ -115,6 +152,12 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(limits.cpu_quota_us(), Some(50_000));
+        let exact = Limits {
+            cpu: Some(200_000.0 / 500_000.0),
+            cpu_period: Some(500_000),
+            ..Limits::default()
+        };
+        assert_eq!(exact.cpu_quota_us(), Some(200_000), "the period is kept");
         assert_eq!(
             Limits {
                 cpu: Some(2.25),

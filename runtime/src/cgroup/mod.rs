@@ -18,6 +18,7 @@ mod error;
 mod fs;
 mod layout;
 mod limits;
+mod oci_path;
 mod v1;
 mod v2;
 
@@ -29,6 +30,15 @@ pub use devices::{DeviceAccess, DeviceKind, DevicePolicy, DeviceRule};
 pub use error::CgroupError;
 pub use layout::{Hierarchy, Layout, detect};
 pub use limits::{CPU_PERIOD_US, Limits};
+pub use oci_path::{CgroupsPath, RELATIVE_PARENT};
+
+/// Where a job's cgroup goes on each hierarchy.
+pub(crate) enum Place<'a> {
+    /// `dstack/<name>`, for dstack's own runs (swept when the run is gone).
+    Dstack(&'a str),
+    /// An OCI bundle's cgroupsPath, whose leaf must not exist yet.
+    Oci(&'a CgroupsPath),
+}
 
 /// Where a job runs: in a cgroup that enforces its limits, or without one, with the reason.
 #[derive(Debug)]
@@ -110,15 +120,32 @@ enum Backend {
 /// CPU, memory or pids limit was asked for.
 pub fn create(name: &str, limits: &Limits, strict: bool) -> Result<Placement, CgroupError> {
     validate_name(name)?;
+    create_at(&Place::Dstack(name), name, limits, strict)
+}
+
+/// Creates the cgroup an OCI bundle's `linux.cgroupsPath` names (absolute: from each hierarchy's root;
+/// relative: under `RELATIVE_PARENT`), with `limits` applied. Its leaf is always new: an existing one is
+/// refused, so a bundle never joins, nor later removes, a cgroup it did not get from us. `Cgroup::dirs` and
+/// `Cgroup::made_parents` are what `remove_created` needs later.
+pub fn create_oci(path: &CgroupsPath, limits: &Limits) -> Result<Placement, CgroupError> {
+    create_at(&Place::Oci(path), "", limits, false)
+}
+
+fn create_at(
+    place: &Place,
+    name: &str,
+    limits: &Limits,
+    strict: bool,
+) -> Result<Placement, CgroupError> {
     limits.validate()?;
     let as_root = crate::paths::running_as_host_root();
     let outcome = match detect()? {
-        Layout::Unified { mount, own } => match v2::create(&mount, &own, name, limits, as_root)? {
+        Layout::Unified { mount, own } => match v2::create(&mount, &own, place, limits, as_root)? {
             Outcome::Placed(cg) => Outcome::Placed(Backend::V2(cg)),
             Outcome::Unenforced(reason) => Outcome::Unenforced(reason),
         },
         Layout::Legacy { hierarchies, .. } => {
-            match v1::create(&hierarchies, name, limits, as_root)? {
+            match v1::create(&hierarchies, place, limits, as_root)? {
                 Outcome::Placed(cg) => Outcome::Placed(Backend::V1(cg)),
                 Outcome::Unenforced(reason) => Outcome::Unenforced(reason),
             }
@@ -173,6 +200,14 @@ impl Cgroup {
         match &self.backend {
             Backend::V2(cg) => vec![cg.dir.as_path()],
             Backend::V1(cg) => cg.dirs.iter().map(|(_, d)| d.as_path()).collect(),
+        }
+    }
+
+    /// The parents created on the way to a cgroupsPath's leaf (top first), removed with it when empty.
+    pub fn made_parents(&self) -> &[PathBuf] {
+        match &self.backend {
+            Backend::V2(cg) => &cg.made,
+            Backend::V1(cg) => &cg.made,
         }
     }
 
@@ -248,6 +283,20 @@ impl Drop for Cgroup {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// Removes the cgroup directories a `create_oci` made (`leaves`, then the empty `parents`, deepest first),
+/// killing what still runs in them. Only ever pass directories this process's records say it created.
+pub fn remove_created(leaves: &[PathBuf], parents: &[PathBuf]) -> Result<(), CgroupError> {
+    let (v2, v1): (Vec<PathBuf>, Vec<PathBuf>) = leaves
+        .iter()
+        .filter(|d| d.is_dir())
+        .cloned()
+        .partition(|d| d.join("cgroup.events").exists());
+    v2.iter().try_for_each(|d| v2::kill_and_remove(d))?;
+    v1::kill_and_remove(&v1)?;
+    oci_path::remove_parents(parents);
+    Ok(())
 }
 
 /// Removes the `dstack/*` cgroups whose run is gone (`run_alive(name)` is false, e.g. its container's lock is

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::layout::Hierarchy;
-use super::limits::CPU_PERIOD_US;
-use super::{CgroupError, Limits, Outcome, fs, unenforced, v2::fresh_dir};
+use super::oci_path;
+use super::{CgroupError, Limits, Outcome, Place, fs, unenforced, v2::fresh_dir};
 
 /// Controllers we place jobs under: the limits' and the ones we read (cpuacct) or filter with (devices).
 const USED: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
@@ -15,11 +15,13 @@ const USED: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
 #[derive(Debug)]
 pub(crate) struct V1 {
     pub(crate) dirs: Vec<(Vec<String>, PathBuf)>,
+    /// Parents created for a cgroupsPath, top first: removed with the cgroup when empty.
+    pub(crate) made: Vec<PathBuf>,
 }
 
 pub(crate) fn create(
     hierarchies: &[Hierarchy],
-    name: &str,
+    place: &Place,
     limits: &Limits,
     as_root: bool,
 ) -> Result<Outcome<V1>, CgroupError> {
@@ -32,11 +34,13 @@ pub(crate) fn create(
     // cpu and cpuacct only for a CPU limit (each hierarchy costs a directory per job); memory (OOM readings),
     // pids and devices always.
     let cpu = limits.cpu.is_some() || limits.cpu_shares.is_some();
+    let cpuset = limits.cpuset_cpus.is_some() || limits.cpuset_mems.is_some();
     let used: Vec<&Hierarchy> = hierarchies
         .iter()
         .filter(|h| {
             USED.iter()
                 .any(|c| h.has(c) && (cpu || !matches!(*c, "cpu" | "cpuacct")))
+                || (cpuset && h.has("cpuset"))
         })
         .collect();
     let required = [
@@ -44,6 +48,7 @@ pub(crate) fn create(
         ("memory", limits.memory.is_some()),
         ("pids", limits.pids.is_some()),
         ("devices", limits.devices.is_some()),
+        ("cpuset", cpuset),
     ];
     if let Some((missing, _)) = required
         .iter()
@@ -55,8 +60,34 @@ pub(crate) fn create(
         ));
     }
 
-    let mut cgroup = V1 { dirs: Vec::new() };
+    let mut cgroup = V1 {
+        dirs: Vec::new(),
+        made: Vec::new(),
+    };
     for hierarchy in used {
+        let name = match place {
+            Place::Dstack(name) => name,
+            Place::Oci(path) => {
+                let copy_cpuset = |dir: &Path| {
+                    if hierarchy.has("cpuset") {
+                        inherit_cpuset(dir)
+                    } else {
+                        Ok(())
+                    }
+                };
+                match oci_path::make(&hierarchy.mount, path, &copy_cpuset) {
+                    Ok(made) => {
+                        cgroup.made.extend(made.parents);
+                        cgroup.dirs.push((hierarchy.controllers.clone(), made.leaf));
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = cgroup.kill_and_remove();
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let base = hierarchy.mount.join("dstack");
         match std::fs::create_dir(&base) {
             Err(e)
@@ -80,7 +111,14 @@ pub(crate) fn create(
             _ => {}
         }
         let dir = base.join(name);
-        if let Err(e) = fresh_dir(&dir) {
+        let made = fresh_dir(&dir).and_then(|()| {
+            if hierarchy.has("cpuset") {
+                inherit_cpuset(&base)?;
+                inherit_cpuset(&dir)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = made {
             let _ = cgroup.kill_and_remove();
             return Err(e);
         }
@@ -103,8 +141,20 @@ impl V1 {
 
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
         if let (Some(quota), Some(dir)) = (limits.cpu_quota_us(), self.dir("cpu")) {
-            fs::write(dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())?;
+            fs::write(
+                dir,
+                "cpu.cfs_period_us",
+                &limits.cpu_period_us().to_string(),
+            )?;
             fs::write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+        }
+        if let Some(dir) = self.dir("cpuset") {
+            if let Some(cpus) = &limits.cpuset_cpus {
+                fs::write(dir, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = &limits.cpuset_mems {
+                fs::write(dir, "cpuset.mems", mems)?;
+            }
         }
         if let (Some(shares), Some(dir)) = (limits.cpu_shares, self.dir("cpu")) {
             fs::write(dir, "cpu.shares", &shares.to_string())?;
@@ -120,6 +170,17 @@ impl V1 {
             };
             if dir.join("memory.memsw.limit_in_bytes").exists() {
                 fs::write(dir, "memory.memsw.limit_in_bytes", &total)?;
+            }
+        }
+        if let Some(dir) = self.dir("memory") {
+            if let Some(bytes) = limits.memory_reservation {
+                fs::write(dir, "memory.soft_limit_in_bytes", &bytes.to_string())?;
+            }
+            if let Some(swappiness) = limits.memory_swappiness {
+                fs::write(dir, "memory.swappiness", &swappiness.to_string())?;
+            }
+            if limits.oom_kill_disable {
+                fs::write(dir, "memory.oom_control", "1")?;
             }
         }
         if let (Some(pids), Some(dir)) = (limits.pids_max(), self.dir("pids")) {
@@ -173,7 +234,9 @@ impl V1 {
     }
 
     pub(crate) fn kill_and_remove(&self) -> Result<(), CgroupError> {
-        kill_and_remove(&self.dirs.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>())
+        kill_and_remove(&self.dirs.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>())?;
+        oci_path::remove_parents(&self.made);
+        Ok(())
     }
 }
 
@@ -190,6 +253,18 @@ pub(crate) fn kill_and_remove(dirs: &[PathBuf]) -> Result<(), CgroupError> {
         });
     }
     dirs.iter().try_for_each(|d| fs::rmdir_tree(d))
+}
+
+/// A new cpuset cgroup has no cpus and mems: it takes its parent's, so that processes may join it.
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let parent = dir.parent().unwrap_or(dir);
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        if fs::read(&dir.join(file))?.trim().is_empty() {
+            let value = fs::read(&parent.join(file))?;
+            fs::write(dir, file, value.trim())?;
+        }
+    }
+    Ok(())
 }
 
 /// The `dstack` directory of every hierarchy we use.

@@ -9,8 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::limits::CPU_PERIOD_US;
-use super::{CgroupError, Limits, Outcome, Unenforceable, bpf, fs, unenforced};
+use super::{CgroupError, Limits, Outcome, Place, Unenforceable, bpf, fs, oci_path, unenforced};
 
 /// Where the processes of a cgroup go when we must enable controllers in it ("no internal processes").
 const LEAF: &str = "leaf";
@@ -20,13 +19,15 @@ const LEAF: &str = "leaf";
 pub(crate) struct V2 {
     pub(crate) dir: PathBuf,
     fd: OwnedFd,
+    /// Parents created for a cgroupsPath, top first: removed with the cgroup when empty.
+    pub(crate) made: Vec<PathBuf>,
 }
 
 /// Creates `dstack/<name>` with `limits` applied, or says why limits cannot be enforced.
 pub(crate) fn create(
     mount: &Path,
     own: &Path,
-    name: &str,
+    place: &Place,
     limits: &Limits,
     as_root: bool,
 ) -> Result<Outcome<V2>, CgroupError> {
@@ -64,14 +65,33 @@ pub(crate) fn create(
         }
         other => other?,
     }
-    let base = parent.join("dstack");
-    mkdir(&base)?;
-    enable_in(&base, &wanted)?;
-
-    let dir = base.join(name);
-    fresh_dir(&dir)?;
-    let fd = open_dir(&dir)?;
-    let cgroup = V2 { dir, fd };
+    let (dir, made) = match place {
+        Place::Dstack(name) => {
+            let base = parent.join("dstack");
+            mkdir(&base)?;
+            enable_in(&base, &wanted)?;
+            let dir = base.join(name);
+            fresh_dir(&dir)?;
+            (dir, Vec::new())
+        }
+        Place::Oci(path) => {
+            let made = oci_path::make(&parent, path, &|_| Ok(()))?;
+            if let Err(e) = enable_down_to(&parent, &made.leaf, &wanted) {
+                oci_path::undo(&made);
+                return Err(e);
+            }
+            (made.leaf, made.parents)
+        }
+    };
+    let fd = match open_dir(&dir) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            oci_path::remove_parents(&made);
+            return Err(e);
+        }
+    };
+    let cgroup = V2 { dir, fd, made };
     if let Err(e) = cgroup.apply(limits, as_root) {
         let _ = cgroup.kill_and_remove();
         return Err(e);
@@ -82,7 +102,8 @@ pub(crate) fn create(
 impl V2 {
     fn apply(&self, limits: &Limits, as_root: bool) -> Result<(), CgroupError> {
         if let Some(quota) = limits.cpu_quota_us() {
-            fs::write(&self.dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))?;
+            let period = limits.cpu_period_us();
+            fs::write(&self.dir, "cpu.max", &format!("{quota} {period}"))?;
         }
         if let Some(shares) = limits.cpu_shares {
             // The kernel's (and runc's) mapping of shares 2..262144 onto weight 1..10000.
@@ -104,6 +125,15 @@ impl V2 {
                 }
                 _ => {}
             }
+        }
+        if let Some(bytes) = limits.memory_reservation {
+            fs::write(&self.dir, "memory.low", &bytes.to_string())?;
+        }
+        if limits.memory_swappiness.is_some() || limits.oom_kill_disable {
+            tracing::warn!(
+                "cgroup v2 has no memory swappiness or OOM-killer switch: linux.resources.memory.swappiness \
+                 and disableOOMKiller are ignored"
+            );
         }
         match (limits.pids, limits.default_pids) {
             (Some(pids), _) => fs::write(&self.dir, "pids.max", &pids.to_string())?,
@@ -150,7 +180,9 @@ impl V2 {
     }
 
     pub(crate) fn kill_and_remove(&self) -> Result<(), CgroupError> {
-        kill_and_remove(&self.dir)
+        kill_and_remove(&self.dir)?;
+        oci_path::remove_parents(&self.made);
+        Ok(())
     }
 }
 
@@ -291,6 +323,27 @@ fn try_enable(dir: &Path, wanted: &[&str]) -> Result<Result<(), (String, io::Err
     Ok(Ok(()))
 }
 
+/// Enables `wanted` in every cgroup from `top` down to `leaf`'s parent, none of which may hold processes
+/// (a cgroupsPath never moves processes that are not ours).
+fn enable_down_to(top: &Path, leaf: &Path, wanted: &[&str]) -> Result<(), CgroupError> {
+    let Ok(below) = leaf.strip_prefix(top) else {
+        return Ok(());
+    };
+    let mut dir = top.to_path_buf();
+    let mut parts: Vec<_> = below.components().collect();
+    parts.pop();
+    if let Err((value, e)) = try_enable(&dir, wanted)? {
+        return Err(fs::classify(dir.join("cgroup.subtree_control"), &value, e));
+    }
+    for part in parts {
+        dir.push(part);
+        if let Err((value, e)) = try_enable(&dir, wanted)? {
+            return Err(fs::classify(dir.join("cgroup.subtree_control"), &value, e));
+        }
+    }
+    Ok(())
+}
+
 /// Moves every process of `dir` into `dir/leaf`, so that `dir` may enable controllers for its children.
 fn move_to_leaf(dir: &Path) -> Result<(), CgroupError> {
     let leaf = dir.join(LEAF);
@@ -395,7 +448,9 @@ mod tests {
             ..Limits::default()
         };
         let name = format!("test-bpf-{}", std::process::id());
-        let Outcome::Placed(cg) = create(&mount, &mount, &name, &limits, true).unwrap() else {
+        let Outcome::Placed(cg) =
+            create(&mount, &mount, &Place::Dstack(&name), &limits, true).unwrap()
+        else {
             panic!("not enforced as root")
         };
         let script =

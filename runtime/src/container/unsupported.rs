@@ -75,22 +75,6 @@ pub fn fields(spec: &Spec) -> Vec<String> {
             r.unified().as_ref().is_some_and(|u| !u.is_empty()),
             "linux.resources.unified",
         );
-        if let Some(m) = r.memory() {
-            check(
-                m.reservation().is_some(),
-                "linux.resources.memory.reservation",
-            );
-            check(m.kernel().is_some(), "linux.resources.memory.kernel");
-            check(m.kernel_tcp().is_some(), "linux.resources.memory.kernelTCP");
-            check(
-                m.swappiness().is_some(),
-                "linux.resources.memory.swappiness",
-            );
-            check(
-                m.disable_oom_killer() == Some(true),
-                "linux.resources.memory.disableOOMKiller",
-            );
-        }
         if let Some(c) = r.cpu() {
             check(
                 c.realtime_runtime().is_some(),

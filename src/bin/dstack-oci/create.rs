@@ -8,12 +8,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 use oci_spec::runtime::{LinuxDeviceType, Spec};
-use runtime::cgroup::{DeviceAccess, DeviceKind, DevicePolicy, DeviceRule, Limits, Placement};
+use runtime::cgroup::{
+    CgroupError, CgroupsPath, DeviceAccess, DeviceKind, DevicePolicy, DeviceRule, Limits, Placement,
+};
 use runtime::container::{CgroupPlacement, ContainerBuilder, OciOptions, State, gate};
 
 use crate::Globals;
 use crate::error::{CmdResult, Failure, fail};
-use crate::record::{self, Record, Status};
+use crate::record::{self, CgroupDirs, Record, Status};
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -142,31 +144,6 @@ fn unknown_name(text: &str) -> Option<String> {
     None
 }
 
-/// The cgroup's name: the last part of cgroupsPath (`slice:prefix:name` or a path), else the id.
-fn cgroup_name(spec: &Spec, id: &str) -> String {
-    let path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let last = path
-        .rsplit(['/', ':'])
-        .find(|s| !s.is_empty())
-        .unwrap_or(id);
-    let clean: String = last
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    clean.trim_start_matches('.').to_string()
-}
-
 /// A kernel list (`0-3,8`) of `field` as numbers.
 fn parse_list(list: &str, field: &str) -> Result<Vec<usize>, Failure> {
     let bad = || {
@@ -265,20 +242,48 @@ fn cpu_field(
         .filter(|s| !s.is_empty())
 }
 
-/// The cgroup for the spec's resources, when it asks for any.
-fn cgroup(spec: &Spec, name: &str) -> Result<Option<Box<dyn CgroupPlacement>>, Failure> {
-    let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
-        return Ok(None);
+/// A cgroup for the container builder, and what to record of it.
+type MadeCgroup = (Box<dyn CgroupPlacement>, CgroupDirs);
+
+/// The container's cgroup: at `linux.cgroupsPath` when the spec names one (else `dstack-oci/<id>`), made when
+/// it names one or asks for limits; with the directories made, for `delete`.
+fn cgroup(spec: &Spec, id: &str) -> Result<Option<MadeCgroup>, Failure> {
+    let linux = spec.linux().as_ref();
+    let asked_path = linux
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty());
+    let mut limits = match linux.and_then(|l| l.resources().as_ref()) {
+        Some(resources) => Limits::from_oci(resources).map_err(fail("linux.resources"))?,
+        None => Limits::default(),
     };
-    let mut limits = Limits::from_oci(resources).map_err(fail("linux.resources"))?;
     if let Some(policy) = limits.devices.as_mut() {
         allow_implicit_devices(policy, spec);
     }
-    if limits.is_unlimited() && limits.devices.is_none() {
+    if limits.is_unlimited() && limits.devices.is_none() && asked_path.is_none() {
         return Ok(None);
     }
-    match runtime::cgroup::create(name, &limits, false).map_err(fail("linux.resources"))? {
-        Placement::Enforced(cg) => Ok(Some(Box::new(cg))),
+    let memory = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref());
+    if memory.is_some_and(|m| m.kernel().is_some() || m.kernel_tcp().is_some()) {
+        tracing::warn!(
+            "linux.resources.memory.kernel and kernelTCP are ignored: kernels since 5.16 have no such limit"
+        );
+    }
+    let path = CgroupsPath::parse(asked_path.as_deref().unwrap_or(id))
+        .map_err(|e| Failure::new(e.to_string()))?;
+    match runtime::cgroup::create_oci(&path, &limits).map_err(|e| match e {
+        e @ CgroupError::CgroupsPath { .. } => Failure::new(e.to_string()),
+        e => Failure::new(format!("linux.resources: {e}")),
+    })? {
+        Placement::Enforced(cg) => {
+            let dirs = CgroupDirs {
+                leaves: cg.dirs().iter().map(|d| d.to_path_buf()).collect(),
+                made_parents: cg.made_parents().to_vec(),
+            };
+            Ok(Some((Box::new(cg), dirs)))
+        }
         Placement::Unenforced { reason } => {
             tracing::warn!("{reason}");
             Ok(None)
@@ -386,9 +391,7 @@ fn make_in(
     };
     pin_cpus(&spec)?;
     bind_mems(&spec)?;
-    let name = cgroup_name(&spec, id);
-    let placement = cgroup(&spec, &name)?;
-    let has_cgroup = placement.is_some();
+    let (placement, cgroup_dirs) = cgroup(&spec, id)?.unzip();
     let mut builder = ContainerBuilder::new(id.as_str())
         .spec(spec.clone())
         .root_directory(root_path, readonly)
@@ -417,7 +420,7 @@ fn make_in(
         annotations,
         created: record::now_rfc3339(),
         owner,
-        cgroup: has_cgroup.then_some(name),
+        cgroup: cgroup_dirs,
     };
     let saved = record::lock(dir).and_then(|_locked| record::save(dir, &rec));
     if let Err(e) = saved.and_then(|()| write_pid_file(args, pid)) {
@@ -440,8 +443,8 @@ fn kill_created(rec: &Record, dir: &Path) {
     // SAFETY: signalling the init we just created.
     unsafe { libc::kill(rec.pid, libc::SIGKILL) };
     let _ = std::fs::remove_file(dir.join(gate::SOCKET));
-    if let Some(name) = &rec.cgroup {
-        let _ = runtime::cgroup::sweep_leftovers(|n| n != name);
+    if let Some(dirs) = &rec.cgroup {
+        let _ = dirs.remove();
     }
 }
 

@@ -48,8 +48,8 @@ pub fn remove(globals: &Globals, id: &str, force: bool) -> Result<(), Failure> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    if let Some(name) = &rec.cgroup
-        && let Err(e) = runtime::cgroup::sweep_leftovers(|n| n != name)
+    if let Some(dirs) = &rec.cgroup
+        && let Err(e) = dirs.remove()
     {
         tracing::warn!("removing the cgroup of container {id}: {e}");
     }

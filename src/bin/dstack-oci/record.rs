@@ -28,8 +28,23 @@ pub struct Record {
     /// RFC 3339.
     pub created: String,
     pub owner: String,
-    /// The cgroup's name under `dstack/`, when one was made.
-    pub cgroup: Option<String>,
+    /// The cgroup directories `create` made, when it made any: only these are removed at `delete`.
+    #[serde(default)]
+    pub cgroup: Option<CgroupDirs>,
+}
+
+/// The container's cgroup (one leaf per hierarchy on v1) and the parents made on the way to it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CgroupDirs {
+    pub leaves: Vec<PathBuf>,
+    pub made_parents: Vec<PathBuf>,
+}
+
+impl CgroupDirs {
+    /// Kills what still runs in the container's cgroup and removes what `create` made.
+    pub fn remove(&self) -> Result<(), runtime::cgroup::CgroupError> {
+        runtime::cgroup::remove_created(&self.leaves, &self.made_parents)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
