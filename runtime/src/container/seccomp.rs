@@ -6,7 +6,9 @@
 //! profile becomes a stack: one filter returning the default action for every syscall no rule names, and
 //! one filter per other action returning it for the syscalls of that action (allow for the rest). Syscall
 //! names this architecture lacks are skipped, as libseccomp does; only the native architecture is allowed
-//! (syscalls of other ABIs, such as 32-bit x86, are killed).
+//! (syscalls of other ABIs, such as 32-bit x86, are killed). On x86_64 the x32 ABI shares the native
+//! audit architecture and sets bit 30 of the syscall number, which no rule names: a filter of its own kills
+//! those too, so a profile that allows by default cannot be bypassed through x32.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -133,7 +135,7 @@ fn rules(group: &Group) -> Vec<Value> {
     out
 }
 
-pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
+pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
     if profile.listener_path().is_some() {
         return Err(SeccompError::Unsupported(
             "listenerPath (seccomp user notification)".into(),
@@ -207,12 +209,83 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
                 .map_err(SeccompError::Compile)?,
         );
     }
+    if !filters.is_empty() && cfg!(target_arch = "x86_64") {
+        filters.push(x32_killer());
+    }
     Ok(SeccompProgram { filters, flags })
+}
+
+/// Kills x86_64's x32 ABI (native audit arch, syscall number with `__X32_SYSCALL_BIT`); other
+/// architectures are left to the other filters, which kill them.
+fn x32_killer() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        // seccomp_data: nr at offset 0, arch at 4.
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 impl SeccompProgram {
     pub fn is_empty(&self) -> bool {
         self.filters.is_empty()
+    }
+
+    /// The flags, then each filter's length and instructions, little-endian (`seccomp_cache`'s payload).
+    pub(super) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // c_ulong is u64 here, u32 on 32-bit machines.
+        #[allow(clippy::useless_conversion)]
+        let flags = u64::from(self.flags);
+        out.extend_from_slice(&flags.to_le_bytes());
+        for filter in &self.filters {
+            out.extend_from_slice(&(filter.len() as u32).to_le_bytes());
+            for op in filter {
+                out.extend_from_slice(&op.code.to_le_bytes());
+                out.extend_from_slice(&[op.jt, op.jf]);
+                out.extend_from_slice(&op.k.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The inverse of [`Self::to_bytes`]; `None` for anything malformed.
+    pub(super) fn from_bytes(bytes: &[u8]) -> Option<SeccompProgram> {
+        let (flags, mut rest) = bytes.split_first_chunk::<8>()?;
+        let flags = libc::c_ulong::try_from(u64::from_le_bytes(*flags)).ok()?;
+        let mut filters = Vec::new();
+        while !rest.is_empty() {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            // The kernel takes at most BPF_MAXINSNS (4096) instructions per filter.
+            if len == 0 || len > 4096 || tail.len() < len * 8 {
+                return None;
+            }
+            let (ops, tail) = tail.split_at(len * 8);
+            let filter = ops
+                .chunks_exact(8)
+                .map(|op| seccompiler::sock_filter {
+                    code: u16::from_le_bytes([op[0], op[1]]),
+                    jt: op[2],
+                    jf: op[3],
+                    k: u32::from_le_bytes([op[4], op[5], op[6], op[7]]),
+                })
+                .collect();
+            filters.push(filter);
+            rest = tail;
+        }
+        Some(SeccompProgram { filters, flags })
     }
 
     /// Installs the filters on the calling thread. Without no_new_privs this needs CAP_SYS_ADMIN.
@@ -250,6 +323,9 @@ mod tests {
     use super::*;
     use oci_spec::runtime::{LinuxSeccompBuilder, LinuxSyscallBuilder};
 
+    /// The x32 killer, on x86_64.
+    const X32: usize = cfg!(target_arch = "x86_64") as usize;
+
     #[test]
     fn a_profile_becomes_one_filter_per_action_and_unknown_names_are_skipped() {
         let profile = LinuxSeccompBuilder::default()
@@ -274,7 +350,7 @@ mod tests {
             .build()
             .unwrap();
         let program = compile(&profile).unwrap();
-        assert_eq!(program.filters.len(), 2);
+        assert_eq!(program.filters.len(), 2 + X32);
     }
 
     #[test]
@@ -290,7 +366,7 @@ mod tests {
         .unwrap();
         let program = compile(&profile).unwrap();
         // Default allow: one filter, for the errno action; personality's unconditional rule wins.
-        assert_eq!(program.filters.len(), 1);
+        assert_eq!(program.filters.len(), 1 + X32);
     }
 
     #[test]
