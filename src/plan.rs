@@ -445,6 +445,16 @@ pub fn plan_with_user_files(
     Ok(spec)
 }
 
+/// Reads a profile file once before a run exists, so that a bad one stops the run before it starts.
+pub fn check_seccomp(choice: &SeccompChoice) -> Result<(), PlanError> {
+    match choice {
+        SeccompChoice::File(path) => seccomp_profile::load(path, &Default::default())
+            .map(drop)
+            .map_err(|e| PlanError::Seccomp(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
 /// The seccomp profile `choice` gives a job of `spec`'s bounding capabilities (Docker decides by them).
 fn seccomp_profile(choice: &SeccompChoice, spec: &Spec) -> Result<Option<LinuxSeccomp>, PlanError> {
     let bounding = spec

@@ -199,6 +199,7 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
     let mut req = adhoc.request()?;
     let mut gpu = adhoc.gpu_request("")?;
     let _: ImageName = req.image.parse()?;
+    plan::check_seccomp(&req.seccomp)?;
     super::run_workflow::check_pull_policy(&args.pull)?;
     runtime::userns::enter_rootless_namespace()?;
     let state_root = runtime::paths::state_root();

@@ -50,6 +50,7 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     let checked = Checked::new(&args, &project, &state_root)?;
     let (secrets, mask) = (&checked.secrets, &checked.mask);
     let preview = checked.resolve(UNNAMED)?;
+    plan::check_seccomp(&preview.seccomp.clone().relative_to(project.dir()))?;
     let machine = Machine::probe();
     machine.check(&preview.resources)?;
     if let Some(request) = gpu_request(&preview, UNNAMED) {

@@ -283,6 +283,10 @@ fn a_hostile_profile_file_is_refused_with_its_name_and_place() {
         out.assert_failure();
         assert!(!out.stdout.contains("started"), "{name}: {out}");
         assert!(
+            !out.stderr.starts_with("run "),
+            "{name}: refused after a run began: {out}"
+        );
+        assert!(
             out.stderr.contains(&*file.to_string_lossy()),
             "{name}: {out}"
         );
@@ -373,10 +377,14 @@ fn workflow_security_opt(d: Dstack) {
             .split_once("workflows:\n")
             .unwrap()
             .1,
-        busybox_workflow(&registry, "plain", "    commands: [true]\n")
-            .split_once("workflows:\n")
-            .unwrap()
-            .1,
+        busybox_workflow(
+            &registry,
+            "plain",
+            "    commands: [grep Seccomp /proc/self/status]\n"
+        )
+        .split_once("workflows:\n")
+        .unwrap()
+        .1,
     );
     d.write_home_file("project/.dstack/workflows/w.yaml", &text);
     d.write_home_file(
@@ -391,9 +399,15 @@ fn workflow_security_opt(d: Dstack) {
     let out = d.run_in(&dir, &["run", "free"]);
     out.assert_success();
     assert!(out.stdout.contains("Seccomp:\t0"), "{out}");
+    let out = d.run_in(&dir, &["run", "plain"]);
+    out.assert_success();
+    assert!(out.stdout.contains("Seccomp:\t2"), "{out}");
 
     for (workflow, says) in [
-        ("plain", "Docker's default profile"),
+        (
+            "plain",
+            "Docker's default profile: default action SCMP_ACT_ERRNO",
+        ),
         ("free", "unconfined"),
         ("filtered", "no-mkdir.json"),
     ] {

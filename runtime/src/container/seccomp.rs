@@ -242,6 +242,11 @@ impl SeccompProgram {
         self.filters.is_empty()
     }
 
+    #[cfg(test)]
+    pub(crate) fn filters_for_timing(&self) -> Vec<usize> {
+        self.filters.iter().map(Vec::len).collect()
+    }
+
     /// The flags, then each filter's length and instructions, little-endian (`seccomp_cache`'s payload).
     pub(super) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -185,3 +185,64 @@ mod tests {
         assert_eq!(key(&profile()), key(&profile()));
     }
 }
+
+#[cfg(test)]
+mod timing {
+    #[test]
+    #[ignore = "a timing, run by hand in release"]
+    fn cached_load_timing() {
+        let profile = crate::container::seccomp_profile::docker_default(
+            &crate::container::DOCKER_DEFAULT_CAPS.into_iter().collect(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("seccomp");
+        super::compile(&profile, &cache).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            super::compile(&profile, &cache).unwrap();
+        }
+        let cached = t.elapsed() / 100;
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            crate::container::seccomp::compile(&profile).unwrap();
+        }
+        let fresh = t.elapsed() / 10;
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            crate::container::seccomp_profile::docker_default(
+                &crate::container::DOCKER_DEFAULT_CAPS.into_iter().collect(),
+            );
+        }
+        let build = t.elapsed() / 100;
+        eprintln!("cached {cached:?} compiled {fresh:?} profile built {build:?}");
+    }
+}
+
+#[cfg(test)]
+mod install_timing {
+    #[test]
+    #[ignore = "a timing, run by hand in release"]
+    fn install_timing() {
+        let profile = crate::container::seccomp_profile::docker_default(
+            &crate::container::DOCKER_DEFAULT_CAPS.into_iter().collect(),
+        );
+        let program = crate::container::seccomp::compile(&profile).unwrap();
+        for f in &program.filters_for_timing() {
+            eprintln!("filter of {} instructions", f);
+        }
+        for _ in 0..5 {
+            // SAFETY: test-only fork; the child only times the install and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                let t = std::time::Instant::now();
+                program.install().unwrap();
+                let e = t.elapsed();
+                eprintln!("install {e:?}");
+                unsafe { libc::_exit(0) };
+            }
+            let mut st = 0;
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+        }
+    }
+}
