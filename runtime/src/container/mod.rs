@@ -32,6 +32,7 @@ mod namespaces;
 mod process;
 mod scratch;
 mod seccomp;
+mod seccomp_bpf;
 mod seccomp_cache;
 pub mod seccomp_profile;
 mod spawn;

@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 
 use super::seccomp::{self, SeccompError, SeccompProgram};
 
-/// Changes whenever `seccomp.rs` does, so a new compiler never loads an old compiler's output.
-const COMPILER_ID: u64 = fnv1a(include_bytes!("seccomp.rs"));
+/// Changes whenever the compiler's sources do, so a new compiler never loads an old compiler's output.
+const COMPILER_ID: u64 =
+    fnv1a(include_bytes!("seccomp.rs")) ^ fnv1a(include_bytes!("seccomp_bpf.rs")).rotate_left(1);
 /// Larger cache files are not read (Docker's default profile compiles to ~4 KB).
 const MAX_FILE_BYTES: u64 = 1 << 20;
 const CHECKSUM_BYTES: usize = 32;
