@@ -861,24 +861,4 @@ mod tests {
         assert!(err.contains("line 2 column"), "{err}");
         assert!(err.len() < 600, "the value is cut: {} bytes", err.len());
     }
-
-    #[test]
-    #[ignore = "a timing, run by hand in release"]
-    fn compile_timing() {
-        let caps: Capabilities = crate::container::DOCKER_DEFAULT_CAPS.into_iter().collect();
-        let t = std::time::Instant::now();
-        let profile = docker_default(&caps);
-        let built = t.elapsed();
-        let t = std::time::Instant::now();
-        let json = serde_json::to_vec(&profile).unwrap();
-        let ser = t.elapsed();
-        let t = std::time::Instant::now();
-        let program = crate::container::seccomp::compile(&profile).unwrap();
-        let compiled = t.elapsed();
-        eprintln!(
-            "build {built:?} serialize {ser:?} ({} bytes) compile {compiled:?} {}",
-            json.len(),
-            program.is_empty()
-        );
-    }
 }
