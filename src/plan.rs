@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPids, LinuxResourcesBuilder, MountBuilder, Spec,
-    UserBuilder,
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPids, LinuxResourcesBuilder, LinuxSeccomp,
+    MountBuilder, Spec, UserBuilder,
 };
+use runtime::container::seccomp_profile;
 
 /// What the user asked to run, before the image is known. Sizes are bytes; `cpu` is in cores.
 #[derive(Debug, Clone, Default)]
@@ -37,7 +38,12 @@ pub struct JobRequest {
     /// Host paths bound into the container.
     pub mounts: Vec<BindMount>,
     pub hostname: Option<String>,
+    /// The job's seccomp filter (`--security-opt seccomp=...`, a workflow's `security_opt`).
+    pub seccomp: SeccompChoice,
 }
+
+pub use crate::workflow::SeccompChoice;
+
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -89,6 +95,8 @@ pub enum PlanError {
     RelativeMount(PathBuf),
     #[error("invalid plan: {0}")]
     Invalid(String),
+    #[error("{0}: fix it, or run with `--security-opt seccomp=unconfined` (no filter)")]
+    Seccomp(String),
 }
 
 /// `commands` as one shell line: joined with ` && `, a trailing `&` wrapped as `{ cmd & }`.
@@ -389,7 +397,38 @@ pub fn plan_with_user_files(
             .build()
             .map_err(|e| PlanError::Invalid(e.to_string()))?,
     ));
+    let seccomp = seccomp_profile(&req.seccomp, &spec)?;
+    if let Some(linux) = spec.linux_mut().as_mut() {
+        linux.set_seccomp(seccomp);
+    }
     Ok(spec)
+}
+
+/// Reads a profile file once before a run exists, so that a bad one stops the run before it starts.
+pub fn check_seccomp(choice: &SeccompChoice) -> Result<(), PlanError> {
+    match choice {
+        SeccompChoice::File(path) => seccomp_profile::load(path, &Default::default())
+            .map(drop)
+            .map_err(|e| PlanError::Seccomp(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The seccomp profile `choice` gives a job of `spec`'s bounding capabilities (Docker decides by them).
+fn seccomp_profile(choice: &SeccompChoice, spec: &Spec) -> Result<Option<LinuxSeccomp>, PlanError> {
+    let bounding = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().clone())
+        .unwrap_or_default();
+    match choice {
+        SeccompChoice::Default => Ok(Some(seccomp_profile::docker_default(&bounding))),
+        SeccompChoice::Unconfined => Ok(None),
+        SeccompChoice::File(path) => seccomp_profile::load(path, &bounding)
+            .map(Some)
+            .map_err(|e| PlanError::Seccomp(e.to_string())),
+    }
 }
 
 /// The tasks limit of a job that asks for none (podman's default): enough for any sane job, and a fork bomb
@@ -550,6 +589,78 @@ mod tests {
             resolve_user("app:wheel", PASSWD, GROUP),
             Err(PlanError::UnknownGroup { .. })
         ));
+    }
+
+    #[test]
+    fn security_opt_values_follow_docker() {
+        let parse = SeccompChoice::parse_security_opt;
+        assert_eq!(
+            parse("seccomp=unconfined"),
+            Ok(Some(SeccompChoice::Unconfined))
+        );
+        assert_eq!(
+            parse("seccomp:unconfined"),
+            Ok(Some(SeccompChoice::Unconfined))
+        );
+        assert_eq!(
+            parse("seccomp=p.json"),
+            Ok(Some(SeccompChoice::File("p.json".into())))
+        );
+        assert_eq!(parse("no-new-privileges"), Ok(None));
+        assert!(parse("seccomp=").is_err());
+        let long = format!("label={}", "x".repeat(5000));
+        let err = parse(&long).unwrap_err();
+        assert!(err.len() < 400 && err.contains("seccomp=FILE"), "{err}");
+        assert_eq!(
+            SeccompChoice::File("p.json".into()).relative_to(Path::new("/project")),
+            SeccompChoice::File("/project/p.json".into())
+        );
+        assert_eq!(
+            SeccompChoice::File("/etc/p.json".into()).relative_to(Path::new("/project")),
+            SeccompChoice::File("/etc/p.json".into())
+        );
+    }
+
+    #[test]
+    fn jobs_get_dockers_seccomp_profile_unless_asked_otherwise() {
+        let names = |spec: &Spec| -> Vec<String> {
+            let seccomp = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();
+            seccomp
+                .syscalls()
+                .clone()
+                .unwrap()
+                .iter()
+                .filter(|s| s.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActAllow)
+                .flat_map(|s| s.names().clone())
+                .collect()
+        };
+        let spec = plan(&req(&["true"], None), &image(&[], &[], "")).unwrap();
+        let allowed = names(&spec);
+        assert!(allowed.contains(&"read".to_string()));
+        assert!(
+            allowed.contains(&"chroot".to_string()),
+            "CAP_SYS_CHROOT is a default"
+        );
+        for denied in [
+            "add_key",
+            "keyctl",
+            "unshare",
+            "mount",
+            "bpf",
+            "ptrace_nothing",
+        ] {
+            assert!(!allowed.contains(&denied.to_string()), "{denied}");
+        }
+        let mut r = req(&["true"], None);
+        r.seccomp = SeccompChoice::Unconfined;
+        let spec = plan(&r, &image(&[], &[], "")).unwrap();
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
+        r.seccomp = SeccompChoice::File("/nonexistent/profile.json".into());
+        let err = plan(&r, &image(&[], &[], "")).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/profile.json") && err.contains("seccomp=unconfined"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use runtime::net::{Network, NetworkConfig, NetworkMode};
 use self::recorded::{Failure, Masker, START_FAILED};
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult, Context};
-use crate::plan::{self, Host, JobRequest};
+use crate::plan::{self, Host, JobRequest, SeccompChoice};
 use crate::runs::{ActiveRun, RunRecord, RunStore, Status};
 use crate::workflow::{shell, size};
 
@@ -113,6 +113,10 @@ struct AdHoc {
     /// Print the plan and stop
     #[arg(long)]
     dry_run: bool,
+    /// Docker's security options: `seccomp=unconfined` (no filter) or `seccomp=FILE` (a Docker seccomp
+    /// profile; default: Docker's default profile)
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
 }
 
 impl AdHoc {
@@ -158,7 +162,17 @@ impl AdHoc {
             .map(shell::split)
             .transpose()
             .context("--entrypoint")?;
+        let mut seccomp = SeccompChoice::Default;
+        for option in &self.security_opt {
+            match SeccompChoice::parse_security_opt(option) {
+                Ok(Some(choice)) => seccomp = choice,
+                Ok(None) => {}
+                Err(message) => return Err(CliError::new(format!("--security-opt: {message}"))),
+            }
+        }
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Ok(JobRequest {
+            seccomp: seccomp.relative_to(&cwd),
             image: self.image.clone(),
             commands: self.commands.clone(),
             entrypoint,
@@ -185,6 +199,7 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
     let mut req = adhoc.request()?;
     let mut gpu = adhoc.gpu_request("")?;
     let _: ImageName = req.image.parse()?;
+    plan::check_seccomp(&req.seccomp)?;
     super::run_workflow::check_pull_policy(&args.pull)?;
     runtime::userns::enter_rootless_namespace()?;
     let state_root = runtime::paths::state_root();

@@ -24,7 +24,7 @@ pub(super) use super::run::recorded::{
 use super::run::{self, Launch};
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult, Context as _};
-use crate::plan::{self, Host};
+use crate::plan::{self, Host, SeccompChoice};
 use crate::project::Project;
 use crate::runs::job::{self, HostDirs};
 use crate::runs::machine::Machine;
@@ -32,6 +32,7 @@ use crate::runs::{ActiveRun, RunRecord, RunStore, Status, cache};
 use crate::secrets::SecretStore;
 use crate::workflow::model::NetworkChoice;
 use crate::workflow::{Catalog, Context, Workflow, shell};
+use runtime::container::seccomp_profile;
 
 /// What `${{ run.name }}` reads as before a run has a name (checks, `--dry-run`).
 pub(super) const UNNAMED: &str = "<run-name>";
@@ -49,6 +50,7 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
     let checked = Checked::new(&args, &project, &state_root)?;
     let (secrets, mask) = (&checked.secrets, &checked.mask);
     let preview = checked.resolve(UNNAMED)?;
+    plan::check_seccomp(&preview.seccomp.clone().relative_to(project.dir()))?;
     let machine = Machine::probe();
     machine.check(&preview.resources)?;
     if let Some(request) = gpu_request(&preview, UNNAMED) {
@@ -258,6 +260,8 @@ pub(super) fn supervise(
         .map_err(|e| mask.failure("setting up the job's network", &e, START_FAILED))?;
     let ports = network.ports().to_vec();
     let mut request = job::request(workflow, run.name(), &job_id, &ports, secrets, &mounts);
+    // A relative profile is the project's: read from the run's copy of it.
+    request.seccomp = request.seccomp.relative_to(&run.project_copy_dir());
     if site.slurm_limits {
         job::leave_limits_to_slurm(&mut request);
     }
@@ -300,9 +304,21 @@ fn dry_run(
     let mounts = job::plan_mounts(workflow, &user.home, &dirs);
     // Ports are chosen when the run starts; the plan shows 0 for each.
     let ports = vec![0; workflow.ports.into()];
-    let request = job::request(workflow, UNNAMED, "<job-id>", &ports, secrets, &mounts);
+    let mut request = job::request(workflow, UNNAMED, "<job-id>", &ports, secrets, &mounts);
+    request.seccomp = request.seccomp.relative_to(project.dir());
     let mut spec = plan::plan(&request, &image.config, &image.layer_dirs, Host::current())
         .map_err(|e| mask.error(&e, 1))?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let seccomp = match &request.seccomp {
+        SeccompChoice::Default => format!(
+            "Docker's default profile: {}",
+            seccomp_profile::summary(seccomp)
+        ),
+        SeccompChoice::Unconfined => seccomp_profile::summary(None),
+        SeccompChoice::File(path) => {
+            format!("{}: {}", path.display(), seccomp_profile::summary(seccomp))
+        }
+    };
     if let Some(gpu) = gpu_request(workflow, UNNAMED) {
         runtime::gpu::apply(&mut spec, &gpu)?;
     }
@@ -312,6 +328,7 @@ fn dry_run(
         "image": image.reference,
         "ports": ports,
         "artifacts": mounts.artifacts,
+        "seccomp": seccomp,
         "spec": spec,
     });
     let text = serde_json::to_string_pretty(&plan).expect("plans serialize");

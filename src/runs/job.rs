@@ -75,6 +75,7 @@ pub fn request(
         strict_limits: false,
         mounts: mounts.mounts.clone(),
         hostname: Some(run_name.to_string()),
+        seccomp: workflow.seccomp.clone(),
     }
 }
 
@@ -242,6 +243,7 @@ mod tests {
             working_dir: None,
             registry_auth: None,
             cache: vec![],
+            seccomp: Default::default(),
         }
     }
 

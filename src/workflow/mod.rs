@@ -8,6 +8,7 @@ pub mod model;
 mod parse;
 mod paths;
 mod properties;
+mod seccomp;
 pub mod shell;
 pub mod size;
 mod suggest;
@@ -23,6 +24,7 @@ use yaml_serde::Value;
 
 pub use error::{At, WorkflowError};
 pub use model::{Resources, WORKFLOW_DIR, Workflow};
+pub use seccomp::SeccompChoice;
 pub use suggest::closest as suggest_closest;
 pub use template::Context;
 

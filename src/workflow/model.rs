@@ -28,6 +28,9 @@ pub struct Workflow {
     pub working_dir: Option<String>,
     pub registry_auth: Option<RegistryAuth>,
     pub cache: Vec<ContainerPath>,
+    /// `security_opt:` (Docker's `--security-opt`): the seccomp filter; a relative profile path is the
+    /// project's.
+    pub seccomp: crate::workflow::SeccompChoice,
 }
 
 impl Workflow {
@@ -208,6 +211,7 @@ mod tests {
             working_dir: None,
             registry_auth: None,
             cache: vec![],
+            seccomp: Default::default(),
         };
         assert_eq!(wf.container_working_dir(), "/workflow");
         wf.working_dir = Some("src/app".into());

@@ -14,7 +14,7 @@ use super::model::Workflow;
 use super::paths::{artifacts, cache, working_dir};
 use super::properties::{
     check_provider, commands, entrypoint, environment, network, ports, registry_auth, resources,
-    workflow_name,
+    security_opt, workflow_name,
 };
 use super::template;
 
@@ -49,6 +49,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "working_dir",
     "registry_auth",
     "cache",
+    "security_opt",
 ];
 
 /// The items of the file's `workflows:` list (an empty file has none).
@@ -208,6 +209,10 @@ pub fn convert(
             .transpose()?,
         cache: field("cache")
             .map(|v| cache(&cx, v, &root.key("cache")))
+            .transpose()?
+            .unwrap_or_default(),
+        seccomp: field("security_opt")
+            .map(|v| security_opt(&cx, v, &root.key("security_opt")))
             .transpose()?
             .unwrap_or_default(),
     })

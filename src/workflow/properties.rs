@@ -8,6 +8,7 @@ use super::error::WorkflowError;
 use super::locate::{Target, YamlPath};
 use super::model::{EnvVar, GpuRequest, NetworkChoice, RegistryAuth, Resources};
 use super::{shell, suggest};
+use crate::workflow::SeccompChoice;
 
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "gpu", "shm_size", "interruptible"];
 const GPU_KEYS: &[&str] = &["count", "name", "memory"];
@@ -317,6 +318,36 @@ pub(super) fn network(
             format_args!("is `{other}`: use `private` (the default), `host` or `none`"),
         )),
     }
+}
+
+/// `security_opt`: Docker's `--security-opt` values, a list; only the seccomp filter can be chosen.
+pub(super) fn security_opt(
+    cx: &Cx<'_>,
+    value: &Value,
+    rel: &YamlPath,
+) -> Result<SeccompChoice, WorkflowError> {
+    let Value::Sequence(items) = value else {
+        return Err(cx.type_error(
+            rel,
+            "a list such as `[seccomp=unconfined]` or `[seccomp=profile.json]`",
+            value,
+        ));
+    };
+    let mut choice = SeccompChoice::Default;
+    for (i, item) in items.iter().enumerate() {
+        let at = rel.index(i);
+        let text = cx.string(item, &at)?;
+        if cx.deferred(&text) {
+            // Checked once the expressions are rendered.
+            continue;
+        }
+        match SeccompChoice::parse_security_opt(&text) {
+            Ok(Some(c)) => choice = c,
+            Ok(None) => {}
+            Err(message) => return Err(cx.invalid(&at, format_args!(": {message}"))),
+        }
+    }
+    Ok(choice)
 }
 
 pub(super) fn registry_auth(

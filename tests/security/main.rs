@@ -8,4 +8,5 @@ mod common;
 mod oci;
 mod parsers;
 mod paths;
+mod seccomp;
 mod store;

@@ -18,7 +18,7 @@ use super::message::{Channel, Message};
 use super::scratch::ScratchDir;
 use super::stdio::ParentStdio;
 use super::supervise::{Container, SignalGuard};
-use super::{ContainerError, StdioMode, gate, mounts, seccomp, spawn, stdio};
+use super::{ContainerError, StdioMode, gate, mounts, seccomp, seccomp_cache, spawn, stdio};
 use crate::net::Network;
 
 const NEWNET: u64 = libc::CLONE_NEWNET as u64;
@@ -309,12 +309,17 @@ impl PreparedContainer {
             ))?),
             None => None,
         };
+        // dstack's runs keep compiled profiles in the state root; an OCI bundle's runtime has no store.
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(profile) => Some(
-                seccomp::compile(profile).map_err(|e| ContainerError::Invalid(e.to_string()))?,
-            ),
+            Some(profile) if oci.is_none() => Some(seccomp_cache::compile(
+                profile,
+                &crate::paths::state_root().join("seccomp"),
+            )),
+            Some(profile) => Some(seccomp::compile(profile)),
             None => None,
-        };
+        }
+        .transpose()
+        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
         namespaces.enter_pid_for_children()?;
         #[allow(deprecated)]
         let pause_after_mounts = oci.is_some()

@@ -6,7 +6,8 @@
 //!   and user namespace maps;
 //! - `message`: typed messages between supervisor and init;
 //! - `init`: PID 1 (set-up, reaping, signal forwarding); `mounts`, `dev`, `sysctl`, `loopback`: its steps;
-//! - `process`: the job's user, capabilities (`caps`), rlimits, `seccomp` and exec;
+//! - `process`: the job's user, capabilities (`caps`), rlimits, `seccomp` and exec; `seccomp_profile`: Docker's
+//!   default profile and profile files;
 //! - `stdio`, `console`, `supervise`: streams, signals and exit status on the supervisor's side;
 //! - `scratch`, `sweep`: the per-container directory and the leftovers of killed supervisors;
 //! - `spec`: Docker's defaults; `cgroup`: the seam to the cgroup module; `features`: what the spec may ask;
@@ -33,6 +34,9 @@ mod namespaces;
 mod process;
 mod scratch;
 mod seccomp;
+mod seccomp_bpf;
+mod seccomp_cache;
+pub mod seccomp_profile;
 mod spawn;
 mod spec;
 mod stdio;

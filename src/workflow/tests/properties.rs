@@ -225,6 +225,34 @@ fn network_is_private_unless_the_workflow_asks_for_host_or_none() {
 }
 
 #[test]
+fn security_opt_chooses_the_seccomp_filter() {
+    use crate::workflow::SeccompChoice;
+    assert_eq!(one(&wf("")).seccomp, SeccompChoice::Default);
+    let unconfined = "    security_opt: [seccomp=unconfined]\n";
+    assert_eq!(one(&wf(unconfined)).seccomp, SeccompChoice::Unconfined);
+    let file = "    security_opt: [no-new-privileges, \"seccomp:p/x.json\"]\n";
+    assert_eq!(
+        one(&wf(file)).seccomp,
+        SeccompChoice::File("p/x.json".into())
+    );
+    let err = load_error(&wf(
+        "    security_opt: [seccomp=unconfined, apparmor=unconfined]\n",
+    ));
+    assert_eq!(
+        err,
+        format!(
+            "{FILE}:5: `security_opt[1]` in workflow `w`: `apparmor=unconfined` is not a supported security \
+             option: use `seccomp=unconfined` or `seccomp=FILE` (a Docker seccomp profile)"
+        )
+    );
+    let err = load_error(&wf("    security_opt: seccomp=unconfined\n"));
+    assert!(
+        err.contains("`security_opt`") && err.contains("a list"),
+        "{err}"
+    );
+}
+
+#[test]
 fn working_dir_is_relative_to_workflow_and_cannot_leave_it() {
     assert_eq!(
         one(&wf("    working_dir: ./src/app/\n"))
