@@ -105,10 +105,10 @@ fn cgroup() -> Section {
             support.controllers.join(" ")
         }
     );
-    summary.push_str(match (&parent, enforced) {
-        (_, false) => "; limits NOT enforced",
-        (Some(_), true) => "; limits enforced",
-        (None, true) => "; limits enforced",
+    summary.push_str(if enforced {
+        "; limits enforced"
+    } else {
+        "; limits NOT enforced"
     });
     if let (Some(p), true) = (&parent, enforced) {
         summary.push_str(&format!(" (in {p})"));
@@ -385,14 +385,17 @@ fn slurm_cluster_name() -> Option<String> {
         .chain(["/etc/slurm/slurm.conf", "/etc/slurm-llnl/slurm.conf"].map(PathBuf::from));
     candidates
         .filter_map(|p| std::fs::read_to_string(p).ok())
-        .find_map(|text| {
-            text.lines().find_map(|line| {
-                let (key, value) = line.split('#').next()?.split_once('=')?;
-                key.trim()
-                    .eq_ignore_ascii_case("ClusterName")
-                    .then(|| value.trim().to_string())
-            })
-        })
+        .find_map(|text| cluster_name(&text))
+}
+
+/// `ClusterName=NAME` in slurm.conf's text (keys are case-insensitive; `#` starts a comment).
+fn cluster_name(slurm_conf: &str) -> Option<String> {
+    slurm_conf.lines().find_map(|line| {
+        let (key, value) = line.split('#').next()?.split_once('=')?;
+        let value = value.trim();
+        (key.trim().eq_ignore_ascii_case("ClusterName") && !value.is_empty())
+            .then(|| value.to_string())
+    })
 }
 
 fn state(root: &Path) -> Section {
@@ -494,4 +497,30 @@ fn user_name(uid: u32) -> String {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_name_is_read_from_slurm_conf() {
+        let conf = "# ClusterName=commented\nSlurmctldHost=head\nclustername = hpc1 # ours\n";
+        assert_eq!(cluster_name(conf).as_deref(), Some("hpc1"));
+        assert_eq!(cluster_name("ClusterName=\nNodeName=a\n"), None);
+    }
+
+    #[test]
+    fn missing_id_map_hint_names_what_is_missing() {
+        let both = missing_map_hint(false, false, "alice");
+        assert!(
+            both.contains("/etc/subuid") && both.contains("newuidmap"),
+            "{both}"
+        );
+        let tools = missing_map_hint(true, false, "alice");
+        assert!(
+            !tools.contains("/etc/subuid") && tools.contains("uidmap"),
+            "{tools}"
+        );
+    }
 }
