@@ -253,8 +253,13 @@ fn network(rootless: bool) -> Section {
         .open("/dev/net/tun")
         .is_ok();
     let (pasta, slirp4netns) = (which("pasta"), which("slirp4netns"));
+    let forced = std::env::var(runtime::net::USERMODE_ENV).ok();
     let mode = if !rootless {
         "bridge"
+    } else if let Some(tool @ ("pasta" | "slirp4netns")) = forced.as_deref() {
+        tool
+    } else if forced.as_deref() == Some("none") {
+        "host"
     } else if tun && pasta.is_some() {
         "pasta"
     } else if tun && slirp4netns.is_some() {
