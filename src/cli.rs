@@ -5,10 +5,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `dstack --version`: the release, the commit it was built from and the build kind (native or portable).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DSTACK_COMMIT"),
+    ", ",
+    env!("DSTACK_BUILD"),
+    " build)"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dstack",
-    version,
+    version = VERSION,
     about = "Run dstack workflows in containers, without a Docker daemon"
 )]
 pub struct Cli {
@@ -48,6 +58,9 @@ pub enum Command {
     /// Manage the project's secrets
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Show what this machine offers dstack (limits, rootless, overlay, network, GPUs, Slurm) and what to do
+    /// about each missing piece
+    Info(InfoArgs),
     /// Runs a submitted workflow inside its Slurm job (the batch script calls it)
     #[command(name = "__slurm-job", hide = true)]
     SlurmJob(SlurmJobArgs),
@@ -108,6 +121,13 @@ pub struct PullArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
 }

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod error;
 mod plan;
+mod probes;
 mod project;
 mod runs;
 mod secrets;

@@ -642,7 +642,8 @@ fn rootless_limits_that_cannot_be_enforced_warn_or_fail_when_strict() {
     ]);
     if out.stderr.contains("warning:") {
         out.assert_success().assert_stdout_contains("ran");
-        out.assert_stderr_contains("limits are not enforced");
+        out.assert_stderr_contains("limits are not enforced")
+            .assert_stderr_contains("see `dstack info`");
         let strict = s.dstack.run(&[
             "run",
             "docker",

@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod images;
+mod info;
 mod run;
 mod run_workflow;
 mod runs;
@@ -15,9 +16,14 @@ use std::process::ExitCode;
 use crate::cli::Command;
 use crate::error::CliResult;
 
+pub(crate) use images::human_size;
+
 pub fn dispatch(command: Command) -> CliResult<ExitCode> {
-    // Before anything reads or writes the state: it must be ours and closed to other users.
-    runtime::private::secure_state_root(&runtime::paths::state_root())?;
+    // Before anything reads or writes the state: it must be ours and closed to other users. `dstack info`
+    // only looks, and reports a missing, open or foreign state root instead.
+    if !matches!(command, Command::Info(_)) {
+        runtime::private::secure_state_root(&runtime::paths::state_root())?;
+    }
     if matches!(
         command,
         Command::Pull(_)
@@ -46,6 +52,7 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         Command::Artifacts(cmd) => artifacts::artifacts(cmd),
         Command::Secrets(cmd) => secrets::secrets(cmd),
         Command::SlurmJob(args) => slurm_job::run(args),
+        Command::Info(args) => info::info(args),
     }
 }
 

@@ -492,7 +492,7 @@ pub(crate) fn launch(
             runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
             // Only limits the user asked for are worth a word (and `--strict-limits` refused them above).
             runtime::cgroup::Placement::Unenforced { reason } if !limits.is_unlimited() => {
-                eprintln!("warning: {reason}")
+                eprintln!("warning: {reason} (see `dstack info`)")
             }
             runtime::cgroup::Placement::Unenforced { reason } => {
                 tracing::debug!("dstack's default limits are not enforced: {reason}")

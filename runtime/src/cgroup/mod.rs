@@ -85,6 +85,14 @@ impl Unenforceable {
         }
     }
 
+    /// The line `dstack info` prints: why, and what to do.
+    fn advice(&self) -> String {
+        match self.hint {
+            Some(hint) => format!("{}: limits are not enforced; {hint}", self.why),
+            None => format!("{}: limits are not enforced", self.why),
+        }
+    }
+
     /// The error when strict limits were asked for.
     fn refusal(&self) -> String {
         match self.hint {
@@ -168,6 +176,65 @@ fn create_at(
             reason: why.warning(),
         }),
     }
+}
+
+/// What this host offers for limits, as `dstack info` reports it. Reads only; creates nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Support {
+    /// `v2`, `hybrid` (v1 controllers beside an empty cgroup2 mount), `v1` or `none`.
+    pub layout: &'static str,
+    /// Where a job's cgroup would go: the v2 mount (root), the delegated subtree (rootless), or none.
+    pub parent: Option<PathBuf>,
+    /// The controllers a job's cgroup could use there (v2), or the v1 hierarchies' controllers.
+    pub controllers: Vec<String>,
+    /// Why a job's CPU, memory and pids limits would not be enforced, with what to do; `None` when they are.
+    pub unenforced: Option<String>,
+}
+
+/// Reports what `create` would find for a job with CPU, memory and pids limits, without creating anything.
+pub fn support() -> Result<Support, CgroupError> {
+    let as_root = crate::paths::running_as_host_root();
+    Ok(match detect()? {
+        Layout::Unified { mount, own } => {
+            let (parent, controllers, why) = v2::support(&mount, &own, as_root);
+            Support {
+                layout: "v2",
+                parent,
+                controllers,
+                unenforced: why.map(|w| w.advice()),
+            }
+        }
+        Layout::Legacy {
+            hierarchies,
+            hybrid,
+        } => {
+            let mut controllers: Vec<String> = hierarchies
+                .iter()
+                .flat_map(|h| h.controllers.iter().cloned())
+                .collect();
+            controllers.sort();
+            controllers.dedup();
+            let why = v1::support(&controllers, as_root);
+            Support {
+                layout: if hybrid { "hybrid" } else { "v1" },
+                parent: None,
+                controllers,
+                unenforced: why.map(|w| w.advice()),
+            }
+        }
+        Layout::Missing => Support {
+            layout: "none",
+            parent: None,
+            controllers: Vec::new(),
+            unenforced: Some(
+                Unenforceable {
+                    why: "no cgroup filesystem is mounted".into(),
+                    hint: Some("mount cgroup2 on /sys/fs/cgroup"),
+                }
+                .advice(),
+            ),
+        },
+    })
 }
 
 impl Cgroup {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::layout::Hierarchy;
 use super::oci_path;
-use super::{CgroupError, Limits, Outcome, Place, fs, unenforced, v2::fresh_dir};
+use super::{CgroupError, Limits, Outcome, Place, Unenforceable, fs, unenforced, v2::fresh_dir};
 
 /// Controllers we place jobs under: the limits' and the ones we read (cpuacct) or filter with (devices).
 const USED: [&str; 5] = ["cpu", "cpuacct", "memory", "pids", "devices"];
@@ -17,6 +17,28 @@ pub(crate) struct V1 {
     pub(crate) dirs: Vec<(Vec<String>, PathBuf)>,
     /// Parents created for a cgroupsPath, top first: removed with the cgroup when empty.
     pub(crate) made: Vec<PathBuf>,
+}
+
+/// For `dstack info`: why a job's CPU, memory and pids limits would not be enforced on these hierarchies.
+pub(crate) fn support(controllers: &[String], as_root: bool) -> Option<Unenforceable> {
+    if !as_root {
+        return Some(Unenforceable {
+            why: "this host keeps its cgroup controllers on v1, which cannot be delegated to you"
+                .into(),
+            hint: Some("run as root, or on a cgroup v2 host with Delegate=yes"),
+        });
+    }
+    let missing: Vec<&str> = ["cpu", "memory", "pids"]
+        .into_iter()
+        .filter(|c| !controllers.iter().any(|h| h == c))
+        .collect();
+    (!missing.is_empty()).then(|| Unenforceable {
+        why: format!(
+            "the cgroup v1 {} controller(s) are not mounted",
+            missing.join(", ")
+        ),
+        hint: None,
+    })
 }
 
 pub(crate) fn create(

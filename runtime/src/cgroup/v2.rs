@@ -220,6 +220,44 @@ pub(crate) fn dstack_dirs(mount: &Path, own: &Path, as_root: bool) -> Vec<PathBu
         .collect()
 }
 
+/// For `dstack info`: where a job with CPU, memory and pids limits would go, the controllers there, and why
+/// its limits would not be enforced.
+pub(crate) fn support(
+    mount: &Path,
+    own: &Path,
+    as_root: bool,
+) -> (Option<PathBuf>, Vec<String>, Option<Unenforceable>) {
+    const ALL: [&str; 3] = ["cpu", "memory", "pids"];
+    let parent = if as_root {
+        Ok(mount.to_path_buf())
+    } else {
+        delegated_parent(mount, own, &ALL)
+    };
+    match parent {
+        Ok(parent) => {
+            let available = controllers(&parent);
+            let missing: Vec<&str> = ALL
+                .into_iter()
+                .filter(|c| !available.iter().any(|a| a == c))
+                .collect();
+            let why = (!missing.is_empty()).then(|| Unenforceable {
+                why: format!(
+                    "the cgroup v2 {} controller(s) are not available in {}",
+                    missing.join(", "),
+                    parent.display()
+                ),
+                hint: None,
+            });
+            (Some(parent), available, why)
+        }
+        Err(why) => {
+            // What the subtree we are in offers, for the report.
+            let available = controllers(own.parent().unwrap_or(mount));
+            (None, available, Some(why))
+        }
+    }
+}
+
 fn required_controllers(limits: &Limits) -> Vec<&'static str> {
     let mut required = Vec::new();
     if limits.cpu.is_some() || limits.cpu_shares.is_some() {

@@ -46,6 +46,12 @@ pub use lease::lease_dir;
 pub use pool::{POOL_ENV, Pool};
 pub use usermode::USERMODE_ENV;
 
+/// Whether the kernel answers nf_tables requests (root's runs need it for their table), for `dstack info`:
+/// it asks to delete a table no one makes, which nf_tables refuses with ENOENT and changes nothing.
+pub fn nf_tables_available() -> Result<(), std::io::Error> {
+    nftables::delete("dstack-info-probe").map(drop)
+}
+
 /// Host-side veth names start with this; nothing else of ours does.
 pub const HOST_IF_PREFIX: &str = "dst";
 /// The job's end of the veth.
@@ -184,7 +190,7 @@ impl Network {
                 Err(why) => {
                     if !FALLBACK_SAID.swap(true, Ordering::SeqCst) {
                         tracing::warn!(
-                            "no user-mode network ({why}): the job shares the host's network (install passt or slirp4netns with a usable /dev/net/tun for a private one)"
+                            "no user-mode network ({why}): the job shares the host's network (install passt or slirp4netns with a usable /dev/net/tun for a private one; see `dstack info`)"
                         );
                     }
                     Kind::Host

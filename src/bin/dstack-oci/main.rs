@@ -28,7 +28,14 @@ use error::Failure;
 #[derive(Debug, Parser)]
 #[command(
     name = "dstack-oci",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("DSTACK_COMMIT"),
+        ", ",
+        env!("DSTACK_BUILD"),
+        " build)\nspec: 1.2.0"
+    ),
     about = "An OCI runtime (runc's command line) over dstack's container runtime"
 )]
 struct Cli {
