@@ -44,7 +44,6 @@ pub struct JobRequest {
 
 pub use crate::workflow::SeccompChoice;
 
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
     pub source: PathBuf,

@@ -9,7 +9,6 @@ use std::path::{Component, Path};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-
 /// The namespaces a container has of its own (created, or joined by a path that is not the caller's).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OwnNamespaces {
