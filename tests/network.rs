@@ -535,10 +535,8 @@ fn network_namespaces_from_the_spares_are_fresh_as_root() {
     // half made (a file not yet mounted on); the other tests' runs take them meanwhile.
     let lock = std::fs::File::create("/run/dstack/netns.lock").unwrap();
     // SAFETY: flock on a descriptor we hold; released when `lock` closes.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-        0
-    );
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0);
     let spares: Vec<std::path::PathBuf> = std::fs::read_dir("/run/dstack/netns")
         .unwrap()
         .flatten()
