@@ -2,15 +2,12 @@
 //! bundles are a busybox root filesystem plus a config.json built with `oci-spec`; the tests drive the
 //! runtime spec's lifecycle and every command, and look inside the container for what the config asked.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use oci_spec::runtime::{
     Capability, HookBuilder, HooksBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
@@ -19,6 +16,7 @@ use oci_spec::runtime::{
     RootBuilder, Spec, UserBuilder,
 };
 use serde_json::Value;
+use test_support::*;
 
 const OCI_BIN: &str = env!("CARGO_BIN_EXE_dstack-oci");
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
@@ -1082,17 +1080,17 @@ fn oci_conf() -> String {
     format!(
         "{}\nRunTimeQuery=\"{cmd} state {id}\"\nRunTimeRun=\"{cmd} run --bundle %b {id}\"\n\
          RunTimeKill=\"{cmd} kill -a {id}\"\nRunTimeDelete=\"{cmd} delete --force {id}\"\n",
-        common::slurm::MARKER
+        test_support::slurm::MARKER
     )
 }
 
 #[test]
 fn srun_container_runs_the_bundle_through_dstack_oci() {
-    common::slurm::slurm();
+    test_support::slurm::slurm();
     let conf = Path::new("/etc/slurm/oci.conf");
     if let Ok(existing) = std::fs::read_to_string(conf) {
         assert!(
-            existing.starts_with(common::slurm::MARKER),
+            existing.starts_with(test_support::slurm::MARKER),
             "{} exists and is not the test harness's: refusing to replace it",
             conf.display()
         );

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use test_support::*;
 
 const OCI_BIN: &str = env!("CARGO_BIN_EXE_dstack-oci");
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];

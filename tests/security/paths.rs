@@ -5,23 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::*;
-
-/// Runs a scenario as root and as the unprivileged test user.
-macro_rules! as_root_and_rootless {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[test]
-            fn as_root() {
-                super::$scenario(super::Dstack::root());
-            }
-            #[test]
-            fn rootless() {
-                super::$scenario(super::Dstack::rootless());
-            }
-        }
-    };
-}
+use test_support::*;
 
 /// The host directory an attacker aims at: empty, owned by the user dstack runs as (so that a rootless
 /// dstack could write there too).

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::common::*;
+use test_support::*;
 
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
 const UNCONFINED: &str = "--security-opt=seccomp=unconfined";

@@ -10,8 +10,8 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _}
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::dstack::{TEST_USER, TEST_USER_NOSUBID};
-use crate::common::*;
+use test_support::dstack::{TEST_USER, TEST_USER_NOSUBID};
+use test_support::*;
 
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
