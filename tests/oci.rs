@@ -16,6 +16,7 @@ use oci_spec::runtime::{
     RootBuilder, Spec, UserBuilder,
 };
 use serde_json::Value;
+use test_support::oci::{id_mapping, make_rootless, unpack_busybox};
 use test_support::*;
 
 const OCI_BIN: &str = env!("CARGO_BIN_EXE_dstack-oci");
@@ -53,20 +54,12 @@ impl Ran {
     }
 }
 
-fn unpack_busybox(rootfs: &Path) {
-    let tar = busybox_layer().build(Compression::None).tar;
-    let mut archive = tar::Archive::new(&tar[..]);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_permissions(true);
-    archive.unpack(rootfs).expect("unpack busybox");
-    std::fs::create_dir_all(rootfs.join("hooks")).unwrap();
-}
-
 impl Env {
     fn new(run_as: RunAs) -> Env {
         let dstack = Dstack::new(run_as);
         let bundle = dstack.home().join("bundle");
         unpack_busybox(&bundle.join("rootfs"));
+        std::fs::create_dir_all(bundle.join("rootfs/hooks")).unwrap();
         std::fs::create_dir_all(bundle.join("out")).unwrap();
         dstack.give_to_user(&bundle);
         let root = dstack.state_root().join("oci");
@@ -203,6 +196,7 @@ fn base_spec(env: &Env, script: &str) -> Spec {
         &env.bundle.join("out").to_string_lossy(),
         &["rbind", "rw"],
     ));
+    spec.set_mounts(Some(mounts));
     if env.rootless() {
         let (uid, gid) = env.dstack.run_as().ids();
         let sub = |file: &str| {
@@ -216,36 +210,12 @@ fn base_spec(env: &Env, script: &str) -> Spec {
         let (su, sg) = (sub("/etc/subuid"), sub("/etc/subgid"));
         let map = |host: u32, sub: runtime::userns::IdRange| {
             vec![
-                LinuxIdMappingBuilder::default()
-                    .container_id(0u32)
-                    .host_id(host)
-                    .size(1u32)
-                    .build()
-                    .unwrap(),
-                LinuxIdMappingBuilder::default()
-                    .container_id(1u32)
-                    .host_id(sub.start)
-                    .size(sub.count.min(65535))
-                    .build()
-                    .unwrap(),
+                id_mapping(0, host, 1),
+                id_mapping(1, sub.start, sub.count.min(65535)),
             ]
         };
-        let mut linux = spec.linux().clone().unwrap();
-        let mut namespaces = linux.namespaces().clone().unwrap();
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()
-                .unwrap(),
-        );
-        linux.set_namespaces(Some(namespaces));
-        linux.set_uid_mappings(Some(map(uid, su)));
-        linux.set_gid_mappings(Some(map(gid, sg)));
-        linux.set_resources(None);
-        spec.set_linux(Some(linux));
-        mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
+        make_rootless(&mut spec, map(uid, su), map(gid, sg));
     }
-    spec.set_mounts(Some(mounts));
     spec
 }
 

@@ -11,6 +11,7 @@ pub mod faulty;
 pub mod gpu;
 pub mod http;
 pub mod image;
+pub mod oci;
 pub mod process;
 pub mod push;
 pub mod registry;
