@@ -14,6 +14,7 @@ pub mod image;
 pub mod oci;
 pub mod process;
 pub mod push;
+pub mod raw_tar;
 pub mod registry;
 pub mod slurm;
 pub mod tls;
