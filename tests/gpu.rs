@@ -12,39 +12,30 @@ use test_support::*;
 
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
 
+/// An image pulled by a dstack environment that sees the fake driver (`DSTACK_GPU_ROOT`).
 struct Setup {
-    _registry: TestRegistry,
+    pulled: PulledImage,
     driver: FakeDriver,
-    dstack: Dstack,
-    image: String,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = PulledImage;
+    fn deref(&self) -> &PulledImage {
+        &self.pulled
+    }
 }
 
 fn setup_with(mode: RunAs, image: &Image) -> Setup {
-    let registry = TestRegistry::plain();
-    registry.push("test/gpu:1", image);
-    let image = registry.image("test/gpu:1");
     let driver = FakeDriver::new();
     let dstack = Dstack::new(mode).env("DSTACK_GPU_ROOT", driver.root());
-    dstack.run(&["pull", "-q", &image]).assert_success();
     Setup {
-        _registry: registry,
+        pulled: PulledImage::new(dstack, "test/gpu:1", image),
         driver,
-        dstack,
-        image,
     }
 }
 
 fn setup(mode: RunAs) -> Setup {
     setup_with(mode, &busybox_image().build())
-}
-
-impl Setup {
-    fn run(&self, flags: &[&str], script: &str) -> Output {
-        let mut args = vec!["run", "docker", self.image.as_str()];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&["-c", script]);
-        self.dstack.run(&args)
-    }
 }
 
 const PROBE: &str = "nvidia-smi -L; echo visible=$NVIDIA_VISIBLE_DEVICES caps=$NVIDIA_DRIVER_CAPABILITIES; \
@@ -57,7 +48,7 @@ const PROBE: &str = "nvidia-smi -L; echo visible=$NVIDIA_VISIBLE_DEVICES caps=$N
 fn a_named_gpu_brings_exactly_its_node_the_driver_libraries_and_nvidia_smi() {
     for mode in MODES {
         let s = setup(mode);
-        let out = s.run(&["--gpu-name", "a100"], PROBE);
+        let out = s.sh_with(&["--gpu-name", "a100"], PROBE);
         out.assert_success();
         let expected = format!(
             "GPU 0: NVIDIA A100-SXM4-80GB (UUID: {A100})\n\
@@ -95,14 +86,14 @@ fn gpu_n_takes_the_first_free_gpus_and_a_busy_gpu_is_refused_until_its_job_ends(
             .expect("the run's name first")
             .to_string();
         // The other job gets the A100; asking for both, or for the H100 by name, is refused with the holder named.
-        let out = s.run(&["--gpu", "1"], "nvidia-smi -L");
+        let out = s.sh_with(&["--gpu", "1"], "nvidia-smi -L");
         out.assert_success();
         assert_eq!(
             out.stdout,
             format!("GPU 0: NVIDIA A100-SXM4-80GB (UUID: {A100})\n"),
             "{mode:?}"
         );
-        let out = s.run(&["--gpu", "2"], "true");
+        let out = s.sh_with(&["--gpu", "2"], "true");
         out.assert_failure();
         assert!(
             out.stderr.contains(&format!("requested 2 GPUs; this machine has: 0: NVIDIA H100 80GB HBM3 (81559 MiB) [in use by run {holder_run}]")),
@@ -114,10 +105,10 @@ fn gpu_n_takes_the_first_free_gpus_and_a_busy_gpu_is_refused_until_its_job_ends(
             "{mode:?}: {}",
             out.stderr
         );
-        s.run(&["--gpu-name", "H100"], "true").assert_failure();
+        s.sh_with(&["--gpu-name", "H100"], "true").assert_failure();
         holder.signal(Signal::SIGTERM);
         holder.wait();
-        let out = s.run(&["--gpu", "2"], "nvidia-smi -L");
+        let out = s.sh_with(&["--gpu", "2"], "nvidia-smi -L");
         out.assert_success();
         assert_eq!(out.stdout.lines().count(), 2, "{mode:?}: {}", out.stdout);
     }
@@ -128,7 +119,7 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
     for mode in MODES {
         let s = setup(mode);
         let listing = "this machine has: 0: NVIDIA H100 80GB HBM3 (81559 MiB), 1: NVIDIA A100-SXM4-80GB (81920 MiB)";
-        let out = s.run(&["--gpu", "3"], "echo started");
+        let out = s.sh_with(&["--gpu", "3"], "echo started");
         out.assert_failure();
         assert!(
             out.stderr.contains(&format!("requested 3 GPUs; {listing}")),
@@ -138,14 +129,14 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
         assert!(!out.stdout.contains("started"), "{mode:?}");
         let runs = s.dstack.run(&["ps", "-a", "--json"]);
         assert_eq!(runs.stdout.trim(), "[]", "{mode:?}: a run was recorded");
-        let out = s.run(&["--gpu-name", "V100"], "echo started");
+        let out = s.sh_with(&["--gpu-name", "V100"], "echo started");
         assert!(
             out.stderr
                 .contains(&format!("requested 1 GPU named V100; {listing}")),
             "{mode:?}: {}",
             out.stderr
         );
-        let out = s.run(&["--gpu-memory", "90GB"], "echo started");
+        let out = s.sh_with(&["--gpu-memory", "90GB"], "echo started");
         assert!(
             out.stderr.contains(&format!(
                 "requested 1 GPU with at least 90 GB of memory; {listing}"
@@ -153,7 +144,8 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
             "{mode:?}: {}",
             out.stderr
         );
-        s.run(&["--gpu-memory", "80GB"], "true").assert_success();
+        s.sh_with(&["--gpu-memory", "80GB"], "true")
+            .assert_success();
         let empty = tempfile::tempdir().unwrap();
         std::fs::set_permissions(empty.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let no_driver = format!("DSTACK_GPU_ROOT={}", empty.path().display());
@@ -195,7 +187,7 @@ fn images_with_ldconfig_get_their_cache_rebuilt_inside() {
         .build(Compression::Gzip);
     for mode in MODES {
         let s = setup_with(mode, &busybox_image().layer(layer.clone()).build());
-        let out = s.run(
+        let out = s.sh_with(
             &["--gpu", "1"],
             "cat /tmp/ldconfig-ran /etc/ld.so.conf.d/000-dstack-nvidia.conf; readlink /usr/local/nvidia/lib64/libcuda.so.1; \
              ls /lib/x86_64-linux-gnu",
@@ -218,7 +210,7 @@ fn a_rootless_user_without_access_to_the_gpu_is_told_before_the_job_starts() {
         let s = setup(mode);
         let node = s.driver.root().join("dev/nvidia1");
         std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let out = s.run(&["--gpu-name", "A100"], "echo started");
+        let out = s.sh_with(&["--gpu-name", "A100"], "echo started");
         if mode == RunAs::Root {
             out.assert_success();
             continue;
@@ -230,7 +222,7 @@ fn a_rootless_user_without_access_to_the_gpu_is_told_before_the_job_starts() {
         );
         assert!(out.stderr.contains(&expected), "{}", out.stderr);
         assert!(!out.stdout.contains("started"));
-        s.run(&["--gpu-name", "H100"], "echo started")
+        s.sh_with(&["--gpu-name", "H100"], "echo started")
             .assert_success();
     }
 }

@@ -14,34 +14,12 @@ use test_support::*;
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
 
 /// A registry holding `image`, and a dstack environment (as `run_as`) that has pulled it.
-struct Setup {
-    _registry: TestRegistry,
-    dstack: Dstack,
-    image: String,
+fn setup_with(run_as: RunAs, image: &Image) -> PulledImage {
+    PulledImage::new(Dstack::new(run_as), "test/img:1", image)
 }
 
-fn setup_with(run_as: RunAs, image: &Image) -> Setup {
-    let registry = TestRegistry::plain();
-    registry.push("test/img:1", image);
-    let image = registry.image("test/img:1");
-    let dstack = Dstack::new(run_as);
-    dstack.run(&["pull", "-q", &image]).assert_success();
-    Setup {
-        _registry: registry,
-        dstack,
-        image,
-    }
-}
-
-fn setup(run_as: RunAs) -> Setup {
+fn setup(run_as: RunAs) -> PulledImage {
     setup_with(run_as, &busybox_image().build())
-}
-
-impl Setup {
-    fn sh(&self, script: &str) -> Output {
-        self.dstack
-            .run(&["run", "docker", &self.image, "-c", script])
-    }
 }
 
 /// A descriptor the caller of `dstack` left open (fd 7 on a host file, as a shell's `exec 7>file` leaves

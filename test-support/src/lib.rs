@@ -13,6 +13,7 @@ pub mod http;
 pub mod image;
 pub mod oci;
 pub mod process;
+pub mod pulled;
 pub mod push;
 pub mod raw_tar;
 pub mod registry;
@@ -30,6 +31,7 @@ pub use image::{
     RawEntry,
 };
 pub use process::wait_for;
+pub use pulled::PulledImage;
 pub use registry::{RegistryKind, TestRegistry};
 pub use token_server::TokenOptions;
 
