@@ -1,7 +1,7 @@
 //! `dstack run docker IMAGE --gpu ...` through the real binary, as root and rootless.
 //!
-//! There is no GPU on the test machines: `test_support::gpu::FakeDriver`, a fake NVIDIA driver tree with an H100
-//! and an A100, stands in for one, and `DSTACK_GPU_ROOT` points dstack at it. A real GPU is checked by
+//! There is no GPU on the test machines: `test_support::gpu::FakeDriver`, a fake NVIDIA driver tree with an
+//! H100 and an A100, stands in for one, and `DSTACK_GPU_ROOT` points dstack at it. A real GPU is checked by
 //! `scripts/gpu-check`.
 
 use std::os::unix::fs::PermissionsExt;

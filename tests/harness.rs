@@ -1,6 +1,6 @@
-//! Self-tests of the test harness (the `test-support` crate): they prove the registries, the token server, the image
-//! builder, the pusher and the dstack runner do what the product's tests rely on. They test the harness, not
-//! dstack.
+//! Self-tests of the test harness (the `test-support` crate): they prove the registries, the token server,
+//! the image builder, the pusher and the dstack runner do what the product's tests rely on. They test the
+//! harness, not dstack.
 
 use std::io::Read;
 use std::time::Duration;

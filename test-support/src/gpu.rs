@@ -1,8 +1,8 @@
 //! A fake NVIDIA driver tree: there is no GPU on the test machines, so `DSTACK_GPU_ROOT` points dstack at
-//! `/proc/driver/nvidia` files for two GPUs (an H100 and an A100), device nodes made with mknod (195:N, with no
-//! driver behind them: the tests check which nodes a job gets, not that they work), the 550.54.15 driver's
-//! libraries as tiny ELF files with their real sonames (indexed by the real `ldconfig`), and an `nvidia-smi`
-//! script that, like the real one, lists only the GPUs whose device nodes it can see.
+//! `/proc/driver/nvidia` files for two GPUs (an H100 and an A100), device nodes made with mknod (195:N, with
+//! no driver behind them: the tests check which nodes a job gets, not that they work), the 550.54.15
+//! driver's libraries as tiny ELF files with their real sonames (indexed by the real `ldconfig`), and an
+//! `nvidia-smi` script that, like the real one, lists only the GPUs whose device nodes it can see.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

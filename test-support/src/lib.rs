@@ -2,8 +2,9 @@
 //! images built from scratch (busybox base, malicious layers, indexes), a pusher independent of the product's
 //! registry client, and a runner for the `dstack` binary as root or as an unprivileged user.
 //!
-//! A dev-dependency of both crates, compiled once rather than into every test binary. Use from `tests/NAME.rs`
-//! with `use test_support::*;`. See `tests/harness.rs` for examples.
+//! Also the fixtures both crates' tests share: a fake NVIDIA driver (`gpu`), OCI bundles (`oci`), raw layer
+//! tars (`raw_tar`). A dev-dependency of both crates, compiled once rather than into every test binary. Use
+//! from `tests/NAME.rs` with `use test_support::*;`. See `tests/harness.rs` for examples.
 
 pub mod busybox;
 pub mod dstack;
