@@ -1,209 +1,41 @@
 //! `dstack run docker IMAGE --gpu ...` through the real binary, as root and rootless.
 //!
-//! There is no GPU on the test machines. A fake NVIDIA driver tree stands in for one, and `DSTACK_GPU_ROOT` points
-//! dstack at it: `/proc/driver/nvidia` files for two GPUs (an H100 and an A100), device nodes made with mknod
-//! (195:N, with no driver behind them: the tests check which nodes a job gets, not that they work), the 550.54.15
-//! driver's libraries as tiny ELF files with their real sonames (indexed by the real `ldconfig`), and an
-//! `nvidia-smi` script that, like the real one, lists only the GPUs whose device nodes it can see. A real GPU is
-//! checked by `scripts/gpu-check`.
-
-mod common;
+//! There is no GPU on the test machines: `test_support::gpu::FakeDriver`, a fake NVIDIA driver tree with an
+//! H100 and an A100, stands in for one, and `DSTACK_GPU_ROOT` points dstack at it. A real GPU is checked by
+//! `scripts/gpu-check`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use common::*;
 use nix::sys::signal::Signal;
+use test_support::gpu::{A100, FakeDriver, H100};
+use test_support::*;
 
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
-const VERSION: &str = "550.54.15";
-const H100: &str = "GPU-11111111-2222-3333-4444-aaaaaaaaaaaa";
-const A100: &str = "GPU-11111111-2222-3333-4444-bbbbbbbbbbbb";
 
-/// `nvidia-smi`: `--query-gpu` answers for the host; `-L` lists the GPUs whose nodes exist where it runs.
-const NVIDIA_SMI: &str = r#"#!/bin/sh
-case "$1" in
---query-gpu=*)
-  echo "0, GPU-11111111-2222-3333-4444-aaaaaaaaaaaa, NVIDIA H100 80GB HBM3, 81559, 00000000:19:00.0"
-  echo "1, GPU-11111111-2222-3333-4444-bbbbbbbbbbbb, NVIDIA A100-SXM4-80GB, 81920, 00000000:3B:00.0" ;;
--L)
-  i=0
-  for m in 0 1; do
-    [ -e /dev/nvidia$m ] || continue
-    case $m in
-      0) echo "GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-11111111-2222-3333-4444-aaaaaaaaaaaa)" ;;
-      1) echo "GPU $i: NVIDIA A100-SXM4-80GB (UUID: GPU-11111111-2222-3333-4444-bbbbbbbbbbbb)" ;;
-    esac
-    i=$((i + 1))
-  done ;;
-*) exit 2 ;;
-esac
-"#;
-
-/// A minimal 64-bit ELF shared library for this machine with `DT_NEEDED libc.so.6` and `DT_SONAME soname`.
-fn elf_library(soname: &str) -> Vec<u8> {
-    let mut strtab = b"\0libc.so.6\0".to_vec();
-    let soname_at = strtab.len() as u64;
-    strtab.extend_from_slice(soname.as_bytes());
-    strtab.push(0);
-    let (phoff, dyn_at) = (64u64, 64u64 + 2 * 56);
-    let str_at = dyn_at + 5 * 16;
-    let total = str_at + strtab.len() as u64;
-    let machine: u16 = if cfg!(target_arch = "aarch64") {
-        183
-    } else {
-        62
-    };
-    let mut f = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
-    f.extend_from_slice(&3u16.to_le_bytes());
-    f.extend_from_slice(&machine.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes());
-    for v in [0u64, phoff, 0] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
-    f.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, 2, 64, 0, 0] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
-    for (kind, flags, offset, size, align) in
-        [(1u32, 4u32, 0u64, total, 0x1000u64), (2, 6, dyn_at, 80, 8)]
-    {
-        f.extend_from_slice(&kind.to_le_bytes());
-        f.extend_from_slice(&flags.to_le_bytes());
-        for v in [offset, offset, offset, size, size, align] {
-            f.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    for (tag, value) in [
-        (1u64, 1u64),
-        (14, soname_at),
-        (5, str_at),
-        (10, strtab.len() as u64),
-        (0, 0),
-    ] {
-        f.extend_from_slice(&tag.to_le_bytes());
-        f.extend_from_slice(&value.to_le_bytes());
-    }
-    f.extend_from_slice(&strtab);
-    f
-}
-
-/// The fake driver tree, readable by the rootless test user.
-struct FakeDriver {
-    dir: tempfile::TempDir,
-}
-
-impl FakeDriver {
-    fn new() -> FakeDriver {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let write = |rel: &str, data: &[u8], mode: u32| {
-            let p = root.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, data).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        };
-        write(
-            "proc/driver/nvidia/version",
-            format!("NVRM version: NVIDIA UNIX x86_64 Kernel Module  {VERSION}  Tue Mar  5 22:23:56 UTC 2024\n").as_bytes(),
-            0o644,
-        );
-        for (bus, name, uuid, minor) in [
-            ("0000:19:00.0", "NVIDIA H100 80GB HBM3", H100, 0),
-            ("0000:3b:00.0", "NVIDIA A100-SXM4-80GB", A100, 1),
-        ] {
-            let info = format!(
-                "Model: \t\t {name}\nGPU UUID: \t {uuid}\nBus Location: \t {bus}\nDevice Minor: \t {minor}\n"
-            );
-            write(
-                &format!("proc/driver/nvidia/gpus/{bus}/information"),
-                info.as_bytes(),
-                0o444,
-            );
-        }
-        std::fs::create_dir_all(root.join("dev")).unwrap();
-        for (name, major, minor) in [
-            ("nvidia0", 195, 0),
-            ("nvidia1", 195, 1),
-            ("nvidiactl", 195, 255),
-            ("nvidia-modeset", 195, 254),
-            ("nvidia-uvm", 509, 0),
-            ("nvidia-uvm-tools", 509, 1),
-        ] {
-            let p = root.join("dev").join(name);
-            let mode = nix::sys::stat::Mode::from_bits_truncate(0o666);
-            nix::sys::stat::mknod(
-                &p,
-                nix::sys::stat::SFlag::S_IFCHR,
-                mode,
-                nix::sys::stat::makedev(major, minor),
-            )
-            .expect("mknod (the GPU tests run as root, as CI does)");
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
-        }
-        let libs = "usr/lib/x86_64-linux-gnu";
-        for (base, soname) in [
-            ("libcuda", "libcuda.so.1"),
-            ("libnvidia-ml", "libnvidia-ml.so.1"),
-            ("libnvidia-ptxjitcompiler", "libnvidia-ptxjitcompiler.so.1"),
-            ("libnvidia-encode", "libnvidia-encode.so.1"),
-        ] {
-            write(
-                &format!("{libs}/{base}.so.{VERSION}"),
-                &elf_library(soname),
-                0o644,
-            );
-        }
-        write("etc/ld.so.conf", format!("/{libs}\n").as_bytes(), 0o644);
-        let ldconfig = std::process::Command::new("ldconfig")
-            .arg("-r")
-            .arg(root)
-            .status()
-            .unwrap();
-        assert!(ldconfig.success(), "ldconfig -r {}", root.display());
-        write("usr/bin/nvidia-smi", NVIDIA_SMI.as_bytes(), 0o755);
-        FakeDriver { dir }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
+/// An image pulled by a dstack environment that sees the fake driver (`DSTACK_GPU_ROOT`).
 struct Setup {
-    _registry: TestRegistry,
+    pulled: PulledImage,
     driver: FakeDriver,
-    dstack: Dstack,
-    image: String,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = PulledImage;
+    fn deref(&self) -> &PulledImage {
+        &self.pulled
+    }
 }
 
 fn setup_with(mode: RunAs, image: &Image) -> Setup {
-    let registry = TestRegistry::plain();
-    registry.push("test/gpu:1", image);
-    let image = registry.image("test/gpu:1");
     let driver = FakeDriver::new();
     let dstack = Dstack::new(mode).env("DSTACK_GPU_ROOT", driver.root());
-    dstack.run(&["pull", "-q", &image]).assert_success();
     Setup {
-        _registry: registry,
+        pulled: PulledImage::new(dstack, "test/gpu:1", image),
         driver,
-        dstack,
-        image,
     }
 }
 
 fn setup(mode: RunAs) -> Setup {
     setup_with(mode, &busybox_image().build())
-}
-
-impl Setup {
-    fn run(&self, flags: &[&str], script: &str) -> Output {
-        let mut args = vec!["run", "docker", self.image.as_str()];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&["-c", script]);
-        self.dstack.run(&args)
-    }
 }
 
 const PROBE: &str = "nvidia-smi -L; echo visible=$NVIDIA_VISIBLE_DEVICES caps=$NVIDIA_DRIVER_CAPABILITIES; \
@@ -216,7 +48,7 @@ const PROBE: &str = "nvidia-smi -L; echo visible=$NVIDIA_VISIBLE_DEVICES caps=$N
 fn a_named_gpu_brings_exactly_its_node_the_driver_libraries_and_nvidia_smi() {
     for mode in MODES {
         let s = setup(mode);
-        let out = s.run(&["--gpu-name", "a100"], PROBE);
+        let out = s.sh_with(&["--gpu-name", "a100"], PROBE);
         out.assert_success();
         let expected = format!(
             "GPU 0: NVIDIA A100-SXM4-80GB (UUID: {A100})\n\
@@ -254,14 +86,14 @@ fn gpu_n_takes_the_first_free_gpus_and_a_busy_gpu_is_refused_until_its_job_ends(
             .expect("the run's name first")
             .to_string();
         // The other job gets the A100; asking for both, or for the H100 by name, is refused with the holder named.
-        let out = s.run(&["--gpu", "1"], "nvidia-smi -L");
+        let out = s.sh_with(&["--gpu", "1"], "nvidia-smi -L");
         out.assert_success();
         assert_eq!(
             out.stdout,
             format!("GPU 0: NVIDIA A100-SXM4-80GB (UUID: {A100})\n"),
             "{mode:?}"
         );
-        let out = s.run(&["--gpu", "2"], "true");
+        let out = s.sh_with(&["--gpu", "2"], "true");
         out.assert_failure();
         assert!(
             out.stderr.contains(&format!("requested 2 GPUs; this machine has: 0: NVIDIA H100 80GB HBM3 (81559 MiB) [in use by run {holder_run}]")),
@@ -273,10 +105,10 @@ fn gpu_n_takes_the_first_free_gpus_and_a_busy_gpu_is_refused_until_its_job_ends(
             "{mode:?}: {}",
             out.stderr
         );
-        s.run(&["--gpu-name", "H100"], "true").assert_failure();
+        s.sh_with(&["--gpu-name", "H100"], "true").assert_failure();
         holder.signal(Signal::SIGTERM);
         holder.wait();
-        let out = s.run(&["--gpu", "2"], "nvidia-smi -L");
+        let out = s.sh_with(&["--gpu", "2"], "nvidia-smi -L");
         out.assert_success();
         assert_eq!(out.stdout.lines().count(), 2, "{mode:?}: {}", out.stdout);
     }
@@ -287,7 +119,7 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
     for mode in MODES {
         let s = setup(mode);
         let listing = "this machine has: 0: NVIDIA H100 80GB HBM3 (81559 MiB), 1: NVIDIA A100-SXM4-80GB (81920 MiB)";
-        let out = s.run(&["--gpu", "3"], "echo started");
+        let out = s.sh_with(&["--gpu", "3"], "echo started");
         out.assert_failure();
         assert!(
             out.stderr.contains(&format!("requested 3 GPUs; {listing}")),
@@ -297,14 +129,14 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
         assert!(!out.stdout.contains("started"), "{mode:?}");
         let runs = s.dstack.run(&["ps", "-a", "--json"]);
         assert_eq!(runs.stdout.trim(), "[]", "{mode:?}: a run was recorded");
-        let out = s.run(&["--gpu-name", "V100"], "echo started");
+        let out = s.sh_with(&["--gpu-name", "V100"], "echo started");
         assert!(
             out.stderr
                 .contains(&format!("requested 1 GPU named V100; {listing}")),
             "{mode:?}: {}",
             out.stderr
         );
-        let out = s.run(&["--gpu-memory", "90GB"], "echo started");
+        let out = s.sh_with(&["--gpu-memory", "90GB"], "echo started");
         assert!(
             out.stderr.contains(&format!(
                 "requested 1 GPU with at least 90 GB of memory; {listing}"
@@ -312,13 +144,14 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
             "{mode:?}: {}",
             out.stderr
         );
-        s.run(&["--gpu-memory", "80GB"], "true").assert_success();
+        s.sh_with(&["--gpu-memory", "80GB"], "true")
+            .assert_success();
         let empty = tempfile::tempdir().unwrap();
         std::fs::set_permissions(empty.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let no_driver = format!("DSTACK_GPU_ROOT={}", empty.path().display());
         let args = [
             no_driver.as_str(),
-            common::dstack::DSTACK_BIN,
+            test_support::dstack::dstack_bin(),
             "run",
             "docker",
             &s.image,
@@ -354,7 +187,7 @@ fn images_with_ldconfig_get_their_cache_rebuilt_inside() {
         .build(Compression::Gzip);
     for mode in MODES {
         let s = setup_with(mode, &busybox_image().layer(layer.clone()).build());
-        let out = s.run(
+        let out = s.sh_with(
             &["--gpu", "1"],
             "cat /tmp/ldconfig-ran /etc/ld.so.conf.d/000-dstack-nvidia.conf; readlink /usr/local/nvidia/lib64/libcuda.so.1; \
              ls /lib/x86_64-linux-gnu",
@@ -377,7 +210,7 @@ fn a_rootless_user_without_access_to_the_gpu_is_told_before_the_job_starts() {
         let s = setup(mode);
         let node = s.driver.root().join("dev/nvidia1");
         std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let out = s.run(&["--gpu-name", "A100"], "echo started");
+        let out = s.sh_with(&["--gpu-name", "A100"], "echo started");
         if mode == RunAs::Root {
             out.assert_success();
             continue;
@@ -389,7 +222,7 @@ fn a_rootless_user_without_access_to_the_gpu_is_told_before_the_job_starts() {
         );
         assert!(out.stderr.contains(&expected), "{}", out.stderr);
         assert!(!out.stdout.contains("started"));
-        s.run(&["--gpu-name", "H100"], "echo started")
+        s.sh_with(&["--gpu-name", "H100"], "echo started")
             .assert_success();
     }
 }
@@ -402,7 +235,12 @@ fn inside_a_slurm_job_only_its_allocated_gpus_are_given() {
         let s = setup(mode);
         let run = |vars: &[&str], flags: &[&str]| {
             let mut args = vars.to_vec();
-            args.extend_from_slice(&[common::dstack::DSTACK_BIN, "run", "docker", &s.image]);
+            args.extend_from_slice(&[
+                test_support::dstack::dstack_bin(),
+                "run",
+                "docker",
+                &s.image,
+            ]);
             args.extend_from_slice(flags);
             args.extend_from_slice(&["-c", "nvidia-smi -L"]);
             s.dstack.run_program("/usr/bin/env", &args)

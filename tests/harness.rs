@@ -1,16 +1,14 @@
-//! Self-tests of the test harness (`tests/common`): they prove the registries, the token server, the image
-//! builder, the pusher and the dstack runner do what the product's tests rely on. They test the harness, not
-//! dstack.
-
-mod common;
+//! Self-tests of the test harness (the `test-support` crate): they prove the registries, the token server,
+//! the image builder, the pusher and the dstack runner do what the product's tests rely on. They test the
+//! harness, not dstack.
 
 use std::io::Read;
 use std::time::Duration;
 
-use common::http::Client;
-use common::image::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, list_tar, sha256_digest};
-use common::registry::MANIFEST_ACCEPT;
-use common::*;
+use test_support::http::Client;
+use test_support::image::{DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, list_tar, sha256_digest};
+use test_support::registry::MANIFEST_ACCEPT;
+use test_support::*;
 
 /// Fetches `repo:reference` and checks the registry serves exactly `expected`, under its digest.
 #[track_caller]
@@ -120,7 +118,8 @@ fn anonymous_token_for_a_private_repository_grants_nothing() {
     let challenge = challenge.unwrap();
     assert_eq!(challenge.status, 401);
     let challenge =
-        common::http::Challenge::parse(challenge.header("www-authenticate").unwrap()).unwrap();
+        test_support::http::Challenge::parse(challenge.header("www-authenticate").unwrap())
+            .unwrap();
     assert_eq!(challenge.scheme, "bearer");
     assert_eq!(
         challenge.param("scope"),
@@ -178,7 +177,7 @@ fn short_lived_tokens_are_refused_by_the_registry_after_they_expire() {
     let url = format!("{}/v2/private/busybox/manifests/latest", registry.url());
     let first = client.request("GET", &url, &[], None).unwrap();
     let challenge =
-        common::http::Challenge::parse(first.header("www-authenticate").unwrap()).unwrap();
+        test_support::http::Challenge::parse(first.header("www-authenticate").unwrap()).unwrap();
     let token = client
         .fetch_token(&challenge, None, registry.creds())
         .unwrap();

@@ -1,13 +1,11 @@
 //! `dstack info`: every item the issue lists is reported, as root and rootless, and each value matches what
 //! the test reads from the machine itself; the probes leave nothing behind.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::*;
 use serde_json::Value;
+use test_support::*;
 
 /// The keys of each section of `dstack info --json`.
 const KEYS: &[(&str, &[&str])] = &[

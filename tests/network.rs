@@ -6,16 +6,14 @@
 //! ports (root); and nothing of ours stays in `ip link` or the NAT table after the runs (a thousand of
 //! them too), nor after a SIGKILLed supervisor once the next command has swept.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
 use nix::sys::signal::Signal;
+use test_support::*;
 
 fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
     for (name, text) in files {
@@ -24,31 +22,13 @@ fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
     d.home().join("project")
 }
 
-fn state(d: &Dstack, run: &str) -> serde_json::Value {
-    let path = d.state_root().join("runs").join(run).join("state.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
 fn ports_of(d: &Dstack, run: &str) -> Vec<u16> {
-    state(d, run)["ports"]
+    d.run_record(run)["ports"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p.as_u64().unwrap() as u16)
         .collect()
-}
-
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// `curl -s URL` on the host: the body, or None.
@@ -67,7 +47,7 @@ fn start_detached(d: &Dstack, dir: &Path, name: &str) -> String {
     let out = d.run_in(dir, &["run", "-d", name]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
-    wait_until(
+    wait_for(
         &format!("{run} to be ready"),
         Duration::from_secs(60),
         || d.run_in(dir, &["logs", &run]).stdout.contains("ready"),
@@ -81,7 +61,10 @@ const SERVE: &str = "    commands:\n      - for p in $(env | sed -n 's/^PORT_[0-
 /// The host interface name of a run: `dst` + 12 hex digits of sha256(container id).
 fn host_interface(d: &Dstack, run: &str) -> String {
     use sha2::Digest as _;
-    let id = state(d, run)["container_id"].as_str().unwrap().to_string();
+    let id = d.run_record(run)["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     format!(
         "dst{}",
         &hex::encode(sha2::Sha256::digest(id.as_bytes()))[..12]
@@ -115,7 +98,7 @@ fn nat_rules() -> String {
 fn assert_nothing_left(name: &str) {
     let short = &name[3..];
     // The veth goes with the job's namespace and the NAT table in the background: moments later.
-    wait_until(
+    wait_for(
         &format!("{name} and its NAT rules to go"),
         Duration::from_secs(10),
         || {
@@ -140,14 +123,14 @@ fn three_ports_answer_curl(d: Dstack) {
     let out = d.run_in(&dir, &["run", "-d", "web"]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
-    wait_until("the servers", Duration::from_secs(60), || {
+    wait_for("the servers", Duration::from_secs(60), || {
         d.run_in(&dir, &["logs", &run]).stdout.contains("ready")
     });
     let ports = ports_of(&d, &run);
     assert_eq!(ports.len(), 3);
     for p in &ports {
         let mut body = None;
-        wait_until(&format!("port {p}"), Duration::from_secs(20), || {
+        wait_for(&format!("port {p}"), Duration::from_secs(20), || {
             body = curl(&format!("http://127.0.0.1:{p}/"));
             body.is_some()
         });
@@ -218,7 +201,7 @@ fn two_runs_at_once_get_their_own_ports(d: Dstack) {
     assert_ne!(pa, pb);
     for (run, p) in [(&a, pa), (&b, pb)] {
         let mut body = None;
-        wait_until(&format!("port {p}"), Duration::from_secs(20), || {
+        wait_for(&format!("port {p}"), Duration::from_secs(20), || {
             body = curl(&format!("http://127.0.0.1:{p}/"));
             body.is_some()
         });
@@ -345,7 +328,7 @@ fn jobs_are_isolated_unless_they_publish_ports(d: Dstack) {
     assert!(addr.starts_with("10."), "{log}");
     // The client: a second run; its namespace is entered through its init's pid.
     let cli = start_detached(&d, &dir, "cli");
-    let pid = state(&d, &cli)["container_pid"]
+    let pid = d.run_record(&cli)["container_pid"]
         .as_i64()
         .expect("the run records its init's pid");
     let inside = |cmd: &str| {
@@ -396,7 +379,7 @@ fn nothing_is_left_after_runs_or_a_sigkill(d: Dstack) {
     let name = host_interface(&d, &run);
     assert!(links().contains(&format!(": {name}@")), "no veth {name}");
     let port = ports_of(&d, &run)[0];
-    let supervisor = state(&d, &run)["supervisor_pid"].as_i64().unwrap() as i32;
+    let supervisor = d.run_record(&run)["supervisor_pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor), Signal::SIGKILL).unwrap();
     // The job's namespace dies with init (PDEATHSIG) and takes the veth; the NAT table waits for a sweep.
     d.run_in(&dir, &["run", "short"]).assert_success();
@@ -405,21 +388,6 @@ fn nothing_is_left_after_runs_or_a_sigkill(d: Dstack) {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "port {port} still open"
     );
-}
-
-macro_rules! as_root_and_rootless {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[test]
-            fn as_root() {
-                super::$scenario(super::Dstack::root());
-            }
-            #[test]
-            fn rootless() {
-                super::$scenario(super::Dstack::rootless());
-            }
-        }
-    };
 }
 
 as_root_and_rootless!(three_ports_answer_curl);
@@ -456,7 +424,7 @@ fn the_hosts_loopback_stays_out_of_reach_as_root() {
         &[("pub.yaml", busybox_workflow(&registry, "pub", waits))],
     );
     let run = start_detached(&d, &dir, "pub");
-    let pid = state(&d, &run)["container_pid"].as_i64().unwrap();
+    let pid = d.run_record(&run)["container_pid"].as_i64().unwrap();
     let host_if = host_interface(&d, &run);
     let localnet = format!("/proc/sys/net/ipv4/conf/{host_if}/route_localnet");
     assert_eq!(std::fs::read_to_string(&localnet).unwrap().trim(), "1");
@@ -509,7 +477,7 @@ fn network_namespaces_from_the_spares_are_fresh_as_root() {
     let mut seen = Vec::new();
     for _ in 0..4 {
         let run = start_detached(&d, &dir, "alone");
-        let pid = state(&d, &run)["container_pid"]
+        let pid = d.run_record(&run)["container_pid"]
             .as_i64()
             .unwrap()
             .to_string();
@@ -535,10 +503,8 @@ fn network_namespaces_from_the_spares_are_fresh_as_root() {
     // half made (a file not yet mounted on); the other tests' runs take them meanwhile.
     let lock = std::fs::File::create("/run/dstack/netns.lock").unwrap();
     // SAFETY: flock on a descriptor we hold; released when `lock` closes.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-        0
-    );
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0);
     let spares: Vec<std::path::PathBuf> = std::fs::read_dir("/run/dstack/netns")
         .unwrap()
         .flatten()
@@ -559,7 +525,7 @@ fn network_namespaces_from_the_spares_are_fresh_as_root() {
         .into_owned();
         if !ns.starts_with("net:[") {
             // A run taking it has unmounted it and unlinks it next; anything else is a leftover.
-            wait_until(
+            wait_for(
                 &format!("{} (not a namespace) to go", spare.display()),
                 Duration::from_secs(1),
                 || !spare.exists(),
@@ -591,7 +557,7 @@ fn a_thousand_runs_leave_nothing_behind_as_root() {
         assert!(out.status.success(), "run {i} of 1000 failed: {out}");
         let run = out.run_name();
         ids.push(
-            state(&d, &run)["container_id"]
+            d.run_record(&run)["container_id"]
                 .as_str()
                 .unwrap()
                 .to_string(),
@@ -603,7 +569,7 @@ fn a_thousand_runs_leave_nothing_behind_as_root() {
     };
     let shorts: Vec<String> = ids.iter().map(|id| short(id)).collect();
     // The NAT tables go in the background and the veths with the namespaces, moments after each run.
-    wait_until(
+    wait_for(
         "the runs' veths and NAT tables to go",
         Duration::from_secs(20),
         || {

@@ -2,15 +2,12 @@
 //! bundles are a busybox root filesystem plus a config.json built with `oci-spec`; the tests drive the
 //! runtime spec's lifecycle and every command, and look inside the container for what the config asked.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use oci_spec::runtime::{
     Capability, HookBuilder, HooksBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
     LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
@@ -19,6 +16,8 @@ use oci_spec::runtime::{
     RootBuilder, Spec, UserBuilder,
 };
 use serde_json::Value;
+use test_support::oci::{id_mapping, make_rootless, unpack_busybox};
+use test_support::*;
 
 const OCI_BIN: &str = env!("CARGO_BIN_EXE_dstack-oci");
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
@@ -55,20 +54,12 @@ impl Ran {
     }
 }
 
-fn unpack_busybox(rootfs: &Path) {
-    let tar = busybox_layer().build(Compression::None).tar;
-    let mut archive = tar::Archive::new(&tar[..]);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_permissions(true);
-    archive.unpack(rootfs).expect("unpack busybox");
-    std::fs::create_dir_all(rootfs.join("hooks")).unwrap();
-}
-
 impl Env {
     fn new(run_as: RunAs) -> Env {
         let dstack = Dstack::new(run_as);
         let bundle = dstack.home().join("bundle");
         unpack_busybox(&bundle.join("rootfs"));
+        std::fs::create_dir_all(bundle.join("rootfs/hooks")).unwrap();
         std::fs::create_dir_all(bundle.join("out")).unwrap();
         dstack.give_to_user(&bundle);
         let root = dstack.state_root().join("oci");
@@ -205,6 +196,7 @@ fn base_spec(env: &Env, script: &str) -> Spec {
         &env.bundle.join("out").to_string_lossy(),
         &["rbind", "rw"],
     ));
+    spec.set_mounts(Some(mounts));
     if env.rootless() {
         let (uid, gid) = env.dstack.run_as().ids();
         let sub = |file: &str| {
@@ -218,36 +210,12 @@ fn base_spec(env: &Env, script: &str) -> Spec {
         let (su, sg) = (sub("/etc/subuid"), sub("/etc/subgid"));
         let map = |host: u32, sub: runtime::userns::IdRange| {
             vec![
-                LinuxIdMappingBuilder::default()
-                    .container_id(0u32)
-                    .host_id(host)
-                    .size(1u32)
-                    .build()
-                    .unwrap(),
-                LinuxIdMappingBuilder::default()
-                    .container_id(1u32)
-                    .host_id(sub.start)
-                    .size(sub.count.min(65535))
-                    .build()
-                    .unwrap(),
+                id_mapping(0, host, 1),
+                id_mapping(1, sub.start, sub.count.min(65535)),
             ]
         };
-        let mut linux = spec.linux().clone().unwrap();
-        let mut namespaces = linux.namespaces().clone().unwrap();
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()
-                .unwrap(),
-        );
-        linux.set_namespaces(Some(namespaces));
-        linux.set_uid_mappings(Some(map(uid, su)));
-        linux.set_gid_mappings(Some(map(gid, sg)));
-        linux.set_resources(None);
-        spec.set_linux(Some(linux));
-        mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
+        make_rootless(&mut spec, map(uid, su), map(gid, sg));
     }
-    spec.set_mounts(Some(mounts));
     spec
 }
 
@@ -1082,17 +1050,17 @@ fn oci_conf() -> String {
     format!(
         "{}\nRunTimeQuery=\"{cmd} state {id}\"\nRunTimeRun=\"{cmd} run --bundle %b {id}\"\n\
          RunTimeKill=\"{cmd} kill -a {id}\"\nRunTimeDelete=\"{cmd} delete --force {id}\"\n",
-        common::slurm::MARKER
+        test_support::slurm::MARKER
     )
 }
 
 #[test]
 fn srun_container_runs_the_bundle_through_dstack_oci() {
-    common::slurm::slurm();
+    test_support::slurm::slurm();
     let conf = Path::new("/etc/slurm/oci.conf");
     if let Ok(existing) = std::fs::read_to_string(conf) {
         assert!(
-            existing.starts_with(common::slurm::MARKER),
+            existing.starts_with(test_support::slurm::MARKER),
             "{} exists and is not the test harness's: refusing to replace it",
             conf.display()
         );

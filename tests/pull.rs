@@ -1,12 +1,10 @@
 //! `dstack pull`, `images`, `rmi`, `prune images` end to end: the binary against a real docker-registry, as
 //! root and as unprivileged users (with and without subordinate ids).
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
-use common::*;
+use test_support::*;
 
 /// A busybox image plus a layer with every overlay and tar feature the store must keep, and a zstd and an
 /// uncompressed layer.

@@ -2,10 +2,8 @@
 //! mid-stream. `dstack pull` retries with backoff, resumes a cut download with a `Range` request instead of
 //! starting over, and when the registry keeps failing, says so in one line and leaves no image behind.
 
-mod common;
-
-use common::faulty::{Fault, FaultyProxy};
-use common::*;
+use test_support::faulty::{Fault, FaultyProxy};
+use test_support::*;
 
 /// A busybox image plus a layer of 2 MiB that gzip cannot shrink, so a cut can land mid-layer.
 fn image_with_a_big_layer() -> Image {

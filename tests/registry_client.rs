@@ -3,13 +3,10 @@
 //! platform selection from an index. Every file the client reads (registries.conf, certs.d, auth files) is
 //! a temporary one named in `RegistryOptions`.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
 use runtime::image::Digest;
 use runtime::image::manifest::{
     Compression as LayerCompression, ManifestError, ResolvedImage, resolve,
@@ -18,6 +15,7 @@ use runtime::image::platform::Platform as RtPlatform;
 use runtime::image::reference::Reference;
 use runtime::image::registry::{Credentials, RegistryClient, RegistryOptions};
 use runtime::image::source::{Source, SourceError};
+use test_support::*;
 
 /// A user's configuration directory for one test: registries.conf, certs.d and auth.json live here.
 struct Home {

@@ -2,48 +2,24 @@
 //! exit codes, a root filesystem that never reaches the store, Docker's defaults, user lookup, cleanup
 //! after a SIGKILLed supervisor, 100+ layers, and the overlay fallbacks.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
 use nix::sys::signal::Signal;
+use test_support::*;
 
 /// Both ways a user meets dstack.
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
 
 /// A registry holding `image`, and a dstack environment (as `run_as`) that has pulled it.
-struct Setup {
-    _registry: TestRegistry,
-    dstack: Dstack,
-    image: String,
+fn setup_with(run_as: RunAs, image: &Image) -> PulledImage {
+    PulledImage::new(Dstack::new(run_as), "test/img:1", image)
 }
 
-fn setup_with(run_as: RunAs, image: &Image) -> Setup {
-    let registry = TestRegistry::plain();
-    registry.push("test/img:1", image);
-    let image = registry.image("test/img:1");
-    let dstack = Dstack::new(run_as);
-    dstack.run(&["pull", "-q", &image]).assert_success();
-    Setup {
-        _registry: registry,
-        dstack,
-        image,
-    }
-}
-
-fn setup(run_as: RunAs) -> Setup {
+fn setup(run_as: RunAs) -> PulledImage {
     setup_with(run_as, &busybox_image().build())
-}
-
-impl Setup {
-    fn sh(&self, script: &str) -> Output {
-        self.dstack
-            .run(&["run", "docker", &self.image, "-c", script])
-    }
 }
 
 /// A descriptor the caller of `dstack` left open (fd 7 on a host file, as a shell's `exec 7>file` leaves
@@ -349,7 +325,7 @@ fn exec_failures_are_one_line_with_the_shells_codes() {
             LayerBuilder::new()
                 .executable(
                     "busybox",
-                    std::fs::read(common::busybox::BUSYBOX_BIN).unwrap(),
+                    std::fs::read(test_support::busybox::BUSYBOX_BIN).unwrap(),
                 )
                 .build(Compression::Gzip),
         )
@@ -672,7 +648,7 @@ fn with_a_terminal_the_job_gets_a_pty_and_its_exit_code_still_comes_back() {
         // `script` gives dstack a pty as its stdin and stdout, as an interactive shell would.
         let line = format!(
             "{} run docker {} -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo TERM=$TERM; exit 4'",
-            common::dstack::DSTACK_BIN,
+            test_support::dstack::dstack_bin(),
             s.image
         );
         let out = s
@@ -840,7 +816,7 @@ fn a_detached_ad_hoc_run_is_followed_and_stopped_by_name() {
             out.assert_success();
             let name = out.stdout.trim().to_string();
             assert!(!name.is_empty() && !name.contains('\n'), "{mode:?}: {out}");
-            let seen = common::process::wait_until(Duration::from_secs(30), || {
+            let seen = test_support::process::wait_until(Duration::from_secs(30), || {
                 s.dstack
                     .run(&["logs", &name])
                     .stdout
@@ -906,7 +882,7 @@ fn ad_hoc_ports_and_network_modes() {
             "{mode:?}: {err}"
         );
         let port: u16 = words[1].parse().unwrap();
-        let page = common::process::wait_until(Duration::from_secs(20), || {
+        let page = test_support::process::wait_until(Duration::from_secs(20), || {
             use std::io::{Read as _, Write as _};
             let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
             conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

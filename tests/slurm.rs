@@ -1,4 +1,4 @@
-//! `dstack run --slurm` against a real one-node Slurm (tests/common/slurm.rs starts it), as root and as the
+//! `dstack run --slurm` against a real one-node Slurm (test-support/src/slurm.rs starts it), as root and as the
 //! unprivileged test user: the options Slurm recorded, the output, exit codes, artifacts, `stop`, requeue,
 //! two jobs at once, `-d` then `logs -f`, ports, and the errors.
 //!
@@ -6,14 +6,12 @@
 //! shared file system) and `store` at a third (the node's store), so nothing on the node side works by
 //! accident through the login side's state root.
 
-mod common;
-
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::slurm::{self, GPU_TYPE, PARTITION, PREEMPT_PARTITION};
-use common::*;
+use test_support::slurm::{self, GPU_TYPE, PARTITION, PREEMPT_PARTITION};
+use test_support::*;
 
 /// A project with one workflow file and a `.dstack/slurm.yaml`, for `d`.
 struct Project {

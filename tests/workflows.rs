@@ -2,12 +2,10 @@
 //! and rootless: the seed's examples, artifacts however a run ends, caches, secrets and `registry_auth`,
 //! run records, `stop`, and runs in parallel.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
+use test_support::*;
 
 /// A project in the user's home with these workflow files; returns its directory.
 fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
@@ -16,40 +14,6 @@ fn project(d: &Dstack, files: &[(&str, String)]) -> PathBuf {
     }
     d.write_home_file("project/src/train.py", "print('hello')\n");
     d.home().join("project")
-}
-
-fn state(d: &Dstack, run: &str) -> serde_json::Value {
-    let path = d.state_root().join("runs").join(run).join("state.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
-}
-
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Runs a scenario as root and as the unprivileged test user.
-macro_rules! as_root_and_rootless {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[test]
-            fn as_root() {
-                super::$scenario(super::Dstack::root());
-            }
-            #[test]
-            fn rootless() {
-                super::$scenario(super::Dstack::rootless());
-            }
-        }
-    };
 }
 
 /// The seed's hello-docker: the artifact is saved and `artifacts download` returns it.
@@ -108,7 +72,7 @@ fn a_failing_job_keeps_its_artifacts_and_exit_code(d: Dstack) {
     let out = d.run_in(&dir, &["run", "fail"]);
     out.assert_code(3);
     let run = out.run_name();
-    let record = state(&d, &run);
+    let record = d.run_record(&run);
     assert_eq!(record["status"], "failed");
     assert_eq!(record["exit_code"], 3);
     let saved = d
@@ -141,25 +105,25 @@ fn mounted_artifacts_are_live_and_stop_saves_artifacts(d: Dstack) {
         .join("runs")
         .join(&run)
         .join("artifacts/ckpt/step1");
-    wait_until(
+    wait_for(
         "the mounted artifact's file",
         Duration::from_secs(60),
         || live_file.exists(),
     );
     // (The job may write before its supervisor has recorded `running`.)
-    wait_until(
+    wait_for(
         "the run to be recorded running",
         Duration::from_secs(10),
-        || state(&d, &run)["status"] == "running",
+        || d.run_record(&run)["status"] == "running",
     );
     d.run_in(&dir, &["ps"])
         .assert_success()
         .assert_stdout_contains(&run);
-    wait_until("the job's `ready`", Duration::from_secs(30), || {
+    wait_for("the job's `ready`", Duration::from_secs(30), || {
         d.run_in(&dir, &["logs", &run]).stdout.contains("ready")
     });
     d.run_in(&dir, &["stop", &run]).assert_success();
-    let record = state(&d, &run);
+    let record = d.run_record(&run);
     assert_eq!(record["status"], "stopped", "{record}");
     let saved = d
         .state_root()
@@ -346,7 +310,7 @@ fn parallel_runs_never_clash(d: Dstack) {
     assert_ne!(na, nb);
     assert!(a.stdout.contains(&format!("run {na}")) && b.stdout.contains(&format!("run {nb}")));
     for name in [&na, &nb] {
-        let record = state(&d, name);
+        let record = d.run_record(name);
         assert_eq!(record["name"], name.as_str());
         assert_eq!(record["status"], "done");
     }
@@ -372,7 +336,7 @@ fn environment_code_and_arguments(d: Dstack) {
         .assert_stdout_contains("secret=visible-to-the-job")
         .assert_stdout_contains(&format!("args=--lr 0.1 two words name={run}"))
         .assert_stdout_contains("print('hello')");
-    let ports: Vec<u64> = state(&d, &run)["ports"]
+    let ports: Vec<u64> = d.run_record(&run)["ports"]
         .as_array()
         .unwrap()
         .iter()
@@ -427,14 +391,14 @@ fn ports_are_reachable_from_the_host(d: Dstack) {
     let out = d.run_in(&dir, &["run", "-d", "hello-app"]);
     out.assert_success();
     let run = out.stdout.trim().to_string();
-    wait_until("the server", Duration::from_secs(60), || {
+    wait_for("the server", Duration::from_secs(60), || {
         d.run_in(&dir, &["logs", &run])
             .stdout
             .contains("serving on port")
     });
-    let port = state(&d, &run)["ports"][0].as_u64().unwrap() as u16;
+    let port = d.run_record(&run)["ports"][0].as_u64().unwrap() as u16;
     let mut page = String::new();
-    wait_until(
+    wait_for(
         "an answer on the published port",
         Duration::from_secs(20),
         || {
@@ -450,7 +414,7 @@ fn ports_are_reachable_from_the_host(d: Dstack) {
     );
     assert!(page.contains(&format!("Hello from {run}")), "{page}");
     d.run_in(&dir, &["stop", &run]).assert_success();
-    assert_eq!(state(&d, &run)["status"], "stopped");
+    assert_eq!(d.run_record(&run)["status"], "stopped");
 }
 as_root_and_rootless!(ports_are_reachable_from_the_host);
 
@@ -520,14 +484,14 @@ fn aborted_runs_are_recorded_as_aborted() {
         let out = d.run_in(&dir, &["run", "-d", "long"]);
         out.assert_success();
         let run = out.stdout.trim().to_string();
-        wait_until("ready", Duration::from_secs(60), || {
+        wait_for("ready", Duration::from_secs(60), || {
             d.run_in(&dir, &["logs", &run]).stdout.contains("ready")
         });
         run
     };
     let run = started(&d);
     d.run_in(&dir, &["stop", "-x", &run]).assert_success();
-    assert_eq!(state(&d, &run)["status"], "aborted");
+    assert_eq!(d.run_record(&run)["status"], "aborted");
     let early = d
         .state_root()
         .join("runs")
@@ -536,13 +500,13 @@ fn aborted_runs_are_recorded_as_aborted() {
     assert!(early.exists(), "artifacts are saved on abort too");
 
     let run = started(&d);
-    let pid = state(&d, &run)["supervisor_pid"].as_i64().unwrap();
+    let pid = d.run_record(&run)["supervisor_pid"].as_i64().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    wait_until(
+    wait_for(
         "the run to show as aborted",
         Duration::from_secs(10),
         || {
@@ -579,7 +543,7 @@ fn logs_follow_a_detached_run_to_its_end() {
     let logs = d.run_in(&dir, &["logs", "-f", &run]);
     logs.assert_success();
     assert!(logs.stdout.contains("line 1\nline 2\nline 3\n"), "{logs}");
-    assert_eq!(state(&d, &run)["status"], "done");
+    assert_eq!(d.run_record(&run)["status"], "done");
 }
 
 /// SIGINT to a foreground run (Ctrl-C without a terminal) stops it gracefully.
@@ -599,7 +563,7 @@ fn interrupting_a_foreground_run_stops_it() {
     let out = running.wait();
     out.assert_code(130);
     let run = out.run_name();
-    assert_eq!(state(&d, &run)["status"], "stopped");
+    assert_eq!(d.run_record(&run)["status"], "stopped");
     assert!(
         d.state_root()
             .join("runs")

@@ -144,10 +144,8 @@ fn serve_in(job: &Job, port: u16, handle: fn(TcpStream)) {
     std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
         // SAFETY: moves only this thread into the job's network namespace.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
         let listener = TcpListener::bind(("0.0.0.0", port)).unwrap();
         tx.send(()).unwrap();
         for conn in listener.incoming() {

@@ -9,12 +9,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use layers::{Blob, Layer, add_to_layout, noise};
+use layers::{Blob, add_to_layout};
 use runtime::image::Digest;
 use runtime::image::layout::OciLayout;
 use runtime::image::pull::{NoProgress, PullError, PullOptions, pull};
 use runtime::image::source::{FetchedManifest, Source, SourceError};
 use runtime::image::store::{ImageName, Store, StoreError};
+use test_support::raw_tar::{Layer, noise};
 
 /// Wraps a source: records every blob request (digest, offset), can corrupt or slow down layer blobs.
 struct Recording {

@@ -1,15 +1,13 @@
 //! Unpacking layers: every escape a malicious layer can try leaves the world outside the layer directory
 //! untouched, and overlay's conventions and file metadata come out right.
 
-mod layers;
-
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use layers::{Layer, Sandbox};
 use runtime::image::unpack::{Privilege, UnpackError, UnpackOptions, unpack};
+use test_support::raw_tar::{Layer, Sandbox};
 
 fn options() -> UnpackOptions {
     UnpackOptions::for_this_process()

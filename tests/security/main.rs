@@ -2,9 +2,6 @@
 //! (crafted images pushed to a test registry, symlinks, a second local user, hostile files), asserting
 //! what the victim would check. `docs/SECURITY.md` maps each promise to its test.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod oci;
 mod parsers;
 mod paths;

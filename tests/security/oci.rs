@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::common::*;
+use test_support::oci::unpack_busybox;
+use test_support::*;
 
 const OCI_BIN: &str = env!("CARGO_BIN_EXE_dstack-oci");
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
@@ -25,11 +26,7 @@ impl Bundle {
     fn new(run_as: RunAs) -> Bundle {
         let dstack = Dstack::new(run_as);
         let dir = dstack.home().join("bundle");
-        let rootfs = dir.join("rootfs");
-        let tar = busybox_layer().build(Compression::None).tar;
-        let mut archive = tar::Archive::new(&tar[..]);
-        archive.set_preserve_permissions(true);
-        archive.unpack(&rootfs).expect("unpack busybox");
+        unpack_busybox(&dir.join("rootfs"));
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         dstack.give_to_user(&dir);
         let root = dstack.state_root().join("oci");

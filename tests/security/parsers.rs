@@ -5,26 +5,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::common::image::sha256_digest;
-use crate::common::*;
+use test_support::image::sha256_digest;
+use test_support::*;
 
 const OCI_BIN: &str = env!("CARGO_BIN_EXE_dstack-oci");
-
-/// Runs a scenario as root and as the unprivileged test user.
-macro_rules! as_root_and_rootless {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[test]
-            fn as_root() {
-                super::$scenario(super::Dstack::root());
-            }
-            #[test]
-            fn rootless() {
-                super::$scenario(super::Dstack::rootless());
-            }
-        }
-    };
-}
 
 /// A project in the user's home with these workflow files; returns its directory.
 fn project(d: &Dstack, files: &[(&str, &[u8])]) -> PathBuf {

@@ -5,23 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::*;
-
-/// Runs a scenario as root and as the unprivileged test user.
-macro_rules! as_root_and_rootless {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[test]
-            fn as_root() {
-                super::$scenario(super::Dstack::root());
-            }
-            #[test]
-            fn rootless() {
-                super::$scenario(super::Dstack::rootless());
-            }
-        }
-    };
-}
+use test_support::oci::{id_mapping, make_rootless, unpack_busybox};
+use test_support::*;
 
 /// The host directory an attacker aims at: empty, owned by the user dstack runs as (so that a rootless
 /// dstack could write there too).
@@ -223,41 +208,16 @@ as_root_and_rootless!(artifact_downloads_never_write_through_a_planted_symlink);
 /// A bundle `name` for `dstack-oci run` in `d`'s home: busybox unpacked at `rootfs`, `spec`'s config
 /// with the job run as the bundle's root (a user namespace mapping the user alone, when rootless).
 fn oci_bundle(d: &Dstack, name: &str, mut spec: oci_spec::runtime::Spec) -> PathBuf {
-    use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
     let bundle = d.home().join(name);
-    let tar = busybox_layer().build(Compression::None).tar;
-    tar::Archive::new(&tar[..])
-        .unpack(bundle.join("rootfs"))
-        .expect("unpack busybox");
-    let mut linux = spec.linux().clone().unwrap();
+    unpack_busybox(&bundle.join("rootfs"));
     if d.run_as() != RunAs::Root {
         let (uid, gid) = d.run_as().ids();
-        let map = |host: u32| {
-            vec![
-                LinuxIdMappingBuilder::default()
-                    .container_id(0u32)
-                    .host_id(host)
-                    .size(1u32)
-                    .build()
-                    .unwrap(),
-            ]
-        };
-        let mut namespaces = linux.namespaces().clone().unwrap();
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::User)
-                .build()
-                .unwrap(),
+        make_rootless(
+            &mut spec,
+            vec![id_mapping(0, uid, 1)],
+            vec![id_mapping(0, gid, 1)],
         );
-        linux.set_namespaces(Some(namespaces));
-        linux.set_uid_mappings(Some(map(uid)));
-        linux.set_gid_mappings(Some(map(gid)));
-        linux.set_resources(None);
-        let mut mounts = spec.mounts().clone().unwrap();
-        mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
-        spec.set_mounts(Some(mounts));
     }
-    spec.set_linux(Some(linux));
     let mut process = spec.process().clone().unwrap();
     process.set_terminal(Some(false));
     process.set_args(Some(vec!["sh".into(), "-c".into(), "echo ran".into()]));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::common::*;
+use test_support::*;
 
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
 const UNCONFINED: &str = "--security-opt=seccomp=unconfined";
@@ -34,37 +34,14 @@ fn probe_binary() -> &'static [u8] {
     })
 }
 
-struct Setup {
-    _registry: TestRegistry,
-    dstack: Dstack,
-    image: String,
-}
-
-fn setup(run_as: RunAs) -> Setup {
+/// Busybox with the probe at /bin/probe, pulled by `run_as`.
+fn setup(run_as: RunAs) -> PulledImage {
     let layer = LayerBuilder::new()
         .dir("mnt")
         .executable("bin/probe", probe_binary())
         .build(Compression::Gzip);
-    let registry = TestRegistry::plain();
-    registry.push("test/probe:1", &busybox_image().layer(layer).build());
-    let image = registry.image("test/probe:1");
-    let dstack = Dstack::new(run_as);
-    dstack.run(&["pull", "-q", &image]).assert_success();
-    Setup {
-        _registry: registry,
-        dstack,
-        image,
-    }
-}
-
-impl Setup {
-    /// `dstack run docker IMAGE FLAGS... -c SCRIPT`.
-    fn sh(&self, flags: &[&str], script: &str) -> Output {
-        let mut args = vec!["run", "docker", &self.image];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&["-c", script]);
-        self.dstack.run(&args)
-    }
+    let image = busybox_image().layer(layer).build();
+    PulledImage::new(Dstack::new(run_as), "test/probe:1", &image)
 }
 
 /// A key description no other test or run uses.
@@ -118,7 +95,7 @@ fn a_job_is_filtered_and_cannot_make_namespaces_or_mount() {
         let script = "grep Seccomp: /proc/self/status; \
             unshare -U true; echo unshare-U=$?; unshare -m true; echo unshare-m=$?; \
             mount -t tmpfs none /mnt; echo mount=$?; probe clone-newuser; probe clone3; echo end";
-        let out = s.sh(&[], script);
+        let out = s.sh_with(&[], script);
         out.assert_success();
         assert_eq!(seccomp_mode(&out), "2", "{mode:?}: {out}");
         for ok in ["unshare-U=0", "unshare-m=0", "mount=0"] {
@@ -145,7 +122,7 @@ fn a_job_is_filtered_and_cannot_make_namespaces_or_mount() {
             "{mode:?}: {out}"
         );
         // Control: the same image unconfined makes a user namespace.
-        let control = s.sh(
+        let control = s.sh_with(
             &[UNCONFINED],
             "grep Seccomp: /proc/self/status; unshare -U true && echo made; probe clone-newuser",
         );
@@ -167,7 +144,7 @@ fn a_job_cannot_reach_the_kernel_keyring() {
     for mode in MODES {
         let s = setup(mode);
         let name = key_name("default");
-        let add = s.sh(
+        let add = s.sh_with(
             &[],
             &format!("probe add {name}; probe i386-add {name}; echo $?"),
         );
@@ -180,7 +157,7 @@ fn a_job_cannot_reach_the_kernel_keyring() {
             add.stdout.ends_with("159\n"),
             "{mode:?}: i386 add_key not killed: {add}"
         );
-        let find = s.sh(&[], &format!("probe find {name}"));
+        let find = s.sh_with(&[], &format!("probe find {name}"));
         assert!(
             find.stdout
                 .contains("keyctl search: Operation not permitted"),
@@ -192,7 +169,7 @@ fn a_job_cannot_reach_the_kernel_keyring() {
 
         // Control: unconfined, the same probe reaches the keyring (root: host root's own).
         let name = key_name("control");
-        let add = s.sh(&[UNCONFINED], &format!("probe add {name}"));
+        let add = s.sh_with(&[UNCONFINED], &format!("probe add {name}"));
         assert!(add.stdout.contains("add_key: ok"), "{mode:?}: {add}");
         if mode == RunAs::Root {
             let id = host_key(&name).expect("unconfined, the key is in host root's keyring");
@@ -218,7 +195,7 @@ fn a_profile_file_applies_and_other_abis_cannot_bypass_it() {
         let script = "mkdir /x; echo mkdir=$?; touch /y && echo touched; \
             probe i386-mkdir /i386; echo i386=$?; probe x32-mkdir /x32; echo x32=$?; \
             ls -d /x /i386 /x32 2>&1; true";
-        let out = s.sh(&[&flag], script);
+        let out = s.sh_with(&[&flag], script);
         out.assert_success();
         assert!(
             out.stderr.contains("Operation not permitted") && out.stdout.contains("mkdir=1"),
@@ -279,7 +256,7 @@ fn a_hostile_profile_file_is_refused_with_its_name_and_place() {
     for (name, text, needles) in &cases {
         let file = s.dstack.write_home_file(&format!("profiles/{name}"), text);
         let flag = format!("--security-opt=seccomp={}", file.display());
-        let out = s.sh(&[&flag], "echo started");
+        let out = s.sh_with(&[&flag], "echo started");
         out.assert_failure();
         assert!(!out.stdout.contains("started"), "{name}: {out}");
         assert!(
@@ -299,10 +276,10 @@ fn a_hostile_profile_file_is_refused_with_its_name_and_place() {
             out.stderr.len()
         );
     }
-    let missing = s.sh(&["--security-opt=seccomp=/nonexistent/p.json"], "true");
+    let missing = s.sh_with(&["--security-opt=seccomp=/nonexistent/p.json"], "true");
     missing.assert_failure();
     assert!(missing.stderr.contains("/nonexistent/p.json"), "{missing}");
-    let other = s.sh(&["--security-opt=apparmor=unconfined"], "true");
+    let other = s.sh_with(&["--security-opt=apparmor=unconfined"], "true");
     other.assert_failure();
     assert!(
         other.stderr.contains("apparmor=unconfined") && other.stderr.contains("seccomp=unconfined"),

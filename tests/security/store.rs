@@ -10,8 +10,8 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _}
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::dstack::{TEST_USER, TEST_USER_NOSUBID};
-use crate::common::*;
+use test_support::dstack::{TEST_USER, TEST_USER_NOSUBID};
+use test_support::*;
 
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -266,10 +266,7 @@ const OCI_BIN: &str = env!("CARGO_BIN_EXE_dstack-oci");
 fn a_bundle_with_uid_4294967295_is_refused() {
     for dstack in [Dstack::root(), Dstack::rootless()] {
         let bundle = dstack.home().join("bundle");
-        let tar = busybox_layer().build(Compression::None).tar;
-        let mut archive = tar::Archive::new(&tar[..]);
-        archive.set_preserve_permissions(true);
-        archive.unpack(bundle.join("rootfs")).unwrap();
+        test_support::oci::unpack_busybox(&bundle.join("rootfs"));
         let mut config = serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap();
         config["root"] = serde_json::json!({"path": "rootfs", "readonly": false});
         config["process"]["terminal"] = false.into();

@@ -235,14 +235,17 @@ mod install_timing {
             // SAFETY: test-only fork; the child only times the install and exits.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
+                // SAFETY: prctl with integer arguments only, in the forked child.
                 unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
                 let t = std::time::Instant::now();
                 program.install().unwrap();
                 let e = t.elapsed();
                 eprintln!("install {e:?}");
+                // SAFETY: the child leaves without running the parent's destructors.
                 unsafe { libc::_exit(0) };
             }
             let mut st = 0;
+            // SAFETY: waits for our own child into a local status word.
             unsafe { libc::waitpid(pid, &mut st, 0) };
         }
     }

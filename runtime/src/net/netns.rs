@@ -34,6 +34,7 @@ pub(super) fn identity(pid: i32) -> Option<(u64, u64)> {
 pub(super) fn identity_of(ns: &OwnedFd) -> Option<(u64, u64)> {
     // SAFETY: fstat on a descriptor we hold, into a zeroed stat buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer and `ns` is open.
     if unsafe { libc::fstat(ns.as_raw_fd(), &mut st) } != 0 {
         return None;
     }

@@ -44,6 +44,7 @@ pub(super) fn take() -> Option<OwnedFd> {
         // so the unmount is the claim); the others see EINVAL and go on.
         // SAFETY: umount2 and unlink with a NUL-terminated path; the namespace lives on through `ns`.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            // SAFETY: `c` is a NUL-terminated path that outlives the call.
             unsafe { libc::unlink(c.as_ptr()) };
             return Some(ns);
         }

@@ -10,7 +10,7 @@ use super::{REGISTRY_IDENTITY_TOKEN, REGISTRY_PASSWORD, REGISTRY_USER};
 
 pub const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/scripts/test-registry/token-server.py"
+    "/../scripts/test-registry/token-server.py"
 );
 pub const ISSUER: &str = "dstack-test-token-issuer";
 pub const SERVICE: &str = "dstack-test-registry";

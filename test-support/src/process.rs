@@ -68,3 +68,16 @@ pub fn wait_until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> O
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits until `check` holds, polling every 50 ms; panics naming `what` after `timeout`.
+#[track_caller]
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}

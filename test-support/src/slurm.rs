@@ -136,11 +136,8 @@ fn start() -> Slurm {
     let lock_path = format!("{RUN_DIR}/setup.lock");
     let lock = fs::File::create(&lock_path).unwrap_or_else(|e| panic!("{lock_path}: {e}"));
     // SAFETY: flock on a descriptor we own; the lock is released when `lock` is dropped.
-    assert_eq!(
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) },
-        0,
-        "flock {lock_path}"
-    );
+    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock {lock_path}");
     let node = hostname();
     start_munge();
     // Cgroup plugins first (jobs get real CPU and memory limits, which dstack then leaves to Slurm); if

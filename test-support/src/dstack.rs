@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,29 @@ use nix::unistd::{Pid, User};
 
 use super::registry::TestRegistry;
 
-pub const DSTACK_BIN: &str = env!("CARGO_BIN_EXE_dstack");
+/// The `dstack` binary cargo built for the test running: `CARGO_BIN_EXE_dstack` where cargo sets it at run
+/// time, else the one beside the test executable's `deps/` directory (`target/debug/dstack`). A library
+/// cannot read that variable at compile time as a test file can.
+pub fn dstack_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_dstack") {
+            return bin.to_string_lossy().into_owned();
+        }
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("dstack"))
+            .expect("the test executable lies in target/PROFILE/deps/");
+        assert!(
+            bin.is_file(),
+            "{}: not built; `cargo test` builds it for the tests of the dstack package",
+            bin.display()
+        );
+        bin.to_string_lossy().into_owned()
+    })
+}
 pub const TEST_USER: &str = "dstack-test";
 pub const TEST_USER_NOSUBID: &str = "dstack-test-nosubid";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -90,7 +112,7 @@ impl Dstack {
                 "rootless tests start as root and drop to {}: run the tests as root",
                 run_as.user_name().unwrap()
             );
-            check_reachable(Path::new(DSTACK_BIN), run_as.user_name().unwrap());
+            check_reachable(Path::new(dstack_bin()), run_as.user_name().unwrap());
         }
         let base = tempfile::Builder::new()
             .prefix("dstack-test-")
@@ -128,6 +150,15 @@ impl Dstack {
     /// `DSTACK_HOME` of every run (the state root: store, containers, runs).
     pub fn state_root(&self) -> PathBuf {
         self.base.path().join("state")
+    }
+
+    /// The record of run `run` (`runs/RUN/state.json` under the state root).
+    #[track_caller]
+    pub fn run_record(&self, run: &str) -> serde_json::Value {
+        let path = self.state_root().join("runs").join(run).join("state.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     /// The scratch directories left under the state root once the runs' cleanup is over: a run's own
@@ -227,7 +258,7 @@ impl Dstack {
 
     /// The command line `run` would execute, not started (for tests that need their own handling).
     pub fn command(&self, args: &[&str]) -> Command {
-        self.program_command(DSTACK_BIN, args)
+        self.program_command(dstack_bin(), args)
     }
 
     /// Any program with this environment's user, variables and directory (`sh -c ...` to look around as the
