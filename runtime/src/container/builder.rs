@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use oci_spec::runtime::{MountBuilder, Spec};
 
-use super::cgroup::CgroupPlacement;
 use super::hooks::State;
 use super::namespaces::{self, Namespaces};
 use super::scratch::ScratchDir;
+use super::steps::InContainerStep;
 use super::{ContainerError, StdioMode, ids, mounts, spec, validate};
+use crate::cgroup::CgroupPlacement;
 use crate::net::Network;
 use crate::rootfs::Rootfs;
 
@@ -32,6 +33,7 @@ pub struct ContainerBuilder {
     log_file: Option<PathBuf>,
     grace: Duration,
     network: Option<Network>,
+    steps: Vec<&'static dyn InContainerStep>,
 }
 
 /// The OCI runtime lifecycle (`dstack-oci create`): the container outlives the process that creates it
@@ -60,6 +62,7 @@ pub struct PreparedContainer {
     pub(super) network: Option<Network>,
     pub(super) oci: Option<OciOptions>,
     pub(super) namespaces: Namespaces,
+    pub(super) steps: Vec<&'static dyn InContainerStep>,
 }
 
 /// The root filesystem, prepared.
@@ -90,6 +93,7 @@ impl ContainerBuilder {
             log_file: None,
             grace: Duration::from_secs(10),
             network: None,
+            steps: Vec::new(),
         }
     }
 
@@ -143,6 +147,13 @@ impl ContainerBuilder {
     /// The job's network (`runtime::net`); without one the job gets a private loopback-only namespace.
     pub fn network(mut self, network: Network) -> Self {
         self.network = Some(network);
+        self
+    }
+
+    /// A step init runs inside the container (after the masked and read-only paths), such as
+    /// `gpu::DRIVER_LINKS`.
+    pub fn in_container_step(mut self, step: &'static dyn InContainerStep) -> Self {
+        self.steps.push(step);
         self
     }
 
@@ -223,6 +234,7 @@ impl ContainerBuilder {
             network: self.network,
             oci: self.oci,
             namespaces,
+            steps: self.steps,
         })
     }
 }

@@ -13,6 +13,7 @@ use super::message::{Channel, Message};
 use super::process::{self, JobError};
 use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
+use super::steps::InContainerStep;
 use super::{console, loopback, mounts, namespaces, spawn, sysctl};
 use crate::inroot::{Create, Root, Scope, proc_path};
 use crate::rootfs::Rootfs;
@@ -63,6 +64,8 @@ pub(super) struct InitContext {
     pub join_cgroup: Vec<RawFd>,
     /// Descriptors 3..3+N the job keeps (OCI `--preserve-fds`, `LISTEN_FDS`).
     pub keep_fds: u32,
+    /// Other modules' steps, run after the masked and read-only paths.
+    pub steps: Vec<&'static dyn InContainerStep>,
 }
 
 /// Signals init passes on to the job (every one a process may catch but those of faults).
@@ -177,9 +180,11 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         mounts::mask(linux.masked_paths().as_deref().unwrap_or_default())?;
         mounts::readonly(linux.readonly_paths().as_deref().unwrap_or_default())?;
     }
-    // Soname links and the linker cache for injected GPU driver libraries (nothing without the annotation);
-    // before a read-only root makes /etc/ld.so.cache unwritable.
-    crate::gpu::finish_in_container(&ctx.spec)?;
+    // Other modules' steps (the GPU driver's soname links and linker cache): before a read-only root makes
+    // /etc/ld.so.cache unwritable.
+    for step in &ctx.steps {
+        step.run(&ctx.spec)?;
+    }
     if let InitRoot::Directory { readonly: true, .. } = ctx.root {
         mounts::readonly_root()?;
     }

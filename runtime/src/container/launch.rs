@@ -10,7 +10,6 @@ use std::time::Duration;
 use oci_spec::runtime::{Hooks, Spec};
 
 use super::builder::{OciOptions, PreparedContainer, PreparedRoot, set_term, setgroups_allowed};
-use super::cgroup::CgroupPlacement;
 use super::hooks::{self, HookPoint};
 use super::idmap::{self, IdMap};
 use super::init::{self, InitContext, InitRoot};
@@ -19,6 +18,7 @@ use super::scratch::ScratchDir;
 use super::stdio::ParentStdio;
 use super::supervise::{Container, SignalGuard};
 use super::{ContainerError, StdioMode, gate, mounts, seccomp, seccomp_cache, spawn, stdio};
+use crate::cgroup::CgroupPlacement;
 use crate::net::Network;
 
 const NEWNET: u64 = libc::CLONE_NEWNET as u64;
@@ -250,6 +250,7 @@ impl PreparedContainer {
             mut network,
             oci,
             namespaces,
+            steps,
         } = self;
         // A namespace made ahead is collected first: no thread may run at the clone.
         if let Some(net) = network.as_mut() {
@@ -383,6 +384,7 @@ impl PreparedContainer {
             new_userns: user_ns,
             join_cgroup: join_files.iter().map(|f| f.as_raw_fd()).collect(),
             keep_fds: oci.as_ref().map_or(0, |o| o.preserve_fds),
+            steps,
         };
         let with_cgroupns = if clone_fd.is_some() && cgroupns {
             NEWCGROUP

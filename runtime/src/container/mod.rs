@@ -6,17 +6,17 @@
 //!   and user namespace maps;
 //! - `message`: typed messages between supervisor and init;
 //! - `init`: PID 1 (set-up, reaping, signal forwarding); `mounts`, `dev`, `sysctl`, `loopback`: its steps;
+//!   `steps`: the in-container steps other modules fill (GPU driver links);
 //! - `process`: the job's user, capabilities (`caps`), rlimits, `seccomp` and exec; `seccomp_profile`: Docker's
 //!   default profile and profile files;
 //! - `stdio`, `console`, `supervise`: streams, signals and exit status on the supervisor's side;
 //! - `scratch`, `sweep`: the per-container directory and the leftovers of killed supervisors;
-//! - `spec`: Docker's defaults; `cgroup`: the seam to the cgroup module; `features`: what the spec may ask;
+//! - `spec`: Docker's defaults (the job's cgroup comes as a `cgroup::CgroupPlacement`); `features`: what the spec may ask;
 //!   `unsupported`: the spec's fields this runtime refuses, by name; `validate`: the spec's values checked
 //!   before anything is made (sysctls by namespace, paths inside the root, limits).
 
 mod builder;
 mod caps;
-mod cgroup;
 mod console;
 mod dev;
 mod error;
@@ -40,6 +40,7 @@ pub mod seccomp_profile;
 mod spawn;
 mod spec;
 mod stdio;
+mod steps;
 mod supervise;
 mod sweep;
 mod sysctl;
@@ -48,7 +49,6 @@ pub mod validate;
 
 pub use builder::{ContainerBuilder, OciOptions, PreparedContainer};
 pub use caps::mask as capability_mask;
-pub use cgroup::CgroupPlacement;
 pub use error::ContainerError;
 pub use hooks::{HookPoint, State};
 pub use idmap::IdMap;
@@ -60,5 +60,6 @@ pub use spec::{
     default_mounts, default_spec, docker_user_caps,
 };
 pub use stdio::StdioMode;
+pub use steps::InContainerStep;
 pub use supervise::{Container, ExitStatus, human_size};
 pub use sweep::sweep_leftovers;

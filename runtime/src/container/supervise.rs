@@ -12,10 +12,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::ContainerError;
-use super::cgroup::CgroupPlacement;
 use super::message::{Channel, Message};
 use super::scratch::ScratchDir;
 use super::stdio::{ParentStdio, window_size};
+use crate::cgroup::CgroupPlacement;
 
 /// How the job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
