@@ -474,9 +474,7 @@ pub(crate) fn launch(
                 .then(|| device_policy(gpus.as_ref().map_or(&[][..], |g| g.device_rules()))),
         )
         .strict(launch.strict_limits);
-    let mut builder = ContainerBuilder::new(&launch.id)
-        .spec(spec)
-        .rootfs(image.layer_dirs.clone());
+    let mut builder = ContainerBuilder::new(&launch.id, spec).rootfs(image.layer_dirs.clone());
     if let Some(path) = launch.log_file {
         builder = builder.log_file(path);
     }

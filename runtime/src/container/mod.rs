@@ -1,10 +1,11 @@
 //! Containers: an OCI runtime `Spec` run on a root filesystem in new namespaces, supervised by the
 //! calling process. One concern per file:
-//! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`]; `launch`: → [`Container`] (supervised, dstack's
-//!   runs) or → [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec` to join it);
+//! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`], typed by its mode ([`Supervised`] or [`Oci`]);
+//!   `launch`: each mode's clone plan, one clone path, → [`Container`] (supervised, dstack's runs) or →
+//!   [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec` to join it);
 //! - `spawn`: the clone, refused from a multi-threaded process; `namespaces`, `idmap`: the spec's namespaces
 //!   and user namespace maps;
-//! - `message`: typed messages between supervisor and init;
+//! - `message`: typed messages between supervisor and init, one type per direction;
 //! - `init`: PID 1 (set-up, reaping, signal forwarding); `mounts`, `dev`, `sysctl`, `loopback`: its steps;
 //!   `steps`: the in-container steps other modules fill (GPU driver links);
 //! - `process`: the job's user, capabilities (`caps`), rlimits, `seccomp` and exec; `seccomp_profile`: Docker's
@@ -47,13 +48,16 @@ mod sysctl;
 pub mod unsupported;
 pub mod validate;
 
-pub use builder::{ContainerBuilder, OciOptions, PreparedContainer};
+pub use builder::{
+    ContainerBuilder, Mode, Oci, OciOptions, PreparedContainer, Supervised, SupervisedReady,
+    Unchosen,
+};
 pub use caps::mask as capability_mask;
 pub use error::ContainerError;
 pub use hooks::{HookPoint, State};
 pub use idmap::IdMap;
 pub use launch::Created;
-pub use message::Message;
+pub use message::{ChannelError, FromInit, ToInit};
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spec::{
     DEFAULT_PATH, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, default_capabilities,

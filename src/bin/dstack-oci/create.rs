@@ -324,15 +324,14 @@ fn make_in(
     pin_cpus(&spec)?;
     bind_mems(&spec)?;
     let (placement, cgroup_dirs) = cgroup(&spec, id)?.unzip();
-    let mut builder = ContainerBuilder::new(id.as_str())
-        .spec(spec.clone())
-        .root_directory(root_path, readonly)
-        .oci(OciOptions {
-            state_dir: dir.to_path_buf(),
-            state,
-            console_socket: args.console_socket.clone(),
-            preserve_fds: preserved_fds(args.preserve_fds),
-        });
+    let options = OciOptions {
+        state_dir: dir.to_path_buf(),
+        state,
+        console_socket: args.console_socket.clone(),
+        preserve_fds: preserved_fds(args.preserve_fds),
+    };
+    let mut builder =
+        ContainerBuilder::new(id.as_str(), spec.clone()).oci(root_path, readonly, options);
     if let Some(p) = placement {
         builder = builder.cgroup(p);
     }
