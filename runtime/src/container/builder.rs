@@ -407,3 +407,58 @@ pub(super) fn set_term(spec: &mut Spec) {
 pub(super) fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oci_options(dir: &Path) -> OciOptions {
+        OciOptions {
+            state_dir: dir.to_path_buf(),
+            state: State {
+                oci_version: "1.0.2".into(),
+                id: "t".into(),
+                status: "creating".into(),
+                pid: None,
+                bundle: dir.to_path_buf(),
+                annotations: Default::default(),
+            },
+            console_socket: None,
+            preserve_fds: 0,
+        }
+    }
+
+    #[test]
+    fn a_spec_without_a_command_is_refused_in_either_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec::default_spec(vec![], 1 << 20);
+        let run = ContainerBuilder::new("t", spec.clone())
+            .rootfs(vec![])
+            .state_root(dir.path())
+            .build();
+        let oci = ContainerBuilder::new("t", spec)
+            .oci(dir.path(), false, oci_options(dir.path()))
+            .build();
+        for e in [run.err(), oci.err()] {
+            let e = e.expect("refused").to_string();
+            assert!(e.contains("the spec has no command to run"), "{e}");
+        }
+        assert!(!dir.path().join("containers/t").exists());
+    }
+
+    #[test]
+    fn an_oci_root_must_be_a_directory() {
+        if !crate::paths::running_as_host_root() {
+            return; // an unprivileged spec needs a user namespace first
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec::default_spec(vec!["true".into()], 1 << 20);
+        let e = ContainerBuilder::new("t", spec)
+            .oci(dir.path().join("missing"), false, oci_options(dir.path()))
+            .build()
+            .err()
+            .map(|e| e.to_string())
+            .expect("refused");
+        assert!(e.contains("is not a directory"), "{e}");
+    }
+}
