@@ -1,29 +1,27 @@
 //! Starting a prepared container. Each mode decides once how init is cloned and what it is told (a
-//! [`ClonePlan`]: `supervised_plan`, `oci_plan`); one clone path then runs either plan:
+//! `ClonePlan`, see `clone_plan`); one clone path then runs either plan:
 //! - [`PreparedContainer<Supervised>::start`]: dstack's supervised run (init dies with us; output streamed
 //!   here);
 //! - [`PreparedContainer<Oci>::create`]: the OCI `create` (the spec's namespaces and id maps, hooks, init and
 //!   the job left waiting at the start gate, nothing tied to this process).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use oci_spec::runtime::{Hooks, LinuxSeccomp, Spec};
+use oci_spec::runtime::{Hooks, Spec};
 
-use super::builder::{
-    Oci, OciOptions, PreparedContainer, Supervised, SupervisedReady, set_term, setgroups_allowed,
-};
+use super::builder::{Oci, PreparedContainer, Supervised, SupervisedReady, setgroups_allowed};
+use super::clone_plan::{ClonePlan, oci_plan, supervised_plan};
 use super::hooks::{self, HookPoint};
 use super::idmap::{self, IdMap};
 use super::init::{self, InitContext, InitRoot};
 use super::message::{self, ChannelError, FromInit, SupervisorEnd, ToInit};
 use super::namespaces::Namespaces;
-use super::seccomp::SeccompProgram;
 use super::stdio::{ParentStdio, Stdio};
 use super::steps::InContainerStep;
 use super::supervise::{Container, SignalGuard};
-use super::{ContainerError, StdioMode, gate, mounts, seccomp, seccomp_cache, spawn, stdio};
+use super::{ContainerError, mounts, spawn};
 use crate::cgroup::CgroupPlacement;
 use crate::net::Network;
 
@@ -31,35 +29,6 @@ const NEWNET: u64 = libc::CLONE_NEWNET as u64;
 const NEWUSER: u64 = libc::CLONE_NEWUSER as u64;
 const NEWCGROUP: u64 = libc::CLONE_NEWCGROUP as u64;
 const NEWPID: u64 = libc::CLONE_NEWPID as u64;
-
-/// How init is cloned and what it is told, decided once per mode before the clone.
-struct ClonePlan {
-    spec: Spec,
-    root: InitRoot,
-    /// The namespaces init is cloned into, the cgroup namespace aside (see `cgroupns`).
-    new_namespaces: u64,
-    /// Init gets a cgroup namespace of its own, once it is in its cgroup.
-    cgroupns: bool,
-    /// The job has a network namespace of its own, whose `lo` init brings up.
-    own_netns: bool,
-    /// A network namespace made ahead (`net::Network`), which init joins.
-    joined_netns: Option<RawFd>,
-    stdio: Stdio,
-    seccomp: Option<SeccompProgram>,
-    /// The start gate's listening socket (OCI).
-    gate: Option<OwnedFd>,
-    /// The console socket for a terminal of the container's own devpts (OCI).
-    console: Option<PathBuf>,
-    /// Init pauses once mounted while the runtime's hooks run (OCI `prestart`, `createRuntime`).
-    pause_after_mounts: bool,
-    /// Init dies with this process (supervised).
-    pdeathsig: bool,
-    /// Descriptors 3..3+N the job keeps (OCI).
-    keep_fds: u32,
-    /// Init waits for a go whatever its cgroup and user namespace need: the OCI `create` always sends one
-    /// (with the state for the hooks); a network is attached after the clone.
-    always_wait: bool,
-}
 
 /// Init, just cloned.
 struct Cloned {
@@ -228,109 +197,6 @@ impl PreparedContainer<Oci> {
         std::mem::forget(cgroup);
         Ok(Created { pid })
     }
-}
-
-/// dstack's run: the namespaces every job gets (the network's own unless it brings one made ahead), the
-/// cgroup namespace always, init dying with us, stdio streamed here, compiled seccomp profiles cached in
-/// the state root.
-fn supervised_plan(
-    mut spec: Spec,
-    root: InitRoot,
-    stdio_mode: StdioMode,
-    network: Option<&Network>,
-) -> Result<ClonePlan, ContainerError> {
-    let joined_netns = network
-        .and_then(|n| n.joined_netns())
-        .map(|fd| fd.as_raw_fd());
-    let own_netns = joined_netns.is_none() && network.is_none_or(|n| n.needs_netns());
-    let new_namespaces = if own_netns {
-        spawn::NAMESPACES
-    } else {
-        spawn::NAMESPACES & !NEWNET
-    };
-    let stdio = stdio::open(stdio_mode)?;
-    if matches!(stdio.parent, ParentStdio::Pty { .. }) {
-        set_term(&mut spec);
-    }
-    let seccomp = seccomp_profile(&spec)
-        .map(|p| seccomp_cache::compile(p, &crate::paths::state_root().join("seccomp")))
-        .transpose()
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
-    Ok(ClonePlan {
-        spec,
-        root,
-        new_namespaces,
-        cgroupns: true,
-        own_netns,
-        joined_netns,
-        stdio,
-        seccomp,
-        gate: None,
-        console: None,
-        pause_after_mounts: false,
-        pdeathsig: true,
-        keep_fds: 0,
-        always_wait: network.is_some_and(|n| n.needs_attach()),
-    })
-}
-
-/// The OCI `create`: the spec's namespaces, our caller's streams, a start gate in the state directory,
-/// a pause for the runtime's hooks when the spec has any, nothing tied to this process.
-fn oci_plan(
-    spec: Spec,
-    root: InitRoot,
-    namespaces: &Namespaces,
-    options: &OciOptions,
-) -> Result<ClonePlan, ContainerError> {
-    let new = namespaces.new;
-    let terminal = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    // The terminal is made by init in the container's own devpts; without a console socket the job uses
-    // our caller's streams (a terminal, when it is one).
-    let console = options.console_socket.clone().filter(|_| terminal);
-    let stdio = stdio::open(StdioMode::Inherit)?;
-    let gate = gate::listen(&options.state_dir).map_err(ContainerError::io(
-        "cannot make the start gate in",
-        &options.state_dir,
-    ))?;
-    // A bundle's runtime has no store to keep compiled profiles in.
-    let seccomp = seccomp_profile(&spec)
-        .map(seccomp::compile)
-        .transpose()
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
-    let pause_after_mounts = has_runtime_hooks(spec.hooks().as_ref());
-    Ok(ClonePlan {
-        spec,
-        root,
-        new_namespaces: new & !NEWCGROUP,
-        cgroupns: new & NEWCGROUP != 0,
-        own_netns: new & NEWNET != 0,
-        joined_netns: None,
-        stdio,
-        seccomp,
-        gate: Some(gate),
-        console,
-        pause_after_mounts,
-        pdeathsig: false,
-        keep_fds: options.preserve_fds,
-        always_wait: true,
-    })
-}
-
-fn seccomp_profile(spec: &Spec) -> Option<&LinuxSeccomp> {
-    spec.linux().as_ref().and_then(|l| l.seccomp().as_ref())
-}
-
-/// The hooks the runtime runs between init's mounts and pivot_root (`prestart`, `createRuntime`).
-#[allow(deprecated)]
-fn has_runtime_hooks(hooks: Option<&Hooks>) -> bool {
-    hooks.is_some_and(|h| {
-        h.prestart().as_ref().is_some_and(|l| !l.is_empty())
-            || h.create_runtime().as_ref().is_some_and(|l| !l.is_empty())
-    })
 }
 
 fn open_log(path: &Path) -> Result<std::fs::File, ContainerError> {

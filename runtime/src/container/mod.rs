@@ -1,8 +1,9 @@
 //! Containers: an OCI runtime `Spec` run on a root filesystem in new namespaces, supervised by the
 //! calling process. One concern per file:
 //! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`], typed by its mode ([`Supervised`] or [`Oci`]);
-//!   `launch`: each mode's clone plan, one clone path, → [`Container`] (supervised, dstack's runs) or →
-//!   [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec` to join it);
+//!   `clone_plan`: what each mode decides once; `launch`: the one clone path, → [`Container`] (supervised,
+//!   dstack's runs) or → [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec`
+//!   to join it);
 //! - `spawn`: the clone, refused from a multi-threaded process; `namespaces`, `idmap`: the spec's namespaces
 //!   and user namespace maps;
 //! - `message`: typed messages between supervisor and init, one type per direction;
@@ -12,12 +13,13 @@
 //!   default profile and profile files;
 //! - `stdio`, `console`, `supervise`: streams, signals and exit status on the supervisor's side;
 //! - `scratch`, `sweep`: the per-container directory and the leftovers of killed supervisors;
-//! - `spec`: Docker's defaults (the job's cgroup comes as a `cgroup::CgroupPlacement`); `features`: what the spec may ask;
-//!   `unsupported`: the spec's fields this runtime refuses, by name; `validate`: the spec's values checked
+//! - `spec`: Docker's defaults (the job's cgroup comes as a `cgroup::CgroupPlacement`); `features`: what
+//!   the spec may ask; `unsupported`: the spec's fields this runtime refuses, by name; `validate`: the spec's values checked
 //!   before anything is made (sysctls by namespace, paths inside the root, limits).
 
 mod builder;
 mod caps;
+mod clone_plan;
 mod console;
 mod dev;
 mod error;
