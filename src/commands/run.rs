@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use oci_spec::runtime::Spec;
-use runtime::cgroup::Limits;
+use runtime::cgroup::{SpecCgroup, SpecPlacement};
 use runtime::container::{Container, ContainerBuilder, ContainerError, ExitStatus};
 use runtime::gpu::{GpuLease, GpuRequest};
 use runtime::image::pull::{NoProgress, PullOptions, pull};
@@ -465,38 +465,34 @@ pub(crate) fn launch(
         ),
         None => None,
     };
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-    let mut limits = match resources {
-        Some(r) => Limits::from_oci(r).map_err(failed("reading the resource limits"))?,
-        None => Limits::default(),
-    };
     // dstack's defaults, which nobody asked for: enforced where they can be, never warned about.
-    if resources.and_then(|r| r.pids().as_ref()).is_none() {
-        limits.default_pids = Some(plan::DEFAULT_PIDS_LIMIT);
-    }
-    limits.devices = runtime::paths::running_as_host_root()
-        .then(|| device_policy(gpus.as_ref().map_or(&[][..], |g| g.device_rules())));
-    let mut builder = ContainerBuilder::new(&launch.id)
-        .spec(spec)
-        .rootfs(image.layer_dirs.clone());
+    let cgroup = SpecCgroup::for_run(&spec, &launch.id)
+        .map_err(failed("reading the resource limits"))?
+        .default_pids(plan::DEFAULT_PIDS_LIMIT)
+        .devices(
+            runtime::paths::running_as_host_root()
+                .then(|| device_policy(gpus.as_ref().map_or(&[][..], |g| g.device_rules()))),
+        )
+        .strict(launch.strict_limits);
+    let mut builder = ContainerBuilder::new(&launch.id, spec).rootfs(image.layer_dirs.clone());
     if let Some(path) = launch.log_file {
         builder = builder.log_file(path);
     }
     if let Some(net) = launch.network {
         builder = builder.network(net);
     }
+    builder = builder.in_container_step(&runtime::gpu::DRIVER_LINKS);
     if !launch.in_current_cgroup {
-        let placement = runtime::cgroup::create(&launch.id, &limits, launch.strict_limits)
+        let placement = cgroup
+            .create()
             .map_err(failed("setting the resource limits"))?;
         match placement {
-            runtime::cgroup::Placement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
+            SpecPlacement::Enforced(cg) => builder = builder.cgroup(Box::new(cg)),
             // Only limits the user asked for are worth a word (and `--strict-limits` refused them above).
-            runtime::cgroup::Placement::Unenforced { reason } if !limits.is_unlimited() => {
+            SpecPlacement::Unenforced { reason } => {
                 eprintln!("warning: {reason} (see `dstack info`)")
             }
-            runtime::cgroup::Placement::Unenforced { reason } => {
-                tracing::debug!("dstack's default limits are not enforced: {reason}")
-            }
+            SpecPlacement::Unplaced => {}
         }
     }
     let container = builder.build().and_then(|c| c.start()).map_err(|e| {

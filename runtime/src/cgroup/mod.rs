@@ -1,5 +1,6 @@
 //! Resource limits for a job: cgroup v2 first (as root under `dstack/`, rootless in a delegated subtree), the
-//! v1 controllers on v1 and hybrid hosts, and a clear reason when limits cannot be enforced.
+//! v1 controllers on v1 and hybrid hosts, and a clear reason when limits cannot be enforced. A container's
+//! Spec becomes its cgroup through [`SpecCgroup`]; the container starts in it through [`CgroupPlacement`].
 //!
 //! ```no_run
 //! use runtime::cgroup::{self, Limits, Placement};
@@ -12,13 +13,14 @@
 //! ```
 
 mod bpf;
-mod container_seam;
 mod devices;
 mod error;
 mod fs;
 mod layout;
 mod limits;
 mod oci_path;
+mod placement;
+mod spec;
 mod v1;
 mod v2;
 
@@ -31,6 +33,8 @@ pub use error::CgroupError;
 pub use layout::{Hierarchy, Layout, detect};
 pub use limits::{CPU_PERIOD_US, Limits};
 pub use oci_path::{CgroupsPath, RELATIVE_PARENT};
+pub use placement::CgroupPlacement;
+pub use spec::{SpecCgroup, SpecPlacement};
 
 /// Where a job's cgroup goes on each hierarchy.
 pub(crate) enum Place<'a> {

@@ -25,7 +25,7 @@ impl CgroupsPath {
     /// systemd's `slice:prefix:name` form (unsupported).
     pub fn parse(text: &str) -> Result<CgroupsPath, CgroupError> {
         let bad = |reason: &str| CgroupError::CgroupsPath {
-            path: crate::container::validate::echo(text),
+            path: crate::text::clip(text),
             reason: reason.to_string(),
         };
         let absolute = text.starts_with('/');
@@ -134,7 +134,7 @@ fn make_into(
         Ok(()) => made.leaf = dir.clone(),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(CgroupError::CgroupsPath {
-                path: crate::container::validate::echo(&path.text()),
+                path: crate::text::clip(&path.text()),
                 reason: format!(
                     "cgroup {} already exists: dstack-oci never joins an existing cgroup; choose another \
                      path, or remove it (rmdir) if it is a leftover",

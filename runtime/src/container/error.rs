@@ -23,7 +23,7 @@ pub enum ContainerError {
     #[error("cannot place the container in its cgroup: {0}")]
     Cgroup(std::io::Error),
     #[error("talking to the container's init failed: {0}")]
-    Channel(String),
+    Channel(super::message::ChannelError),
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error(transparent)]

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 
 use super::hooks::{self, HookPoint};
-use super::message::{Channel, Message};
+use super::message::{FromInit, InitEnd, ToInit};
 use super::process::{self, JobError};
 use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
+use super::steps::InContainerStep;
 use super::{console, loopback, mounts, namespaces, spawn, sysctl};
 use crate::inroot::{Create, Root, Scope, proc_path};
 use crate::rootfs::Rootfs;
@@ -35,7 +36,7 @@ pub(super) enum InitRoot {
 pub(super) struct InitContext {
     pub root: InitRoot,
     pub spec: Spec,
-    pub channel: Channel,
+    pub channel: InitEnd,
     pub stdio: ChildStdio,
     pub rootless: bool,
     pub setgroups_allowed: bool,
@@ -63,6 +64,8 @@ pub(super) struct InitContext {
     pub join_cgroup: Vec<RawFd>,
     /// Descriptors 3..3+N the job keeps (OCI `--preserve-fds`, `LISTEN_FDS`).
     pub keep_fds: u32,
+    /// Other modules' steps, run after the masked and read-only paths.
+    pub steps: Vec<&'static dyn InContainerStep>,
 }
 
 /// Signals init passes on to the job (every one a process may catch but those of faults).
@@ -106,7 +109,7 @@ pub(super) fn run(ctx: &InitContext) -> ! {
     let code = match setup_and_supervise(ctx) {
         Ok(code) => code,
         Err(f) => {
-            let _ = ctx.channel.send(&Message::Failed {
+            let _ = ctx.channel.send(&FromInit::Failed {
                 message: f.message,
                 exit_code: f.exit_code,
             });
@@ -158,7 +161,7 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         set_domainname(name).map_err(|e| format!("setting the domain name: {e}"))?;
     }
     if ctx.pause_after_mounts {
-        let _ = ctx.channel.send(&Message::Mounted);
+        let _ = ctx.channel.send(&FromInit::Mounted);
         if let Some(s) = wait_for_go(ctx)? {
             state = Some(s);
         }
@@ -177,9 +180,11 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         mounts::mask(linux.masked_paths().as_deref().unwrap_or_default())?;
         mounts::readonly(linux.readonly_paths().as_deref().unwrap_or_default())?;
     }
-    // Soname links and the linker cache for injected GPU driver libraries (nothing without the annotation);
-    // before a read-only root makes /etc/ld.so.cache unwritable.
-    crate::gpu::finish_in_container(&ctx.spec)?;
+    // Other modules' steps (the GPU driver's soname links and linker cache): before a read-only root makes
+    // /etc/ld.so.cache unwritable.
+    for step in &ctx.steps {
+        step.run(&ctx.spec)?;
+    }
     if let InitRoot::Directory { readonly: true, .. } = ctx.root {
         mounts::readonly_root()?;
     }
@@ -188,10 +193,10 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
     }
     block_forwarded_signals();
     let job = start_job(ctx, state.as_deref(), terminal.as_ref())?;
-    let _ = ctx.channel.send(&Message::Started);
+    let _ = ctx.channel.send(&FromInit::Started);
     let (code, signal) = supervise_job(job);
     end_the_rest();
-    let _ = ctx.channel.send(&Message::Exited { code, signal });
+    let _ = ctx.channel.send(&FromInit::Exited { code, signal });
     Ok(code)
 }
 
@@ -226,8 +231,9 @@ fn join_cgroup(files: &[RawFd]) -> Result<(), Failure> {
 
 fn wait_for_go(ctx: &InitContext) -> Result<Option<String>, Failure> {
     match ctx.channel.recv() {
-        Ok(Some(Message::Go { state })) => Ok(state),
-        _ => Err("the supervisor did not say go".to_string().into()),
+        Ok(Some(ToInit::Go { state })) => Ok(state),
+        Ok(None) => Err("the supervisor did not say go".to_string().into()),
+        Err(e) => Err(format!("waiting for the supervisor's go: {e}").into()),
     }
 }
 
@@ -255,7 +261,7 @@ fn mount_root(ctx: &InitContext) -> Result<(PathBuf, bool), Failure> {
                 .map_err(|e| e.to_string())?;
             if mounted.fallback_reason.is_some() {
                 // Worth a line at -v; the usual overlay is not worth waking the supervisor for.
-                let _ = ctx.channel.send(&Message::Rootfs {
+                let _ = ctx.channel.send(&FromInit::Rootfs {
                     driver: mounted.driver.to_string(),
                     fallback_reason: mounted.fallback_reason.clone(),
                 });

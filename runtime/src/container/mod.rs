@@ -1,22 +1,25 @@
 //! Containers: an OCI runtime `Spec` run on a root filesystem in new namespaces, supervised by the
 //! calling process. One concern per file:
-//! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`]; `launch`: → [`Container`] (supervised, dstack's
-//!   runs) or → [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec` to join it);
+//! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`], typed by its mode ([`Supervised`] or [`Oci`]);
+//!   `clone_plan`: what each mode decides once; `launch`: the one clone path, → [`Container`] (supervised,
+//!   dstack's runs) or → [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec`
+//!   to join it);
 //! - `spawn`: the clone, refused from a multi-threaded process; `namespaces`, `idmap`: the spec's namespaces
 //!   and user namespace maps;
-//! - `message`: typed messages between supervisor and init;
+//! - `message`: typed messages between supervisor and init, one type per direction;
 //! - `init`: PID 1 (set-up, reaping, signal forwarding); `mounts`, `dev`, `sysctl`, `loopback`: its steps;
+//!   `steps`: the in-container steps other modules fill (GPU driver links);
 //! - `process`: the job's user, capabilities (`caps`), rlimits, `seccomp` and exec; `seccomp_profile`: Docker's
 //!   default profile and profile files;
 //! - `stdio`, `console`, `supervise`: streams, signals and exit status on the supervisor's side;
 //! - `scratch`, `sweep`: the per-container directory and the leftovers of killed supervisors;
-//! - `spec`: Docker's defaults; `cgroup`: the seam to the cgroup module; `features`: what the spec may ask;
-//!   `unsupported`: the spec's fields this runtime refuses, by name; `validate`: the spec's values checked
+//! - `spec`: Docker's defaults (the job's cgroup comes as a `cgroup::CgroupPlacement`); `features`: what
+//!   the spec may ask; `unsupported`: the spec's fields this runtime refuses, by name; `validate`: the spec's values checked
 //!   before anything is made (sysctls by namespace, paths inside the root, limits).
 
 mod builder;
 mod caps;
-mod cgroup;
+mod clone_plan;
 mod console;
 mod dev;
 mod error;
@@ -40,25 +43,29 @@ pub mod seccomp_profile;
 mod spawn;
 mod spec;
 mod stdio;
+mod steps;
 mod supervise;
 mod sweep;
 mod sysctl;
 pub mod unsupported;
 pub mod validate;
 
-pub use builder::{ContainerBuilder, OciOptions, PreparedContainer};
+pub use builder::{
+    ContainerBuilder, Mode, Oci, OciOptions, PreparedContainer, Supervised, SupervisedReady,
+    Unchosen,
+};
 pub use caps::mask as capability_mask;
-pub use cgroup::CgroupPlacement;
 pub use error::ContainerError;
 pub use hooks::{HookPoint, State};
 pub use idmap::IdMap;
 pub use launch::Created;
-pub use message::Message;
+pub use message::{ChannelError, FromInit, ToInit};
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spec::{
     DEFAULT_PATH, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, default_capabilities,
     default_mounts, default_spec, docker_user_caps,
 };
 pub use stdio::StdioMode;
+pub use steps::InContainerStep;
 pub use supervise::{Container, ExitStatus, human_size};
 pub use sweep::sweep_leftovers;

@@ -13,7 +13,7 @@ use oci_spec::runtime::{Hooks, PosixRlimit, Process};
 use serde::{Deserialize, Serialize};
 
 use super::hooks::{self, HookPoint};
-use super::message::{Channel, Message};
+use super::message::{FromInit, InitEnd};
 use super::seccomp::SeccompProgram;
 use super::stdio::ChildStdio;
 use super::{caps, gate};
@@ -36,7 +36,7 @@ pub(super) struct JobExtras<'a> {
     /// The start gate's listening socket: wait there for `start` before exec (OCI `create`).
     pub gate: Option<RawFd>,
     /// Where to say `Created` once set up and waiting.
-    pub channel: Option<&'a Channel>,
+    pub channel: Option<&'a InitEnd>,
     pub hooks: Option<&'a Hooks>,
     /// The state JSON for `startContainer` hooks.
     pub state: Option<&'a str>,
@@ -65,7 +65,7 @@ pub(super) fn exec_job(
     let mut conn = None;
     if let Some(listener) = extras.gate {
         if let Some(channel) = extras.channel {
-            let _ = channel.send(&Message::Created);
+            let _ = channel.send(&FromInit::Created);
         }
         match gate::wait(listener) {
             Ok(c) => conn = Some(c),

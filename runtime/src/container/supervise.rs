@@ -12,10 +12,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::ContainerError;
-use super::cgroup::CgroupPlacement;
-use super::message::{Channel, Message};
+use super::message::{ChannelError, FromInit, SupervisorEnd};
 use super::scratch::ScratchDir;
 use super::stdio::{ParentStdio, window_size};
+use crate::cgroup::CgroupPlacement;
 
 /// How the job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl LogSink {
 /// A running container; [`Container::wait`] supervises it to the end. Dropping it unwaited kills it.
 pub struct Container {
     pub(super) pid: i32,
-    pub(super) channel: Channel,
+    pub(super) channel: SupervisorEnd,
     pub(super) stdio: ParentStdio,
     pub(super) log: Option<File>,
     pub(super) grace: Duration,
@@ -302,8 +302,13 @@ impl Container {
             }
             if ready(1) {
                 match self.channel.recv() {
-                    Ok(Some(Message::Exited { code, signal })) => job = Some((code, signal)),
-                    Ok(Some(_)) => {}
+                    Ok(Some(FromInit::Exited { code, signal })) => job = Some((code, signal)),
+                    Ok(Some(other)) => {
+                        return Err(ContainerError::Channel(ChannelError::unexpected(
+                            &other,
+                            "waiting for the job to exit",
+                        )));
+                    }
                     _ => channel_open = false,
                 }
             }

@@ -4,8 +4,8 @@
 //! [`GpuLease`]), and adds to the spec: their device nodes (created with mknod plus a device-cgroup rule as root,
 //! bound from the host rootless), the driver's libraries and binaries for `NVIDIA_DRIVER_CAPABILITIES` as
 //! read-only bind mounts, the driver daemons' sockets and GSP firmware, `NVIDIA_VISIBLE_DEVICES`; or, when a CDI
-//! spec for `nvidia.com/gpu` exists, that spec's `containerEdits`. The runtime then calls
-//! [`finish_in_container`] after pivot_root so the image's linker finds the libraries.
+//! spec for `nvidia.com/gpu` exists, that spec's `containerEdits`. The container runtime then runs [`DRIVER_LINKS`] (an in-container step its
+//! builder is given) after pivot_root so the image's linker finds the libraries.
 //!
 //! Test seam: `DSTACK_GPU_ROOT` points discovery and injection at a fake driver tree instead of `/` (its
 //! `proc/driver/nvidia`, `dev`, `etc/ld.so.cache`, library and bin directories, `etc/cdi`). NVML is only used
@@ -50,7 +50,7 @@ pub use error::GpuError;
 pub use inventory::{Gpu, Inventory, Source};
 pub use lease::GpuLease;
 pub use libs::DEFAULT_CAPABILITIES;
-pub use setup::{ANNOTATION, finish_in_container};
+pub use setup::{ANNOTATION, DRIVER_LINKS, DriverLinks, finish_in_container};
 
 /// The environment variable that points the GPU code at a fake driver tree (tests only).
 pub const ROOT_ENV: &str = "DSTACK_GPU_ROOT";

@@ -14,6 +14,8 @@ use std::process::Command;
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use crate::container::InContainerStep;
+
 /// The spec annotation holding the [`Setup`].
 pub const ANNOTATION: &str = "dev.dstack.gpu.setup";
 
@@ -184,8 +186,21 @@ fn make_link(link: &Path, target: &Path) -> Result<(), String> {
     std::os::unix::fs::symlink(target, link).map_err(fail)
 }
 
-/// Runs the GPU set-up recorded in `spec`, if any. The container runtime calls this inside the container after
-/// pivot_root (and the masked and read-only paths), before the job starts, while it is still root there.
+/// The GPU set-up's step inside the container (soname links, the linker cache): give it to the container
+/// builder (`in_container_step`); it does nothing for a spec without GPUs.
+pub struct DriverLinks;
+
+/// The one [`DriverLinks`] step, for `ContainerBuilder::in_container_step(&DRIVER_LINKS)`.
+pub static DRIVER_LINKS: DriverLinks = DriverLinks;
+
+impl InContainerStep for DriverLinks {
+    fn run(&self, spec: &Spec) -> Result<(), String> {
+        finish_in_container(spec)
+    }
+}
+
+/// Runs the GPU set-up recorded in `spec`, if any: inside the container after pivot_root (and the masked and
+/// read-only paths), before the job starts, while it is still root there (see [`DriverLinks`]).
 pub fn finish_in_container(spec: &Spec) -> Result<(), String> {
     let Some(text) = spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION)) else {
         return Ok(());

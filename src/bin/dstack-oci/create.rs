@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use oci_spec::runtime::{LinuxDeviceType, Spec};
-use runtime::cgroup::{
-    CgroupError, CgroupsPath, DeviceAccess, DeviceKind, DevicePolicy, DeviceRule, Limits, Placement,
-};
-use runtime::container::{CgroupPlacement, ContainerBuilder, OciOptions, State, gate};
+use oci_spec::runtime::Spec;
+use runtime::cgroup::{CgroupError, CgroupPlacement, SpecCgroup, SpecPlacement};
+use runtime::container::{ContainerBuilder, OciOptions, State, gate};
 
 use crate::Globals;
 use crate::error::{CmdResult, Failure, fail};
@@ -245,94 +243,28 @@ fn cpu_field(
 /// A cgroup for the container builder, and what to record of it.
 type MadeCgroup = (Box<dyn CgroupPlacement>, CgroupDirs);
 
-/// The container's cgroup: at `linux.cgroupsPath` when the spec names one (else `dstack-oci/<id>`), made when
-/// it names one or asks for limits; with the directories made, for `delete`.
+/// The container's cgroup (see `SpecCgroup::for_oci`), with the directories made, for `delete`.
 fn cgroup(spec: &Spec, id: &str) -> Result<Option<MadeCgroup>, Failure> {
-    let linux = spec.linux().as_ref();
-    let asked_path = linux
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| p.to_string_lossy().into_owned())
-        .filter(|p| !p.is_empty());
-    let mut limits = match linux.and_then(|l| l.resources().as_ref()) {
-        Some(resources) => Limits::from_oci(resources).map_err(fail("linux.resources"))?,
-        None => Limits::default(),
-    };
-    if let Some(policy) = limits.devices.as_mut() {
-        allow_implicit_devices(policy, spec);
-    }
-    if limits.is_unlimited() && limits.devices.is_none() && asked_path.is_none() {
-        return Ok(None);
-    }
-    let memory = linux
-        .and_then(|l| l.resources().as_ref())
-        .and_then(|r| r.memory().as_ref());
-    if memory.is_some_and(|m| m.kernel().is_some() || m.kernel_tcp().is_some()) {
-        tracing::warn!(
-            "linux.resources.memory.kernel and kernelTCP are ignored: kernels since 5.16 have no such limit"
-        );
-    }
-    let path = CgroupsPath::parse(asked_path.as_deref().unwrap_or(id))
-        .map_err(|e| Failure::new(e.to_string()))?;
-    match runtime::cgroup::create_oci(&path, &limits).map_err(|e| match e {
+    let cgroup_failure = |e: CgroupError| match e {
         e @ CgroupError::CgroupsPath { .. } => Failure::new(e.to_string()),
         e => Failure::new(format!("linux.resources: {e}")),
-    })? {
-        Placement::Enforced(cg) => {
+    };
+    match SpecCgroup::for_oci(spec, id)
+        .and_then(SpecCgroup::create)
+        .map_err(cgroup_failure)?
+    {
+        SpecPlacement::Enforced(cg) => {
             let dirs = CgroupDirs {
                 leaves: cg.dirs().iter().map(|d| d.to_path_buf()).collect(),
                 made_parents: cg.made_parents().to_vec(),
             };
             Ok(Some((Box::new(cg), dirs)))
         }
-        Placement::Unenforced { reason } => {
+        SpecPlacement::Unenforced { reason } => {
             tracing::warn!("{reason}");
             Ok(None)
         }
-    }
-}
-
-/// What runc allows on top of `linux.resources.devices`: the nodes every container gets (null, zero, full,
-/// random, urandom, tty, console, ptmx, the pty slaves), mknod of any node, and the spec's own
-/// `linux.devices`, which would otherwise be listed and yet denied.
-fn allow_implicit_devices(policy: &mut DevicePolicy, spec: &Spec) {
-    let mknod_only = |kind| DeviceRule {
-        kind,
-        major: None,
-        minor: None,
-        access: DeviceAccess {
-            read: false,
-            write: false,
-            mknod: true,
-        },
-    };
-    policy.allow(mknod_only(DeviceKind::Char));
-    policy.allow(mknod_only(DeviceKind::Block));
-    for (major, minor) in [
-        (1, 3),
-        (1, 5),
-        (1, 7),
-        (1, 8),
-        (1, 9),
-        (5, 0),
-        (5, 1),
-        (5, 2),
-    ] {
-        policy.allow(DeviceRule::char(major, Some(minor)));
-    }
-    policy.allow(DeviceRule::char(136, None));
-    let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
-    for d in devices.into_iter().flatten() {
-        let (Ok(major), Ok(minor)) = (u32::try_from(d.major()), u32::try_from(d.minor())) else {
-            continue;
-        };
-        match d.typ() {
-            LinuxDeviceType::B => policy.allow(DeviceRule::block(major, Some(minor))),
-            LinuxDeviceType::C | LinuxDeviceType::U => {
-                policy.allow(DeviceRule::char(major, Some(minor)))
-            }
-            // FIFOs are not device nodes; `a` is not a node type.
-            LinuxDeviceType::P | LinuxDeviceType::A => continue,
-        };
+        SpecPlacement::Unplaced => Ok(None),
     }
 }
 
@@ -392,18 +324,18 @@ fn make_in(
     pin_cpus(&spec)?;
     bind_mems(&spec)?;
     let (placement, cgroup_dirs) = cgroup(&spec, id)?.unzip();
-    let mut builder = ContainerBuilder::new(id.as_str())
-        .spec(spec.clone())
-        .root_directory(root_path, readonly)
-        .oci(OciOptions {
-            state_dir: dir.to_path_buf(),
-            state,
-            console_socket: args.console_socket.clone(),
-            preserve_fds: preserved_fds(args.preserve_fds),
-        });
+    let options = OciOptions {
+        state_dir: dir.to_path_buf(),
+        state,
+        console_socket: args.console_socket.clone(),
+        preserve_fds: preserved_fds(args.preserve_fds),
+    };
+    let mut builder =
+        ContainerBuilder::new(id.as_str(), spec.clone()).oci(root_path, readonly, options);
     if let Some(p) = placement {
         builder = builder.cgroup(p);
     }
+    builder = builder.in_container_step(&runtime::gpu::DRIVER_LINKS);
     let created = builder.build().and_then(|c| c.create())?;
     let pid = created.pid();
     let owner = nix::unistd::User::from_uid(nix::unistd::getuid())
