@@ -16,7 +16,7 @@ use super::cgroup::CgroupPlacement;
 use super::hooks::State;
 use super::namespaces::{self, Namespaces};
 use super::scratch::ScratchDir;
-use super::{ContainerError, StdioMode, ids, mounts, spec, validate};
+use super::{ContainerError, StdioMode, ids, mounts, validate};
 use crate::net::Network;
 use crate::rootfs::Rootfs;
 
@@ -182,8 +182,6 @@ impl ContainerBuilder {
         ids::check(&spec, id_space(&spec, &namespaces))?;
         let root = match (self.layers, self.directory) {
             (Some(layers), None) if self.oci.is_none() => {
-                // Docker's rule: a job that is not root keeps no capabilities but its bounding set.
-                spec::docker_user_caps(&mut spec);
                 let state_root = self.state_root.unwrap_or_else(crate::paths::state_root);
                 let scratch = ScratchDir::create(&state_root, &self.id)?;
                 let rootfs = Rootfs::new(layers, scratch.path())?;
@@ -302,11 +300,16 @@ fn etc_files(
         ("resolv.conf", resolv),
     ] {
         let dest = PathBuf::from("/etc").join(name);
-        if mounts.iter().any(|m| m.destination() == &dest) {
+        let path = staging.join(mounts::STAGED_FILES).join(name);
+        // A mount the plan made from our staged file gets its contents; any other is the user's own.
+        let planned = mounts.iter().any(|m| m.destination() == &dest && m.source().as_deref() == Some(path.as_path()));
+        if mounts.iter().any(|m| m.destination() == &dest) && !planned {
             continue;
         }
-        let path = staging.join(mounts::STAGED_FILES).join(name);
         files.push((name.to_string(), text));
+        if planned {
+            continue;
+        }
         let m = MountBuilder::default()
             .destination(dest)
             .typ("bind")
@@ -318,21 +321,6 @@ fn etc_files(
     }
     spec.set_mounts(Some(mounts));
     Ok(files)
-}
-
-/// With a terminal, `TERM` as the user's terminal has it (Docker's `xterm` without one), unless set.
-pub(super) fn set_term(spec: &mut Spec) {
-    let Some(process) = spec.process_mut().as_mut() else {
-        return;
-    };
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push(format!(
-            "TERM={}",
-            std::env::var("TERM").unwrap_or_else(|_| "xterm".into())
-        ));
-        process.set_env(Some(env));
-    }
 }
 
 pub(super) fn setgroups_allowed() -> bool {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use oci_spec::runtime::{Hooks, Spec};
 
-use super::builder::{OciOptions, PreparedContainer, PreparedRoot, set_term, setgroups_allowed};
+use super::builder::{OciOptions, PreparedContainer, PreparedRoot, setgroups_allowed};
 use super::cgroup::CgroupPlacement;
 use super::hooks::{self, HookPoint};
 use super::idmap::{self, IdMap};
@@ -241,7 +241,7 @@ impl PreparedContainer {
 
     fn clone_init(self) -> Result<(Cloned, Kept), ContainerError> {
         let PreparedContainer {
-            mut spec,
+            spec,
             root,
             cgroup,
             stdio: mode,
@@ -293,9 +293,6 @@ impl PreparedContainer {
             mode
         };
         let stdio = stdio::open(mode)?;
-        if oci.is_none() && matches!(stdio.parent, ParentStdio::Pty { .. }) {
-            set_term(&mut spec);
-        }
         let parent_stdio = stdio.parent;
         let (channel, init_end) = Channel::pair()?;
         let clone_fd = cgroup
