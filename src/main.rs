@@ -3,11 +3,14 @@
 mod cli;
 mod commands;
 mod error;
+mod fsutil;
+mod job;
 mod plan;
 mod probes;
 mod project;
 mod runs;
 mod secrets;
+mod slurm;
 mod workflow;
 
 use std::process::ExitCode;

@@ -8,7 +8,6 @@ mod run_workflow;
 mod runs;
 mod secrets;
 mod slurm_job;
-mod slurm_submit;
 mod table;
 
 use std::process::ExitCode;
@@ -37,7 +36,8 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         sweep_leftovers()?;
     }
     match command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) if args.target == "docker" => run::run(args),
+        Command::Run(args) => run_workflow::run_workflow(args),
         Command::Pull(args) => images::pull(args),
         Command::Images(args) => images::list(args),
         Command::Rmi(args) => images::remove(args),
