@@ -302,7 +302,9 @@ fn etc_files(
         let dest = PathBuf::from("/etc").join(name);
         let path = staging.join(mounts::STAGED_FILES).join(name);
         // A mount the plan made from our staged file gets its contents; any other is the user's own.
-        let planned = mounts.iter().any(|m| m.destination() == &dest && m.source().as_deref() == Some(path.as_path()));
+        let planned = mounts
+            .iter()
+            .any(|m| m.destination() == &dest && m.source().as_deref() == Some(path.as_path()));
         if mounts.iter().any(|m| m.destination() == &dest) && !planned {
             continue;
         }

@@ -56,9 +56,9 @@ pub use launch::Created;
 pub use message::Message;
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spec::{
-    DEFAULT_PATH, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, default_capabilities,
-    default_mounts, default_spec, docker_user_caps, ETC_FILES, add_etc_file_mounts, set_term,
-    staged_etc_dir,
+    DEFAULT_PATH, DOCKER_DEFAULT_CAPS, ETC_FILES, MASKED_PATHS, READONLY_PATHS,
+    add_etc_file_mounts, default_capabilities, default_mounts, default_spec, docker_user_caps,
+    set_term, staged_etc_dir,
 };
 pub use stdio::StdioMode;
 pub use supervise::{Container, ExitStatus, human_size};
