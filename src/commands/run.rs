@@ -202,7 +202,7 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
         if let Some(gpu) = gpu.as_mut() {
             gpu.owner = format!("container {id} (dry run)");
         }
-        let (image, planned) = adhoc::dry_run(&req, &image, pull, gpu.as_ref())?;
+        let (image, planned) = adhoc::dry_run(&req, adhoc.ports, &image, pull, gpu.as_ref())?;
         let plan = serde_json::json!({
             "image": image.reference,
             "layers": image.layer_dirs,

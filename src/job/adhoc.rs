@@ -7,9 +7,10 @@ use runtime::image::registry::RegistryOptions;
 use runtime::image::store::{Image, ImageName, Store};
 use runtime::net::{Network, NetworkConfig};
 
-use super::Planned;
 use super::image::{self, PullPolicy};
 use super::launch::{self, Launch};
+use super::{Planned, UNNAMED};
+
 use crate::error::{CliResult, Context as _};
 use crate::plan::{Host, JobRequest, UserFiles};
 use crate::runs::supervised::{Failure, Masker, START_FAILED};
@@ -49,11 +50,7 @@ impl AdHocJob {
         let mut network = Network::prepare(&self.network)
             .map_err(|e| mask.failure("setting up the job's network", &e, START_FAILED))?;
         let ports = network.ports().to_vec();
-        // Injected variables first: the user's `-e` win.
-        let mut env = crate::plan::network::port_env(&ports);
-        env.push(("RUN_NAME".into(), run.name().to_string()));
-        env.append(&mut self.req.env);
-        self.req.env = env;
+        inject_env(&mut self.req, &ports, run.name());
         let users = UserFiles::read(&image.layer_dirs);
         let planned = super::plan(
             &self.req,
@@ -76,9 +73,20 @@ impl AdHocJob {
     }
 }
 
-/// `--dry-run`: the image (pulled if needed) and the whole plan, GPUs included; nothing is started.
+/// The variables dstack gives an ad hoc job, before the user's `-e` so that those win: its published
+/// ports and its run's name.
+pub fn inject_env(req: &mut JobRequest, ports: &[u16], run_name: &str) {
+    let mut env = crate::plan::network::port_env(ports);
+    env.push(("RUN_NAME".into(), run_name.to_string()));
+    env.append(&mut req.env);
+    req.env = env;
+}
+
+/// `--dry-run`: the image (pulled if needed) and the whole plan, GPUs included; nothing is started. The
+/// run's name reads [`UNNAMED`] and each of its `ports` 0: they are chosen when a run starts.
 pub fn dry_run(
     req: &JobRequest,
+    ports: u16,
     name: &ImageName,
     pull: PullPolicy,
     gpu: Option<&GpuRequest>,
@@ -86,8 +94,10 @@ pub fn dry_run(
     let store = Store::open_default()?;
     let image = image::acquire(&store, name, pull, &RegistryOptions::default(), || {})
         .context(format!("pulling {}", req.image))?;
+    let mut req = req.clone();
+    inject_env(&mut req, &vec![0; ports.into()], UNNAMED);
     let users = UserFiles::read(&image.layer_dirs);
-    let planned = match super::plan(req, &image, &users, &Host::current(), gpu, None) {
+    let planned = match super::plan(&req, &image, &users, &Host::current(), gpu, None) {
         Ok(planned) => planned,
         Err(super::PlanJobError::Gpu(e)) => return Err(e.into()),
         Err(e) => return Err(e).context(format!("planning {}", image.reference)),

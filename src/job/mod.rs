@@ -18,6 +18,9 @@ use runtime::net::Network;
 
 use crate::plan::{self, Host, JobRequest, PlanError, UserFiles};
 
+/// What a run's name (`${{ run.name }}`, `RUN_NAME`) reads as before the run exists (checks, `--dry-run`).
+pub const UNNAMED: &str = "<run-name>";
+
 /// The Spec the container receives, and the lease of the GPUs it names (held until the job ends).
 pub struct Planned {
     pub spec: Spec,

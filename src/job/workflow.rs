@@ -21,8 +21,7 @@ use crate::runs::{ActiveRun, Status, cache};
 use crate::secrets::SecretStore;
 use crate::workflow::{Catalog, Context, Workflow, shell};
 
-/// What `${{ run.name }}` reads as before a run has a name (checks, `--dry-run`).
-pub const UNNAMED: &str = "<run-name>";
+pub use super::UNNAMED;
 
 /// A workflow checked before any run exists, locally or on Slurm: the project's catalog and secrets, and
 /// the workflow's arguments.

@@ -211,6 +211,7 @@ impl ContainerBuilder {
                 ));
             }
         };
+        super::spec::write_debug_copy(&spec);
         Ok(PreparedContainer {
             spec,
             root,

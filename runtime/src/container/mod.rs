@@ -58,7 +58,7 @@ pub use seccomp::{SeccompError, SeccompProgram};
 pub use spec::{
     DEFAULT_PATH, DOCKER_DEFAULT_CAPS, ETC_FILES, MASKED_PATHS, READONLY_PATHS,
     add_etc_file_mounts, default_capabilities, default_mounts, default_spec, docker_user_caps,
-    set_term, staged_etc_dir,
+    set_term, staged_etc_dir, write_debug_copy,
 };
 pub use stdio::StdioMode;
 pub use supervise::{Container, ExitStatus, human_size};

@@ -95,6 +95,24 @@ pub fn set_term(spec: &mut Spec, term: &str) {
     }
 }
 
+/// The environment variable naming a file to write the final Spec of a supervised container to (tests
+/// compare it with `dstack run --dry-run`).
+pub const SPEC_OUT_VAR: &str = "DSTACK_SPEC_OUT";
+
+/// Writes `spec` as JSON to the file `$DSTACK_SPEC_OUT` names, when set: a debugging aid that shows the
+/// Spec exactly as the container receives it. Failing to write it only logs.
+pub fn write_debug_copy(spec: &Spec) {
+    let Some(path) = std::env::var_os(SPEC_OUT_VAR) else {
+        return;
+    };
+    let written = serde_json::to_vec_pretty(spec)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&path, bytes));
+    if let Err(e) = written {
+        tracing::warn!("writing the spec to {}: {e}", Path::new(&path).display());
+    }
+}
+
 /// The `/etc` files a supervised container is given, written by init at start (see the builder).
 pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
