@@ -11,6 +11,7 @@ mod project;
 mod runs;
 mod secrets;
 mod slurm;
+mod units;
 mod workflow;
 
 use std::process::ExitCode;

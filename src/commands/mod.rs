@@ -15,8 +15,6 @@ use std::process::ExitCode;
 use crate::cli::Command;
 use crate::error::CliResult;
 
-pub(crate) use images::human_size;
-
 pub fn dispatch(command: Command) -> CliResult<ExitCode> {
     // Before anything reads or writes the state: it must be ours and closed to other users. `dstack info`
     // only looks, and reports a missing, open or foreign state root instead.
