@@ -267,3 +267,78 @@ fn limits_round_trip_through_the_spec() {
     let user = spec.process().as_ref().unwrap().user().clone();
     assert_eq!((user.uid(), user.gid()), (1000, 1000));
 }
+
+#[test]
+fn the_plan_holds_every_edit_the_container_gets() {
+    let mut r = req(&["true"], None);
+    r.container_id = "c0ffee".into();
+    r.pids_limit = Some(100);
+    let users = UserFiles {
+        passwd: PASSWD.into(),
+        group: GROUP.into(),
+    };
+    let mut on_a_terminal = host();
+    on_a_terminal.terminal = Some("screen".into());
+    let spec = super::plan(&r, &image(&[], &[], "app"), &users, &on_a_terminal).unwrap();
+    let process = spec.process().as_ref().unwrap();
+    // Not root: Docker keeps only the bounding set.
+    let caps = process.capabilities().as_ref().unwrap();
+    assert!(caps.effective().as_ref().unwrap().is_empty());
+    assert!(!caps.bounding().as_ref().unwrap().is_empty());
+    assert!(
+        process
+            .env()
+            .as_ref()
+            .unwrap()
+            .contains(&"TERM=screen".to_string())
+    );
+    let hosts = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/etc/hosts"))
+        .unwrap();
+    assert_eq!(
+        hosts.source().as_deref(),
+        Some(Path::new("/state/containers/c0ffee/merged/files/hosts"))
+    );
+    let pids = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .resources()
+        .as_ref()
+        .unwrap()
+        .pids();
+    assert_eq!(pids.map(|p| p.limit()), Some(100));
+
+    // Root keeps Docker's default capabilities; no terminal, no TERM; a mount of the user's at /etc/hosts
+    // stays the user's.
+    r.mounts.push(BindMount {
+        source: "/srv/hosts".into(),
+        destination: "etc/hosts".into(),
+        readonly: true,
+    });
+    let spec = super::plan(&r, &image(&[], &[], ""), &users, &host()).unwrap();
+    let process = spec.process().as_ref().unwrap();
+    let caps = process.capabilities().as_ref().unwrap();
+    assert!(!caps.effective().as_ref().unwrap().is_empty());
+    assert!(
+        !process
+            .env()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("TERM="))
+    );
+    let at_hosts: Vec<_> = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.destination() == Path::new("/etc/hosts"))
+        .map(|m| m.source().clone())
+        .collect();
+    assert_eq!(at_hosts, [Some(PathBuf::from("/srv/hosts"))]);
+}
