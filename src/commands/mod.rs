@@ -3,7 +3,7 @@
 mod artifacts;
 mod images;
 mod info;
-mod run;
+mod run_docker;
 mod run_workflow;
 mod runs;
 mod secrets;
@@ -34,7 +34,7 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         sweep_leftovers()?;
     }
     match command {
-        Command::Run(args) if args.target == "docker" => run::run(args),
+        Command::Run(args) if args.target == "docker" => run_docker::run(args),
         Command::Run(args) => run_workflow::run_workflow(args),
         Command::Pull(args) => images::pull(args),
         Command::Images(args) => images::list(args),

@@ -37,7 +37,7 @@ pub struct Launched {
     _gpus: Option<GpuLease>,
 }
 
-/// Why a job did not start: what was being done, the cause, and the exit code (125, or the exec's
+/// Why a job did not start: what was being done, the cause, and the exit code ([`START_FAILED`], or the exec's
 /// 126/127 as shells use them).
 #[derive(Debug)]
 pub struct LaunchError {
@@ -69,7 +69,7 @@ fn failed<E: StdError + Send + Sync + 'static>(
     move |e| LaunchError {
         what,
         source: Box::new(e),
-        code: 125,
+        code: START_FAILED,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::fsutil;
 use crate::job::image::PullPolicy;
 use crate::job::workflow::{Checked, UNNAMED};
 use crate::project::Project;
-use crate::runs::supervised::Masker;
+use crate::runs::supervised::{Masker, START_FAILED};
 use crate::runs::{RunRecord, RunStore, SlurmRecord, Status, StopRequest, cache, copy};
 use crate::slurm;
 
@@ -237,7 +237,7 @@ fn follow(store: &RunStore, name: &str, mask: &Masker) -> CliResult<ExitCode> {
         .message
         .unwrap_or_else(|| format!("the run {}", record.status));
     let code = if record.status == Status::Failed {
-        125
+        START_FAILED
     } else {
         1
     };
