@@ -67,7 +67,7 @@ pub enum Command {
 }
 
 /// `dstack run`: flags first, then the workflow name (or `docker`), then everything else verbatim.
-/// The ad hoc `docker` form parses its own flags (see `commands::run`), so they may come before or after
+/// The ad hoc `docker` form parses its own flags (see `commands::run_docker`), so they may come before or after
 /// the image.
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]

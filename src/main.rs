@@ -3,11 +3,15 @@
 mod cli;
 mod commands;
 mod error;
+mod fsutil;
+mod job;
 mod plan;
 mod probes;
 mod project;
 mod runs;
 mod secrets;
+mod slurm;
+mod units;
 mod workflow;
 
 use std::process::ExitCode;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil;
 use crate::project::Project;
-use crate::runs::fsutil;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use crate::cli::ArtifactsCommand;
 use crate::error::{CliResult, Context as _};
-use crate::runs::{RunStore, artifacts};
+use crate::runs::artifacts;
 use runtime::container::human_size;
 
 pub fn artifacts(cmd: ArtifactsCommand) -> CliResult<ExitCode> {
-    let store = RunStore::visible(&runtime::paths::state_root());
+    let store = crate::slurm::visible_runs(&runtime::paths::state_root());
     match cmd {
         ArtifactsCommand::List { run, json } => {
             let view = store.get(&run)?;

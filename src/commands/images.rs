@@ -18,6 +18,7 @@ use super::table::print_table;
 use crate::cli::{ListArgs, PullArgs, RmiArgs};
 use crate::error::{CliError, CliResult, Context};
 use crate::runs::record::{ago, now};
+use crate::units::human_size;
 
 /// The store commands touch files owned by the image's users: rootless, they run in dstack's namespace.
 fn enter_namespace() -> CliResult<()> {
@@ -155,21 +156,6 @@ fn short_digest(d: &Digest) -> String {
     format!("sha256:{}", &d.hex()[..12])
 }
 
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 fn short(d: &Digest) -> &str {
     &d.hex()[..12]
 }
@@ -235,16 +221,5 @@ impl Progress for Bars {
     }
     fn layer_done(&self, blob: &Digest) {
         self.bar(blob, 0).finish_with_message("done");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_docker() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1_500_000), "1.5 MB");
     }
 }

@@ -3,20 +3,17 @@
 mod artifacts;
 mod images;
 mod info;
-mod run;
+mod run_docker;
 mod run_workflow;
 mod runs;
 mod secrets;
 mod slurm_job;
-mod slurm_submit;
 mod table;
 
 use std::process::ExitCode;
 
 use crate::cli::Command;
 use crate::error::CliResult;
-
-pub(crate) use images::human_size;
 
 pub fn dispatch(command: Command) -> CliResult<ExitCode> {
     // Before anything reads or writes the state: it must be ours and closed to other users. `dstack info`
@@ -37,7 +34,8 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         sweep_leftovers()?;
     }
     match command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) if args.target == "docker" => run_docker::run(args),
+        Command::Run(args) => run_workflow::run_workflow(args),
         Command::Pull(args) => images::pull(args),
         Command::Images(args) => images::list(args),
         Command::Rmi(args) => images::remove(args),

@@ -15,7 +15,7 @@ use crate::runs::{RunStore, RunView, StopRequest, cache, logs};
 use crate::secrets::SecretStore;
 
 fn store() -> RunStore {
-    RunStore::visible(&runtime::paths::state_root())
+    crate::slurm::visible_runs(&runtime::paths::state_root())
 }
 
 pub fn ps(args: PsArgs) -> CliResult<ExitCode> {
@@ -81,7 +81,7 @@ pub fn ps(args: PsArgs) -> CliResult<ExitCode> {
 /// forgotten the job, what was recorded).
 fn slurm_column(view: &RunView) -> Option<String> {
     let job = view.record.slurm.as_ref()?;
-    let info = crate::runs::slurm::jobs::info(&job.job_id).ok().flatten();
+    let info = crate::slurm::jobs::info(&job.job_id).ok().flatten();
     let state = info
         .as_ref()
         .map(|i| i.state.clone())

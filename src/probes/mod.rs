@@ -467,7 +467,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 fn human(bytes: u64) -> String {
-    crate::commands::human_size(bytes)
+    crate::units::human_size(bytes)
 }
 
 /// Where the overlay probe makes its scratch directories: on the state root's filesystem (where runs'

@@ -11,24 +11,26 @@
 //! A run whose record says it is unfinished but whose lock nobody holds lost its supervisor (killed, or
 //! the machine rebooted): it is shown, and recorded, as `aborted` rather than running forever. A Slurm
 //! run's supervisor is on a compute node and may not have started yet: Slurm's view of its job decides
-//! (see `slurm`).
+//! (see `scheduler`; `crate::slurm` implements it).
 
 pub mod artifacts;
 pub mod cache;
 pub mod copy;
 pub mod detach;
-pub mod fsutil;
-pub mod job;
 pub mod logs;
-pub mod machine;
 pub mod name;
 pub mod record;
+pub mod scheduler;
 pub mod signals;
-pub mod slurm;
+pub mod supervised;
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::fsutil;
+use scheduler::{JobState, Scheduler, SchedulerError};
 
 pub use record::{RunRecord, SlurmRecord, Status};
 
@@ -53,7 +55,7 @@ pub enum RunsError {
     #[error(transparent)]
     Copy(#[from] copy::CopyError),
     #[error(transparent)]
-    Slurm(Box<slurm::SlurmError>),
+    Scheduler(SchedulerError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RunsError + '_ {
@@ -69,6 +71,8 @@ const LOG: &str = "output.log";
 const ARTIFACTS: &str = "artifacts";
 const PROJECT_COPY: &str = "workflow";
 const STOP_REQUEST: &str = "stop-request";
+/// A scheduled job's inputs (they hold the project's secrets until the run ends).
+pub const JOB_INPUTS: &str = "slurm-job.json";
 
 /// How `dstack stop` asked a run to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +105,8 @@ impl StopRequest {
 pub struct RunStore {
     dir: PathBuf,
     also: Vec<PathBuf>,
+    /// Asked about runs whose job was submitted to it; without one such runs count as live.
+    scheduler: Option<Arc<dyn Scheduler>>,
 }
 
 /// A run as others see it: its record (with the end filled in if its supervisor died) and whether its
@@ -127,7 +133,14 @@ impl RunStore {
         RunStore {
             dir: state_root.join("runs"),
             also: Vec::new(),
+            scheduler: None,
         }
+    }
+
+    /// Asks `scheduler` about the runs whose job it holds (liveness, stop).
+    pub fn scheduled_by(mut self, scheduler: Arc<dyn Scheduler>) -> RunStore {
+        self.scheduler = Some(scheduler);
+        self
     }
 
     /// Also finds the runs of `state_root` (new names avoid theirs too); new runs still go to this
@@ -138,20 +151,6 @@ impl RunStore {
             self.also.push(dir);
         }
         self
-    }
-
-    /// The store the run commands (`ps`, `logs`, `stop`, `rm`, `artifacts`) read: the state root's runs,
-    /// and those of the current project's Slurm `state_dir` when it has one.
-    pub fn visible(state_root: &Path) -> RunStore {
-        let store = RunStore::new(state_root);
-        let configured = crate::project::Project::current()
-            .ok()
-            .and_then(|p| slurm::SlurmConfig::load(&p).ok().flatten())
-            .and_then(|c| c.state_dir);
-        match configured {
-            Some(dir) => store.also(&dir),
-            None => store,
-        }
     }
 
     /// Allocates a new run: a unique name (under the store's lock), its directory, its record (status
@@ -291,36 +290,33 @@ impl RunStore {
         };
         let mut run = ActiveRun { dir, record, lock };
         if !run.record.status.is_finished() {
-            let (status, message) = match run.record.slurm.clone() {
-                Some(job) => match slurm::jobs::info(&job.job_id) {
-                    // Pending, requeued, or started and not yet holding the lock.
-                    Ok(Some(info)) if info.is_active() => {
-                        return Ok(Some(RunView {
-                            record: run.record.clone(),
-                            live: true,
-                            dir: run.dir.clone(),
-                        }));
-                    }
-                    Ok(info) => {
-                        let (status, message) =
-                            slurm::end_from_slurm(info.as_ref(), run.stop_request());
+            let job_state = match (&run.record.slurm, &self.scheduler) {
+                (Some(job), Some(scheduler)) => Some(scheduler.state(job, run.stop_request())),
+                (Some(_), None) => Some(JobState::Unknown),
+                (None, _) => None,
+            };
+            let (status, message) = match job_state {
+                Some(JobState::Active | JobState::Unknown) => {
+                    return Ok(Some(RunView {
+                        record: run.record.clone(),
+                        live: true,
+                        dir: run.dir.clone(),
+                    }));
+                }
+                Some(JobState::Ended {
+                    status,
+                    message,
+                    state,
+                }) => {
+                    if let Some(state) = state {
                         run.update(|r| {
-                            if let (Some(s), Some(info)) = (r.slurm.as_mut(), &info) {
-                                s.state = Some(info.state.clone());
+                            if let Some(s) = r.slurm.as_mut() {
+                                s.state = Some(state.clone());
                             }
                         })?;
-                        (status, message)
                     }
-                    // Slurm cannot be asked (no commands here, controller down): end nothing on a guess.
-                    Err(err) => {
-                        tracing::debug!("{err}");
-                        return Ok(Some(RunView {
-                            record: run.record.clone(),
-                            live: true,
-                            dir: run.dir.clone(),
-                        }));
-                    }
-                },
+                    (status, message)
+                }
                 None => (
                     run.stop_request()
                         .map_or(Status::Aborted, StopRequest::status),
@@ -365,10 +361,10 @@ impl RunStore {
     /// then Slurm's cancel. Local runs need nothing: their supervisor kills after its grace period.
     pub fn force_stop(&self, name: &str) -> Result<(), RunsError> {
         let view = self.get(name)?;
-        if let Some(job) = view.record.slurm.as_ref().filter(|_| view.live) {
-            slurm::jobs::signal(&job.job_id, "KILL")
-                .and_then(|()| slurm::jobs::cancel(&job.job_id))
-                .map_err(|e| RunsError::Slurm(Box::new(e)))?;
+        if let (Some(job), Some(scheduler)) = (view.record.slurm.as_ref(), &self.scheduler)
+            && view.live
+        {
+            scheduler.kill(job).map_err(RunsError::Scheduler)?;
         }
         Ok(())
     }
@@ -398,17 +394,16 @@ impl RunStore {
             .map_err(io_at(&path))?;
         let record = &view.record;
         if let Some(job) = &record.slurm {
-            // The supervisor is on a compute node: Slurm delivers the signals. A job still waiting for a
-            // node is simply cancelled.
-            let result = match how {
-                StopRequest::Graceful if record.status == Status::Submitted => {
-                    slurm::jobs::cancel(&job.job_id)
-                }
-                StopRequest::Graceful => slurm::jobs::signal(&job.job_id, "TERM"),
-                StopRequest::Abort => slurm::jobs::signal(&job.job_id, "KILL")
-                    .and_then(|()| slurm::jobs::cancel(&job.job_id)),
-            };
-            result.map_err(|e| RunsError::Slurm(Box::new(e)))?;
+            // The supervisor is on a compute node: the scheduler delivers the signals. A job still waiting
+            // for a node is simply cancelled.
+            let scheduler = self.scheduler.as_ref().ok_or_else(|| {
+                RunsError::Scheduler(
+                    format!("{name} is a Slurm run: stop it where Slurm runs").into(),
+                )
+            })?;
+            scheduler
+                .stop(job, how, record.status == Status::Submitted)
+                .map_err(RunsError::Scheduler)?;
             return Ok(true);
         }
         let signal_pid = |pid: i32, sig: nix::sys::signal::Signal| {
@@ -587,7 +582,7 @@ impl ActiveRun {
 
     /// Removes the Slurm job's inputs (they hold the project's secrets) once the run has ended.
     pub fn remove_inputs(&self) {
-        let _ = fs::remove_file(self.dir.join(slurm::INPUTS));
+        let _ = fs::remove_file(self.dir.join(JOB_INPUTS));
     }
 
     /// Removes a run that never started (its workflow could not be resolved with its name).

@@ -18,7 +18,7 @@ use super::hooks::State;
 use super::namespaces::{self, Namespaces};
 use super::scratch::ScratchDir;
 use super::steps::InContainerStep;
-use super::{ContainerError, StdioMode, ids, mounts, spec, validate};
+use super::{ContainerError, StdioMode, ids, mounts, validate};
 use crate::cgroup::CgroupPlacement;
 use crate::net::Network;
 use crate::rootfs::Rootfs;
@@ -215,8 +215,6 @@ impl ContainerBuilder<Supervised> {
         let namespaces = Namespaces::default();
         validate::spec(&spec, validate::OwnNamespaces::ALL).map_err(ContainerError::Invalid)?;
         ids::check(&spec, id_space(&spec, &namespaces))?;
-        // Docker's rule: a job that is not root keeps no capabilities but its bounding set.
-        spec::docker_user_caps(&mut spec);
         let state_root = mode.state_root.unwrap_or_else(crate::paths::state_root);
         let scratch = ScratchDir::create(&state_root, &id)?;
         let rootfs = Rootfs::new(mode.layers, scratch.path())?;
@@ -225,6 +223,7 @@ impl ContainerBuilder<Supervised> {
         crate::fsops::make_dir(&staging, crate::rootfs::SCRATCH_DIR_MODE)
             .map_err(ContainerError::io("cannot create", &staging))?;
         let files = etc_files(&mut spec, &staging, mode.network.as_ref())?;
+        super::spec::write_debug_copy(&spec);
         Ok(PreparedContainer {
             spec,
             cgroup,
@@ -371,11 +370,18 @@ fn etc_files(
         ("resolv.conf", resolv),
     ] {
         let dest = PathBuf::from("/etc").join(name);
-        if mounts.iter().any(|m| m.destination() == &dest) {
+        let path = staging.join(mounts::STAGED_FILES).join(name);
+        // A mount the plan made from our staged file gets its contents; any other is the user's own.
+        let planned = mounts
+            .iter()
+            .any(|m| m.destination() == &dest && m.source().as_deref() == Some(path.as_path()));
+        if mounts.iter().any(|m| m.destination() == &dest) && !planned {
             continue;
         }
-        let path = staging.join(mounts::STAGED_FILES).join(name);
         files.push((name.to_string(), text));
+        if planned {
+            continue;
+        }
         let m = MountBuilder::default()
             .destination(dest)
             .typ("bind")
@@ -387,21 +393,6 @@ fn etc_files(
     }
     spec.set_mounts(Some(mounts));
     Ok(files)
-}
-
-/// With a terminal, `TERM` as the user's terminal has it (Docker's `xterm` without one), unless set.
-pub(super) fn set_term(spec: &mut Spec) {
-    let Some(process) = spec.process_mut().as_mut() else {
-        return;
-    };
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push(format!(
-            "TERM={}",
-            std::env::var("TERM").unwrap_or_else(|_| "xterm".into())
-        ));
-        process.set_env(Some(env));
-    }
 }
 
 pub(super) fn setgroups_allowed() -> bool {
@@ -431,7 +422,7 @@ mod tests {
     #[test]
     fn a_spec_without_a_command_is_refused_in_either_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = spec::default_spec(vec![], 1 << 20);
+        let spec = super::super::spec::default_spec(vec![], 1 << 20);
         let run = ContainerBuilder::new("t", spec.clone())
             .rootfs(vec![])
             .state_root(dir.path())
@@ -452,7 +443,7 @@ mod tests {
             return; // an unprivileged spec needs a user namespace first
         }
         let dir = tempfile::tempdir().unwrap();
-        let spec = spec::default_spec(vec!["true".into()], 1 << 20);
+        let spec = super::super::spec::default_spec(vec!["true".into()], 1 << 20);
         let e = ContainerBuilder::new("t", spec)
             .oci(dir.path().join("missing"), false, oci_options(dir.path()))
             .build()

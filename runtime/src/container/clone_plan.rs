@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{Hooks, LinuxSeccomp, Spec};
 
-use super::builder::{OciOptions, set_term};
+use super::builder::OciOptions;
 use super::init::InitRoot;
 use super::namespaces::Namespaces;
 use super::seccomp::SeccompProgram;
-use super::stdio::{ParentStdio, Stdio};
+use super::stdio::Stdio;
 use super::{ContainerError, StdioMode, gate, seccomp, seccomp_cache, spawn, stdio};
 use crate::net::Network;
 
@@ -50,7 +50,7 @@ pub(super) struct ClonePlan {
 /// cgroup namespace always, init dying with us, stdio streamed here, compiled seccomp profiles cached in
 /// the state root.
 pub(super) fn supervised_plan(
-    mut spec: Spec,
+    spec: Spec,
     root: InitRoot,
     stdio_mode: StdioMode,
     network: Option<&Network>,
@@ -65,9 +65,6 @@ pub(super) fn supervised_plan(
         spawn::NAMESPACES & !NEWNET
     };
     let stdio = stdio::open(stdio_mode)?;
-    if matches!(stdio.parent, ParentStdio::Pty { .. }) {
-        set_term(&mut spec);
-    }
     let seccomp = seccomp_profile(&spec)
         .map(|p| seccomp_cache::compile(p, &crate::paths::state_root().join("seccomp")))
         .transpose()

@@ -62,8 +62,9 @@ pub use launch::Created;
 pub use message::{ChannelError, FromInit, ToInit};
 pub use seccomp::{SeccompError, SeccompProgram};
 pub use spec::{
-    DEFAULT_PATH, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS, default_capabilities,
-    default_mounts, default_spec, docker_user_caps,
+    DEFAULT_PATH, DOCKER_DEFAULT_CAPS, ETC_FILES, MASKED_PATHS, READONLY_PATHS,
+    add_etc_file_mounts, default_capabilities, default_mounts, default_spec, docker_user_caps,
+    set_term, staged_etc_dir, write_debug_copy,
 };
 pub use stdio::StdioMode;
 pub use steps::InContainerStep;

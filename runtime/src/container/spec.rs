@@ -1,7 +1,7 @@
 //! A Docker-like default runtime `Spec`: Docker's default capabilities, masked and read-only paths and
 //! mounts. The planner starts from it and fills in the process, limits and extra mounts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, Mount,
@@ -81,6 +81,71 @@ pub fn docker_user_caps(spec: &mut Spec) {
         caps.set_ambient(Some(Capabilities::new()));
         process.set_capabilities(Some(caps));
     }
+}
+
+/// With a terminal, `TERM` as the user's terminal has it (`term`), unless the job sets its own.
+pub fn set_term(spec: &mut Spec, term: &str) {
+    let Some(process) = spec.process_mut().as_mut() else {
+        return;
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push(format!("TERM={term}"));
+        process.set_env(Some(env));
+    }
+}
+
+/// The environment variable naming a file to write the final Spec of a supervised container to (tests
+/// compare it with `dstack run --dry-run`).
+pub const SPEC_OUT_VAR: &str = "DSTACK_SPEC_OUT";
+
+/// Writes `spec` as JSON to the file `$DSTACK_SPEC_OUT` names, when set: a debugging aid that shows the
+/// Spec exactly as the container receives it. Failing to write it only logs.
+pub fn write_debug_copy(spec: &Spec) {
+    let Some(path) = std::env::var_os(SPEC_OUT_VAR) else {
+        return;
+    };
+    let written = serde_json::to_vec_pretty(spec)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&path, bytes));
+    if let Err(e) = written {
+        tracing::warn!("writing the spec to {}: {e}", Path::new(&path).display());
+    }
+}
+
+/// The `/etc` files a supervised container is given, written by init at start (see the builder).
+pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// Where the runtime stages the `/etc` files of container `id` under `state_root`: in its scratch
+/// directory (`containers/<id>`, see `ScratchDir`), in init's staging tmpfs.
+pub fn staged_etc_dir(state_root: &Path, id: &str) -> PathBuf {
+    state_root
+        .join("containers")
+        .join(id)
+        .join(super::mounts::STAGING)
+        .join(super::mounts::STAGED_FILES)
+}
+
+/// Binds each of [`ETC_FILES`] from `staged` (see [`staged_etc_dir`]) unless the spec already mounts
+/// something there; the runtime writes the contents of those it finds bound from `staged`.
+pub fn add_etc_file_mounts(spec: &mut Spec, staged: &Path) -> Result<(), oci_spec::OciSpecError> {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for name in ETC_FILES {
+        let dest = PathBuf::from("/etc").join(name);
+        if mounts.iter().any(|m| m.destination() == &dest) {
+            continue;
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(staged.join(name))
+                .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                .build()?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {

@@ -3,25 +3,27 @@
 //! check. The run is created in the shared state directory with its copy of the project, submitted with
 //! `sbatch`, and then followed: its output streamed from the shared log until the job's `dstack` records
 //! the end, and `dstack` exits with the job's exit code. `-d` returns once it is submitted.
-//! See `runs::slurm` for what happens on the node.
+//! See `node` for what happens on the node.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::run_workflow::{Checked, Masker, UNNAMED};
+use super::{JobInputs, SlurmConfig, SlurmError, jobs, options};
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult, Context as _};
+use crate::fsutil;
+use crate::job::image::PullPolicy;
+use crate::job::workflow::{Checked, UNNAMED};
 use crate::project::Project;
-use crate::runs::slurm::{self, JobInputs, SlurmConfig, SlurmError, jobs, options};
-use crate::runs::{
-    RunRecord, RunStore, SlurmRecord, Status, StopRequest, cache, copy, fsutil, logs,
-};
+use crate::runs::supervised::{Masker, START_FAILED};
+use crate::runs::{RunRecord, RunStore, SlurmRecord, Status, StopRequest, cache, copy};
+use crate::slurm;
 
 /// The project and its Slurm settings when this run goes to Slurm: `--slurm`, or `default: true` without
 /// `--local`.
-pub(super) fn wanted(args: &RunArgs) -> CliResult<Option<(Project, SlurmConfig)>> {
+pub fn wanted(args: &RunArgs) -> CliResult<Option<(Project, SlurmConfig)>> {
     if args.local && args.slurm {
         return Err(CliError::new("--slurm and --local: choose one"));
     }
@@ -37,9 +39,10 @@ pub(super) fn wanted(args: &RunArgs) -> CliResult<Option<(Project, SlurmConfig)>
     }
 }
 
-pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> CliResult<ExitCode> {
+pub fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> CliResult<ExitCode> {
     let state_root = runtime::paths::state_root();
-    let checked = Checked::new(&args, &project, &state_root)?;
+    let checked = Checked::new(&args.target, &args.rest, &project, &state_root)?;
+    let pull: PullPolicy = args.pull.parse()?;
     let mask = &checked.mask;
     let preview = checked.resolve(UNNAMED)?;
     if preview
@@ -74,7 +77,7 @@ pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> Cl
         return Err(SlurmError::NoSlurm { tool: "sbatch" }.into());
     }
 
-    let store = RunStore::new(&state_dir).also(&state_root);
+    let store = slurm::run_store(&state_dir).also(&state_root);
     let record = RunRecord::new(
         "",
         &preview.name,
@@ -95,7 +98,7 @@ pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> Cl
         let inputs = JobInputs {
             workflow: workflow.name.clone(),
             run_args: checked.run_args.clone(),
-            pull: args.pull.clone(),
+            pull: pull.to_string(),
             secrets: checked.secrets.clone(),
             project: project.dir().to_path_buf(),
             cache: cache::workflow_dir(&state_dir, &project, &workflow.name),
@@ -129,7 +132,7 @@ pub(super) fn submit(args: RunArgs, project: Project, config: SlurmConfig) -> Cl
         r.slurm = Some(SlurmRecord {
             job_id: job_id.clone(),
             partition: partition.clone(),
-            login: hostname(),
+            login: super::hostname(),
             node: None,
             restarts: 0,
             state: None,
@@ -208,7 +211,7 @@ fn follow(store: &RunStore, name: &str, mask: &Masker) -> CliResult<ExitCode> {
         view.live
     };
     let mut out = std::io::stdout().lock();
-    match logs::print(
+    match crate::runs::logs::print(
         &log,
         &mut out,
         &mask_values(mask),
@@ -234,7 +237,7 @@ fn follow(store: &RunStore, name: &str, mask: &Masker) -> CliResult<ExitCode> {
         .message
         .unwrap_or_else(|| format!("the run {}", record.status));
     let code = if record.status == Status::Failed {
-        125
+        START_FAILED
     } else {
         1
     };
@@ -279,12 +282,4 @@ fn on_path(tool: &str) -> bool {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// This machine's name, as the compute nodes' users reach it.
-pub(super) fn hostname() -> Option<String> {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
 }

@@ -19,7 +19,9 @@
 
 pub mod config;
 pub mod jobs;
+pub mod node;
 pub mod options;
+pub mod submit;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -30,8 +32,8 @@ use serde::{Deserialize, Serialize};
 pub use config::SlurmConfig;
 pub use jobs::JobInfo;
 
-use super::StopRequest;
-use super::record::Status;
+use crate::runs::scheduler::{JobState, Scheduler, SchedulerError};
+use crate::runs::{RunStore, SlurmRecord, Status, StopRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
@@ -91,7 +93,7 @@ pub struct JobInputs {
     pub cache: PathBuf,
 }
 
-pub const INPUTS: &str = "slurm-job.json";
+pub const INPUTS: &str = crate::runs::JOB_INPUTS;
 pub const SCRIPT: &str = "slurm-job.sh";
 
 /// The batch script: the node's state root for `dstack`, then `dstack` itself, replacing the shell so that
@@ -110,6 +112,79 @@ pub fn batch_script(dstack: &Path, state_dir: &Path, run_name: &str, node_root: 
 /// Single-quoted for `sh`.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The run store's view of Slurm jobs: `squeue`/`sacct` for liveness, `scancel` for stops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slurm;
+
+impl Scheduler for Slurm {
+    fn state(&self, job: &SlurmRecord, stop: Option<StopRequest>) -> JobState {
+        match jobs::info(&job.job_id) {
+            Ok(Some(info)) if info.is_active() => JobState::Active,
+            Ok(info) => {
+                let (status, message) = end_from_slurm(info.as_ref(), stop);
+                JobState::Ended {
+                    status,
+                    message,
+                    state: info.map(|i| i.state),
+                }
+            }
+            Err(err) => {
+                tracing::debug!("{err}");
+                JobState::Unknown
+            }
+        }
+    }
+
+    fn stop(
+        &self,
+        job: &SlurmRecord,
+        how: StopRequest,
+        submitted: bool,
+    ) -> Result<(), SchedulerError> {
+        let result = match how {
+            StopRequest::Graceful if submitted => jobs::cancel(&job.job_id),
+            StopRequest::Graceful => jobs::signal(&job.job_id, "TERM"),
+            StopRequest::Abort => {
+                jobs::signal(&job.job_id, "KILL").and_then(|()| jobs::cancel(&job.job_id))
+            }
+        };
+        result.map_err(Into::into)
+    }
+
+    fn kill(&self, job: &SlurmRecord) -> Result<(), SchedulerError> {
+        jobs::signal(&job.job_id, "KILL")
+            .and_then(|()| jobs::cancel(&job.job_id))
+            .map_err(Into::into)
+    }
+}
+
+/// A run store that asks Slurm about the runs it submitted.
+pub fn run_store(state_root: &Path) -> RunStore {
+    RunStore::new(state_root).scheduled_by(std::sync::Arc::new(Slurm))
+}
+
+/// The store the run commands (`ps`, `logs`, `stop`, `rm`, `artifacts`) read: the state root's runs, and
+/// those of the current project's Slurm `state_dir` when it has one.
+pub fn visible_runs(state_root: &Path) -> RunStore {
+    let store = run_store(state_root);
+    let configured = crate::project::Project::current()
+        .ok()
+        .and_then(|p| SlurmConfig::load(&p).ok().flatten())
+        .and_then(|c| c.state_dir);
+    match configured {
+        Some(dir) => store.also(&dir),
+        None => store,
+    }
+}
+
+/// This machine's name, as the compute nodes' users reach it.
+pub fn hostname() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
 }
 
 /// Why a run that reached its Slurm time limit failed.

@@ -1,39 +1,36 @@
-//! A recorded run, the same for `dstack run NAME` and `dstack run docker IMAGE`: the run is allocated and its
-//! name printed (or the process detaches and prints it), the job is started through [`super::launch`] and its
-//! container recorded in one write once it runs, it is supervised to its end, and the end is recorded (with
-//! the artifacts saved, when it has any) however it comes. Secret values are masked in everything kept.
+//! A supervised run, the same for `dstack run NAME`, `dstack run docker IMAGE` and a Slurm job on its node:
+//! the run is allocated and its name printed (or the process detaches and prints it, and the detached child
+//! supervises), the job stage starts its job and records the container (`job::launch::start_and_wait`), and
+//! the end is recorded here (with the artifacts saved, when it has any) however it comes. Secret values are
+//! masked in everything kept.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::Spec;
 use runtime::container::ExitStatus;
-use runtime::image::store::{Image, Store};
 
-use super::{Launch, launch};
+use super::detach::{self, Side};
+use super::{ActiveRun, RunStore, Status, StopRequest, logs, signals};
 use crate::error::{CliError, CliResult};
-use crate::runs::detach::{self, Side};
-use crate::runs::record::now;
-use crate::runs::{ActiveRun, RunStore, Status, StopRequest, logs, signals};
 
 /// The exit code of a job that could not start.
-pub(crate) const START_FAILED: u8 = 125;
+pub const START_FAILED: u8 = 125;
 
 /// A failure of the run before the job ended: the whole cause chain in one line, secrets masked.
-pub(crate) struct Failure {
+pub struct Failure {
     pub message: String,
     pub code: u8,
 }
 
 /// Replaces the project's secret values with `***` in anything shown or stored.
-pub(crate) struct Masker {
+pub struct Masker {
     values: Vec<String>,
 }
 
 impl Masker {
-    pub(crate) fn new(secrets: &BTreeMap<String, String>) -> Masker {
+    pub fn new(secrets: &BTreeMap<String, String>) -> Masker {
         let mut values: Vec<String> = Vec::new();
         for value in secrets.values().filter(|v| !v.is_empty()) {
             values.push(value.clone());
@@ -45,31 +42,31 @@ impl Masker {
     }
 
     /// The secret values (and their JSON-escaped forms) it masks.
-    pub(crate) fn values(&self) -> &[String] {
+    pub fn values(&self) -> &[String] {
         &self.values
     }
 
-    pub(crate) fn text(&self, text: &str) -> String {
+    pub fn text(&self, text: &str) -> String {
         logs::mask(text, &self.values)
     }
 
     /// Masks the run's kept output, in case the job printed a secret.
-    pub(crate) fn log(&self, run: &ActiveRun) {
+    pub fn log(&self, run: &ActiveRun) {
         if let Err(e) = logs::mask_file(&run.log_path(), &self.values) {
             eprintln!("warning: masking secrets in the log of {}: {e}", run.name());
         }
     }
 
     /// An error and its causes as one masked line.
-    pub(crate) fn chain(&self, err: &(dyn StdError + 'static)) -> String {
+    pub fn chain(&self, err: &(dyn StdError + 'static)) -> String {
         self.text(&one_line(err))
     }
 
-    pub(crate) fn error(&self, err: &(dyn StdError + 'static), code: u8) -> CliError {
+    pub fn error(&self, err: &(dyn StdError + 'static), code: u8) -> CliError {
         CliError::new(self.chain(err)).with_exit_code(code)
     }
 
-    pub(crate) fn failure(&self, what: &str, err: &(dyn StdError + 'static), code: u8) -> Failure {
+    pub fn failure(&self, what: &str, err: &(dyn StdError + 'static), code: u8) -> Failure {
         Failure {
             message: format!("{what}: {}", self.chain(err)),
             code,
@@ -80,11 +77,7 @@ impl Masker {
 /// After `store.create`: detaches when asked (the command prints the name and returns `None`; the
 /// detached child carries on as the supervisor), else says the run's name first. Either way, a stop
 /// signal before the job starts now ends the run as stopped.
-pub(crate) fn begin(
-    store: &RunStore,
-    run: ActiveRun,
-    detach: bool,
-) -> CliResult<Option<ActiveRun>> {
+pub fn begin(store: &RunStore, run: ActiveRun, detach: bool) -> CliResult<Option<ActiveRun>> {
     let mut run = run;
     if detach {
         match detach::detach() {
@@ -118,51 +111,14 @@ pub(crate) fn begin(
     Ok(Some(run))
 }
 
-/// Starts the planned job of `run` and supervises it to its end. Once it runs, its container (id, init's
-/// pid, ports) and `running` are recorded in one write, and each port's URL is printed.
-pub(crate) fn start_and_wait(
-    run: &mut ActiveRun,
-    images: &Store,
-    image: &Image,
-    spec: Spec,
-    launch_with: Launch,
-    ports: &[u16],
-    mask: &Masker,
-) -> Result<ExitStatus, Failure> {
-    let id = launch_with.id.clone();
-    // `launched` also holds the image's and the GPUs' leases until the job has ended.
-    let launched = launch(images, image, spec, launch_with).map_err(|e| Failure {
-        message: mask.text(&one_line(&e)),
-        code: e.code,
-    })?;
-    let pid = launched.container.pid();
-    run.update(|r| {
-        r.container_id = Some(id);
-        r.container_pid = Some(pid);
-        r.ports = ports.to_vec();
-        if r.status.can_become(Status::Running) {
-            r.status = Status::Running;
-            r.started_at = Some(now());
-        }
-    })
-    .map_err(|e| mask.failure("recording the run", &e, START_FAILED))?;
-    for (i, port) in ports.iter().enumerate() {
-        eprintln!("PORT_{i}: http://127.0.0.1:{port}");
-    }
-    launched
-        .container
-        .wait()
-        .map_err(|e| mask.failure("supervising the job", &e, START_FAILED))
-}
-
 /// Saves the artifacts (if the run has any) and records how the job ended.
-pub(crate) fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
+pub fn finish(run: &mut ActiveRun, status: &ExitStatus, mask: &Masker) {
     let end = end_of(run.stop_request(), status);
     finish_as(run, status, mask, end);
 }
 
 /// As [`finish`], with the end decided by the caller (who knows more than the exit status says).
-pub(crate) fn finish_as(
+pub fn finish_as(
     run: &mut ActiveRun,
     status: &ExitStatus,
     mask: &Masker,
@@ -176,7 +132,7 @@ pub(crate) fn finish_as(
 }
 
 /// Records a run that failed before its job ended (artifacts saved all the same); the error to report.
-pub(crate) fn record_failure(run: &mut ActiveRun, failure: Failure, mask: &Masker) -> CliError {
+pub fn record_failure(run: &mut ActiveRun, failure: Failure, mask: &Masker) -> CliError {
     let _ = signals::ignore_stop_signals();
     append_to_log(&run.log_path(), &format!("error: {}\n", failure.message));
     save_artifacts(run, mask);
@@ -205,10 +161,7 @@ fn save_artifacts(run: &mut ActiveRun, mask: &Masker) {
 }
 
 /// How a run whose job exited with `status` ended.
-pub(crate) fn end_of(
-    request: Option<StopRequest>,
-    status: &ExitStatus,
-) -> (Status, Option<String>) {
+pub fn end_of(request: Option<StopRequest>, status: &ExitStatus) -> (Status, Option<String>) {
     if let Some(request) = request {
         return (request.status(), None);
     }
@@ -231,7 +184,7 @@ pub(crate) fn end_of(
 }
 
 /// An error and its causes in one line (each cause once).
-pub(crate) fn one_line(err: &(dyn StdError + 'static)) -> String {
+pub fn one_line(err: &(dyn StdError + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
@@ -245,7 +198,7 @@ pub(crate) fn one_line(err: &(dyn StdError + 'static)) -> String {
     text
 }
 
-pub(crate) fn append_to_log(path: &Path, line: &str) {
+pub fn append_to_log(path: &Path, line: &str) {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Ok(mut f) = std::fs::OpenOptions::new()

@@ -12,9 +12,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::copy;
-use super::record::ArtifactRecord;
 use crate::plan::{BindMount, JobRequest};
+use crate::runs::copy;
+use crate::runs::record::ArtifactRecord;
 use crate::workflow::{WORKFLOW_DIR, Workflow};
 
 /// The job's environment on top of the image's: injected variables, then the project's secrets, then the
@@ -34,10 +34,7 @@ pub fn environment(
         ("HOSTNAME".into(), run_name.into()),
         ("JOB_HOSTNAME".into(), run_name.into()),
     ];
-    for (i, port) in ports.iter().enumerate() {
-        env.push((format!("PORT_{i}"), port.to_string()));
-        env.push((format!("JOB_PORT_{i}"), port.to_string()));
-    }
+    env.extend(crate::plan::network::port_env(ports));
     env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
     for var in &workflow.env {
         let value = match &var.value {
@@ -75,6 +72,8 @@ pub fn request(
         strict_limits: false,
         mounts: mounts.mounts.clone(),
         hostname: Some(run_name.to_string()),
+        container_id: job_id.to_string(),
+        pids_limit: None,
         seccomp: workflow.seccomp.clone(),
     }
 }
