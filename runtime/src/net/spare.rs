@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use crate::fsops::c_path;
+use crate::fsops::{FileLock, LockMode, c_path};
 
 /// How many spare namespaces wait at most: enough for runs started one after another.
 const SPARES: usize = 2;
@@ -74,13 +74,9 @@ pub(crate) fn replenish() {
         return;
     }
     // One clean-up at a time counts and makes, so that those of runs ending together keep to SPARES.
-    let Ok(lock) = std::fs::File::create(dir.with_extension("lock")) else {
+    let Ok(_counting) = FileLock::acquire(&dir.with_extension("lock"), LockMode::Exclusive) else {
         return;
     };
-    // SAFETY: flock on a descriptor we own; it is released when `lock` closes, at the function's end.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return;
-    }
     let waiting = std::fs::read_dir(&dir).map_or(SPARES, |entries| {
         entries
             .flatten()

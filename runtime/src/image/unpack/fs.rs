@@ -6,12 +6,15 @@
 //! through them can be outside it. The final component is never followed (`O_NOFOLLOW`,
 //! `AT_SYMLINK_NOFOLLOW`, `O_EXCL` on create).
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, OsStr};
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+pub(crate) use crate::fsops::c_bytes;
+use crate::fsops::check;
 
 /// What is at a name, without following a symlink there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,22 +24,9 @@ pub(crate) enum Existing {
     Other,
 }
 
-pub(crate) fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 /// Opens a directory by ordinary path (the layer root itself, which the store created).
 pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let c = cstring(path.as_os_str().as_bytes())?;
+    let c = c_bytes(path.as_os_str().as_bytes())?;
     // SAFETY: `c` is a valid NUL-terminated string; the returned descriptor is owned below.
     let fd = check(unsafe {
         libc::open(
@@ -52,9 +42,9 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 /// component as if `root` were `/`.
 pub(crate) fn resolve_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
     let path = if rel.is_empty() {
-        cstring(b".")?
+        c_bytes(b".")?
     } else {
-        cstring(rel)?
+        c_bytes(rel)?
     };
     crate::inroot::openat2(
         root,
@@ -178,10 +168,8 @@ pub(crate) fn unlink(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     // std's remove_dir_all opens each level with O_NOFOLLOW and works relative to it; the magic link only
     // names our own, already resolved directory.
-    let path = format!("/proc/self/fd/{}/", dir.as_raw_fd());
-    let mut full = path.into_bytes();
-    full.extend_from_slice(name.to_bytes());
-    std::fs::remove_dir_all(OsStr::from_bytes(&full))
+    let path = crate::inroot::proc_path(dir).join(OsStr::from_bytes(name.to_bytes()));
+    crate::fsops::remove_tree(&path)
 }
 
 /// Sets owner of `name` in `dir` without following a symlink.
@@ -260,7 +248,7 @@ pub fn is_no_space(err: &io::Error) -> bool {
 
 /// Like [`resolve_dir`], but the last component must itself be a directory, not a symlink to one.
 pub(crate) fn resolve_dir_nofollow(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
-    let path = cstring(rel)?;
+    let path = c_bytes(rel)?;
     crate::inroot::openat2(
         root,
         &path,
