@@ -408,7 +408,7 @@ pub fn check_seccomp(choice: &SeccompChoice) -> Result<(), PlanError> {
     match choice {
         SeccompChoice::File(path) => seccomp_profile::load(path, &Default::default())
             .map(drop)
-            .map_err(|e| PlanError::Seccomp(e.to_string())),
+            .map_err(|e| PlanError::Seccomp(runtime::report::chain(&e))),
         _ => Ok(()),
     }
 }
@@ -426,7 +426,7 @@ fn seccomp_profile(choice: &SeccompChoice, spec: &Spec) -> Result<Option<LinuxSe
         SeccompChoice::Unconfined => Ok(None),
         SeccompChoice::File(path) => seccomp_profile::load(path, &bounding)
             .map(Some)
-            .map_err(|e| PlanError::Seccomp(e.to_string())),
+            .map_err(|e| PlanError::Seccomp(runtime::report::chain(&e))),
     }
 }
 

@@ -60,7 +60,7 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
                 runtime::gpu::GpuError::NoGpu { .. } => format!("; it has {}", machine.summary()),
                 _ => String::new(),
             };
-            CliError::new(format!("{e}{also}"))
+            CliError::new(format!("{}{also}", runtime::report::Chain(&e)))
         })?;
     }
     if preview.resources.interruptible {
@@ -240,7 +240,7 @@ pub(super) fn supervise(
                 "warning: /workflow, artifacts and caches stay owned by root in the container, so uid {} \
                  may not write them: {}",
                 user.uid,
-                mask.text(&e.to_string())
+                mask.text(&one_line(&e))
             );
         }
     }

@@ -14,7 +14,7 @@ pub struct Copied {
 
 /// An I/O error with the path it happened on.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}", path.display())]
 pub struct CopyError {
     pub path: PathBuf,
     #[source]

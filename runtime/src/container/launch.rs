@@ -214,7 +214,7 @@ impl PreparedContainer {
                         .and_then(|()| {
                             hooks::run(kept.hooks.as_ref(), HookPoint::CreateRuntime, &json)
                         })
-                        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+                        .map_err(|e| ContainerError::Invalid(crate::report::chain(&e)))?;
                     hooks_done = true;
                     channel
                         .send(&Message::Go { state: None })

@@ -18,7 +18,7 @@ pub fn sweep_leftovers(state_root: &Path) -> Vec<String> {
     if !dead.is_empty()
         && let Err(e) = crate::cgroup::sweep_leftovers(|name| !dead.iter().any(|d| d == name))
     {
-        tracing::debug!("sweeping cgroups: {e}");
+        tracing::debug!("sweeping cgroups: {}", crate::report::Chain(&e));
     }
     dead
 }

@@ -56,7 +56,7 @@ pub enum ReferenceError {
         crate::text::quote(.0)
     )]
     Tag(String),
-    #[error("invalid reference {}: {source}", crate::text::quote(.input))]
+    #[error("invalid reference {}", crate::text::quote(.input))]
     Digest {
         input: String,
         #[source]

@@ -275,7 +275,7 @@ fn cgroup(spec: &Spec, id: &str) -> Result<Option<MadeCgroup>, Failure> {
         .map_err(|e| Failure::new(e.to_string()))?;
     match runtime::cgroup::create_oci(&path, &limits).map_err(|e| match e {
         e @ CgroupError::CgroupsPath { .. } => Failure::new(e.to_string()),
-        e => Failure::new(format!("linux.resources: {e}")),
+        e => Failure::new(format!("linux.resources: {}", runtime::report::Chain(&e))),
     })? {
         Placement::Enforced(cg) => {
             let dirs = CgroupDirs {

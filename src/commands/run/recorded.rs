@@ -171,7 +171,11 @@ pub(crate) fn finish_as(
     let _ = signals::ignore_stop_signals();
     save_artifacts(run, mask);
     if let Err(e) = run.finish(end, Some(status.code), message.as_deref()) {
-        eprintln!("warning: recording the end of {}: {e}", run.name());
+        eprintln!(
+            "warning: recording the end of {}: {}",
+            run.name(),
+            one_line(&e)
+        );
     }
 }
 
@@ -199,7 +203,7 @@ fn save_artifacts(run: &mut ActiveRun, mask: &Masker) {
         eprintln!(
             "warning: saving the artifacts of {}: {}",
             run.name(),
-            mask.text(&e.to_string())
+            mask.text(&one_line(&e))
         );
     }
 }
@@ -230,19 +234,9 @@ pub(crate) fn end_of(
     }
 }
 
-/// An error and its causes in one line (each cause once).
+/// An error and its causes in one line.
 pub(crate) fn one_line(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
+    runtime::report::chain(err)
 }
 
 pub(crate) fn append_to_log(path: &Path, line: &str) {

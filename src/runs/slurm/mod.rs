@@ -65,7 +65,7 @@ pub enum SlurmError {
     Refused(String),
     #[error("{0}")]
     Query(String),
-    #[error("running {tool}: {source}")]
+    #[error("running {tool}")]
     Run {
         tool: &'static str,
         #[source]

@@ -44,7 +44,7 @@ pub enum StoreError {
         "no space left on device under {0}: free space or point DSTACK_HOME at a bigger filesystem"
     )]
     NoSpace(PathBuf),
-    #[error("cannot {what} {path}: {source}")]
+    #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,

@@ -62,7 +62,7 @@ pub struct UnpackStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    #[error("the layer is not a valid tar archive: {0}")]
+    #[error("the layer is not a valid tar archive")]
     Archive(#[source] io::Error),
     #[error(
         "layer entry {} climbs out of the layer directory: the layer is refused",
@@ -87,7 +87,7 @@ pub enum UnpackError {
         crate::text::quote(.target)
     )]
     LinkTargetMissing { path: String, target: String },
-    #[error("cannot unpack layer entry {}: {source}", crate::text::quote(.path))]
+    #[error("cannot unpack layer entry {}", crate::text::quote(.path))]
     Io {
         path: String,
         #[source]
