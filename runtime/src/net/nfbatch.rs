@@ -13,13 +13,10 @@ pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
 pub(super) const NFPROTO_IPV4: u8 = 2;
 
-pub(super) const NLMSG_ERROR: u16 = 2;
-pub(super) const NLM_F_REQUEST: u16 = 0x1;
-pub(super) const NLM_F_ACK: u16 = 0x4;
-pub(super) const NLM_F_EXCL: u16 = 0x200;
-pub(super) const NLM_F_CREATE: u16 = 0x400;
-pub(super) const NLM_F_APPEND: u16 = 0x800;
-pub(super) const NLA_F_NESTED: u16 = 0x8000;
+pub(super) use super::nlmsg::{
+    NLA_F_NESTED, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR,
+    align4,
+};
 
 pub(super) const NFTA_TABLE_NAME: u16 = 1;
 pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
@@ -91,10 +88,6 @@ pub(super) const NF_INET_LOCAL_OUT: u32 = 3;
 pub(super) const NF_INET_POST_ROUTING: u32 = 4;
 pub(super) const NF_DROP: u32 = 0;
 pub(super) const NF_ACCEPT: u32 = 1;
-
-pub(super) fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
 
 /// A batch of nf_tables messages in one buffer.
 pub(super) struct Batch {
