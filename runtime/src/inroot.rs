@@ -138,13 +138,8 @@ impl Root {
     pub fn open_with(&self, path: &Path, flags: libc::c_int) -> Result<OwnedFd, Error> {
         let rel = relative(path);
         let c = c_bytes(rel.as_os_str().as_bytes()).map_err(|e| Error::new(path, e))?;
-        openat2(
-            self.fd(),
-            &c,
-            (flags | libc::O_CLOEXEC) as u64,
-            self.scope.resolve_flags(),
-        )
-        .map_err(|e| Error::new(path, e))
+        openat2(self.fd(), &c, (flags | libc::O_CLOEXEC) as u64, self.scope)
+            .map_err(|e| Error::new(path, e))
     }
 
     /// An `O_PATH` descriptor of `path` (a final symlink followed as the scope says).
@@ -269,12 +264,12 @@ pub(crate) fn openat2(
     dir: BorrowedFd<'_>,
     path: &CStr,
     flags: u64,
-    resolve: u64,
+    scope: Scope,
 ) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { mem::zeroed() };
     how.flags = flags;
-    how.resolve = resolve;
+    how.resolve = scope.resolve_flags();
     if flags & libc::O_CREAT as u64 != 0 {
         how.mode = 0o644;
     }

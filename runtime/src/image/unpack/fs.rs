@@ -50,7 +50,7 @@ pub(crate) fn resolve_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedF
         root,
         &path,
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        crate::inroot::Scope::InRoot,
     )
 }
 
@@ -214,7 +214,7 @@ pub(crate) fn resolve_dir_nofollow(root: BorrowedFd<'_>, rel: &[u8]) -> io::Resu
         root,
         &path,
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        crate::inroot::Scope::InRoot,
     )
 }
 
