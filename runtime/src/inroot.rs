@@ -90,11 +90,8 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+/// No `source()`: the message already says the system error, in words that fit the path.
+impl std::error::Error for Error {}
 
 /// At most 200 characters of a value echoed in an error.
 fn shorten(text: &str) -> String {
