@@ -1,4 +1,4 @@
-//! The CLI's error: one clear line for the user, then the chain of causes.
+//! The CLI's error: one clear line for the user, with the chain of causes (`a: b: c`).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -37,7 +37,7 @@ impl CliError {
 impl<E: StdError + Send + Sync + 'static> From<E> for CliError {
     fn from(err: E) -> CliError {
         CliError {
-            message: err.to_string(),
+            message: runtime::report::chain(&err),
             source: Some(Box::new(err)),
             exit_code: 1,
         }
@@ -75,15 +75,7 @@ impl<T, E: Into<CliError>> Context<T> for Result<T, E> {
     }
 }
 
-/// Prints `error: MESSAGE`, then each cause not already part of the message.
+/// Prints `error: MESSAGE`, the message holding the whole chain of causes.
 pub fn report(err: &CliError) {
     eprintln!("error: {}", err.message);
-    let mut cause = err.source.as_deref().and_then(|s| s.source());
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !err.message.contains(&text) {
-            eprintln!("  caused by: {text}");
-        }
-        cause = c.source();
-    }
 }

@@ -1,40 +1,13 @@
 //! Small file-system tools the run records and secrets share: atomic replacement and `flock` locks.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use runtime::fsops::{FileLock, LockMode};
 
-/// Replaces `path` with `bytes` so that a reader sees the old content or the new, never a part: the bytes go
-/// to a temporary file beside it (created with `mode`), are synced, and the file is renamed over `path`,
-/// whose directory is synced too. For what must survive a power loss (secrets, Slurm job inputs).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let (dir, tmp) = hidden_sibling(path, &format!("tmp.{}", std::process::id()))?;
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The mode given at creation is filtered by the umask; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+pub use runtime::fsops::write_atomic;
 
 /// Replaces `path`, which one writer rewrites several times (a run's record; no syncs: a power loss may
 /// undo the last write, and a lost status line shows the run as `aborted`, as any dead supervisor's
@@ -116,50 +89,22 @@ pub fn private_dir(dir: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// An exclusive `flock` on a lock file, held until dropped (or until the process ends, however it ends).
-pub type Lock = Flock<File>;
-
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-}
+pub type Lock = FileLock;
 
 /// Waits for the exclusive lock on `path`.
 pub fn lock(path: &Path) -> io::Result<Lock> {
-    let file = open_lock_file(path)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| io::Error::from(errno))
+    FileLock::acquire(path, LockMode::Exclusive)
 }
 
 /// Takes the exclusive lock on `path` if nobody holds it; `None` when someone does.
 pub fn try_lock(path: &Path) -> io::Result<Option<Lock>> {
-    let file = open_lock_file(path)?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(io::Error::from(errno)),
-    }
+    FileLock::try_acquire(path, LockMode::Exclusive)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt as _;
-
-    #[test]
-    fn atomic_write_replaces_content_with_the_given_mode() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("state.json");
-        write_atomic(&path, b"one", 0o600).unwrap();
-        write_atomic(&path, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().collect();
-        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
-    }
 
     #[test]
     fn records_rewritten_in_turn_keep_two_inodes_and_their_mode() {

@@ -12,9 +12,9 @@ use sha2::{Digest as _, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
-    #[error("cannot read the current directory: {0}")]
+    #[error("cannot read the current directory")]
     CurrentDir(#[source] io::Error),
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]

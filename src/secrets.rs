@@ -23,17 +23,17 @@ pub enum SecretsError {
     BadName(String),
     #[error("no secret named `{0}` in this project (see `dstack secrets list`)")]
     NotFound(String),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{}: the secrets file is damaged ({source}); remove it and add the secrets again", path.display())]
+    // The parser's words sit inside the advice, so they are no `source()`.
+    #[error("{}: the secrets file is damaged ({reason}); remove it and add the secrets again", path.display())]
     Damaged {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        reason: serde_json::Error,
     },
 }
 
@@ -99,9 +99,9 @@ impl SecretStore {
 
     fn read(&self) -> Result<SecretsFile, SecretsError> {
         match fs::read(&self.file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| SecretsError::Damaged {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|reason| SecretsError::Damaged {
                 path: self.file.clone(),
-                source,
+                reason,
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(SecretsFile::default()),
             Err(source) => Err(self.io(&self.file, source)),

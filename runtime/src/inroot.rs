@@ -11,13 +11,15 @@
 //! descriptor refers to, as runc and crun do).
 
 use std::collections::VecDeque;
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::fmt;
 use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
+
+use crate::fsops::{c_bytes, check};
 
 /// The kernel's limit on symlinks in one lookup, kept for the components this module creates itself.
 const MAX_HOPS: u32 = 40;
@@ -88,11 +90,8 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+/// No `source()`: the message already says the system error, in words that fit the path.
+impl std::error::Error for Error {}
 
 /// At most 200 characters of a value echoed in an error.
 fn shorten(text: &str) -> String {
@@ -112,7 +111,7 @@ pub struct Root {
 impl Root {
     /// Opens the directory `dir` (by ordinary path: the caller chose it) as a root.
     pub fn open(dir: &Path, scope: Scope) -> io::Result<Root> {
-        let c = cstring(dir.as_os_str())?;
+        let c = c_bytes(dir.as_os_str().as_bytes())?;
         // SAFETY: a NUL-terminated path; the descriptor is owned below.
         let fd = unsafe {
             libc::open(
@@ -135,14 +134,9 @@ impl Root {
     /// Opens `path` (absolute or relative, both taken from the root) with `flags` (`O_CLOEXEC` added).
     pub fn open_with(&self, path: &Path, flags: libc::c_int) -> Result<OwnedFd, Error> {
         let rel = relative(path);
-        let c = cstring(rel.as_os_str()).map_err(|e| Error::new(path, e))?;
-        openat2(
-            self.fd(),
-            &c,
-            (flags | libc::O_CLOEXEC) as u64,
-            self.scope.resolve_flags(),
-        )
-        .map_err(|e| Error::new(path, e))
+        let c = c_bytes(rel.as_os_str().as_bytes()).map_err(|e| Error::new(path, e))?;
+        openat2(self.fd(), &c, (flags | libc::O_CLOEXEC) as u64, self.scope)
+            .map_err(|e| Error::new(path, e))
     }
 
     /// An `O_PATH` descriptor of `path` (a final symlink followed as the scope says).
@@ -182,7 +176,7 @@ impl Root {
                 Err(e) if e.errno() == Some(libc::ENOENT) && name != ".." => {}
                 Err(e) => return Err(fail(e.source)),
             }
-            let c_name = cstring(&name).map_err(fail)?;
+            let c_name = c_bytes(name.as_bytes()).map_err(fail)?;
             match lstat_kind(parent.as_fd(), &c_name).map_err(fail)? {
                 Some(libc::S_IFLNK) if self.scope == Scope::InRoot => {
                     // A dangling link: go on at its target, as the kernel would.
@@ -252,7 +246,7 @@ impl Root {
         let dir = self.make(parent, Create::Dir)?;
         // Readable, for the *at calls that refuse an O_PATH descriptor (fchownat with an empty path).
         let dir = reopen_dir(dir.as_fd()).map_err(fail)?;
-        Ok((dir, cstring(name).map_err(fail)?))
+        Ok((dir, c_bytes(name.as_bytes()).map_err(fail)?))
     }
 }
 
@@ -267,12 +261,12 @@ pub(crate) fn openat2(
     dir: BorrowedFd<'_>,
     path: &CStr,
     flags: u64,
-    resolve: u64,
+    scope: Scope,
 ) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { mem::zeroed() };
     how.flags = flags;
-    how.resolve = resolve;
+    how.resolve = scope.resolve_flags();
     if flags & libc::O_CREAT as u64 != 0 {
         how.mode = 0o644;
     }
@@ -317,19 +311,6 @@ fn relative(path: &Path) -> PathBuf {
         PathBuf::from(".")
     } else {
         rel
-    }
-}
-
-fn cstring(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod inroot;
 pub mod net;
 pub mod paths;
 pub mod private;
+pub mod report;
 pub mod rootfs;
 pub mod text;
 pub mod userns;

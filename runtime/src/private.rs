@@ -29,7 +29,7 @@ pub enum PrivateStateError {
     NotOwned { path: PathBuf, owner: u32, me: u32 },
     #[error("{0} is not a directory: move it away or set DSTACK_HOME to a directory of your own")]
     NotADirectory(PathBuf),
-    #[error("cannot {what} {path}: {source}")]
+    #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,

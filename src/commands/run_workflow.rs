@@ -46,7 +46,7 @@ pub fn run_workflow(args: RunArgs) -> CliResult<ExitCode> {
                 runtime::gpu::GpuError::NoGpu { .. } => format!("; it has {}", machine.summary()),
                 _ => String::new(),
             };
-            CliError::new(format!("{e}{also}"))
+            CliError::new(format!("{}{also}", runtime::report::Chain(&e)))
         })?;
     }
     if preview.resources.interruptible {

@@ -51,14 +51,17 @@ impl fmt::Display for LaunchError {
         match self.source.downcast_ref::<ContainerError>() {
             // The container's own words (`exec "foo": command not found`) stand alone.
             Some(ContainerError::Start { message, .. }) => f.write_str(message),
-            _ => write!(f, "{}: {}", self.what, self.source),
+            _ => f.write_str(&self.what),
         }
     }
 }
 
 impl StdError for LaunchError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(self.source.as_ref())
+        match self.source.downcast_ref::<ContainerError>() {
+            Some(ContainerError::Start { .. }) => None,
+            _ => Some(self.source.as_ref()),
+        }
     }
 }
 

@@ -132,7 +132,7 @@ pub fn execute(
                 "warning: /workflow, artifacts and caches stay owned by root in the container, so uid {} \
                  may not write them: {}",
                 user.uid,
-                mask.text(&e.to_string())
+                mask.text(&crate::runs::supervised::one_line(&e))
             );
         }
     }

@@ -10,7 +10,7 @@ pub fn check_seccomp(choice: &SeccompChoice) -> Result<(), PlanError> {
     match choice {
         SeccompChoice::File(path) => seccomp_profile::load(path, &Default::default())
             .map(drop)
-            .map_err(|e| PlanError::Seccomp(e.to_string())),
+            .map_err(|e| PlanError::Seccomp(runtime::report::chain(&e))),
         _ => Ok(()),
     }
 }
@@ -31,6 +31,6 @@ pub(super) fn seccomp_profile(
         SeccompChoice::Unconfined => Ok(None),
         SeccompChoice::File(path) => seccomp_profile::load(path, &bounding)
             .map(Some)
-            .map_err(|e| PlanError::Seccomp(e.to_string())),
+            .map_err(|e| PlanError::Seccomp(runtime::report::chain(&e))),
     }
 }

@@ -86,7 +86,7 @@ fn cgroup() -> Section {
         Err(e) => {
             return Section::new(
                 "cgroup",
-                format!("unreadable ({e})"),
+                format!("unreadable ({})", runtime::report::Chain(&e)),
                 json!({ "version": "unknown", "controllers": [], "delegated": null, "limits_enforced": false }),
             )
             .hint(Some(

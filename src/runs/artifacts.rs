@@ -321,10 +321,8 @@ mod tests {
         std::os::unix::fs::symlink(&host, copy_dir.join("src")).unwrap();
         let arts = tmp.path().join("artifacts");
         let err = collect(&copy_dir, &arts, &[record("output", Some("src/output"))]).unwrap_err();
-        assert!(
-            err.to_string().contains("workflow/src: is a symbolic link"),
-            "{err}"
-        );
+        let said = runtime::report::chain(&err);
+        assert!(said.contains("workflow/src: is a symbolic link"), "{said}");
         assert_eq!(
             fs::read_to_string(host.join("output/secret")).unwrap(),
             "mine"
@@ -354,7 +352,7 @@ mod tests {
         );
         for artifact in ["res/owned", "res"] {
             let err = download(&run2, &[record(artifact, None)], &out).unwrap_err();
-            let said = err.to_string();
+            let said = runtime::report::chain(&err);
             assert!(
                 said.contains("out/res: is a symbolic link"),
                 "{artifact}: {said}"

@@ -14,7 +14,7 @@ pub struct Copied {
 
 /// An I/O error with the path it happened on.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}", path.display())]
 pub struct CopyError {
     pub path: PathBuf,
     #[source]
@@ -103,34 +103,7 @@ pub fn move_tree(src: &Path, dst: &Path) -> Result<(), CopyError> {
 
 /// Removes a file or a whole tree; a missing path is fine. Read-only directories are opened up first.
 pub fn remove_tree(path: &Path) -> Result<(), CopyError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(at(path)(e)),
-    };
-    if !meta.is_dir() {
-        return fs::remove_file(path).map_err(at(path));
-    }
-    if fs::remove_dir_all(path).is_ok() {
-        return Ok(());
-    }
-    open_up(path);
-    fs::remove_dir_all(path).map_err(at(path))
-}
-
-/// Adds owner write and search permission to every directory below `path`.
-fn open_up(path: &Path) {
-    if let Ok(meta) = fs::symlink_metadata(path)
-        && meta.is_dir()
-    {
-        let mode = meta.permissions().mode() | 0o700;
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
-        if let Ok(entries) = fs::read_dir(path) {
-            for entry in entries.flatten() {
-                open_up(&entry.path());
-            }
-        }
-    }
+    runtime::fsops::remove_tree(path).map_err(at(path))
 }
 
 /// Changes the owner of `path` and everything below it (symlinks themselves, not their targets).

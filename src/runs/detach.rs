@@ -20,9 +20,9 @@ pub enum DetachError {
         "cannot detach: this process already runs {0} threads (detaching must happen before the pull starts any)"
     )]
     Threads(usize),
-    #[error("cannot detach: {0}")]
+    #[error("cannot detach")]
     Io(#[from] io::Error),
-    #[error("cannot detach: {0}")]
+    #[error("cannot detach")]
     Sys(#[from] nix::Error),
 }
 

@@ -40,17 +40,17 @@ pub enum RunsError {
     NotFound { name: String, hint: String },
     #[error("run `{0}` is still going: stop it first with `dstack stop {0}`")]
     StillRunning(String),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("{}: the run record is damaged ({source}); remove the run with `dstack rm`", path.display())]
+    // The parser's words sit inside the advice, so they are no `source()`.
+    #[error("{}: the run record is damaged ({reason}); remove the run with `dstack rm`", path.display())]
     Damaged {
         path: PathBuf,
-        #[source]
-        source: runtime::text::JsonError,
+        reason: runtime::text::JsonError,
     },
     #[error(transparent)]
     Copy(#[from] copy::CopyError),
@@ -212,7 +212,7 @@ impl RunStore {
                     Ok(Some(view)) => runs.push(view),
                     Ok(None) => {}
                     // One damaged record should not hide the others.
-                    Err(err) => tracing::warn!("{err}"),
+                    Err(err) => tracing::warn!("{}", runtime::report::Chain(&err)),
                 }
             }
         }
@@ -455,7 +455,7 @@ fn read_record(dir: &Path) -> Result<Option<RunRecord>, RunsError> {
     match fsutil::read_settled(&path, runtime::text::parse_json::<RunRecord>) {
         Ok(parsed) => parsed
             .map(Some)
-            .map_err(|source| RunsError::Damaged { path, source }),
+            .map_err(|reason| RunsError::Damaged { path, reason }),
         // A directory being created or removed.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_at(&path)(e)),

@@ -127,7 +127,11 @@ pub fn finish_as(
     let _ = signals::ignore_stop_signals();
     save_artifacts(run, mask);
     if let Err(e) = run.finish(end, Some(status.code), message.as_deref()) {
-        eprintln!("warning: recording the end of {}: {e}", run.name());
+        eprintln!(
+            "warning: recording the end of {}: {}",
+            run.name(),
+            one_line(&e)
+        );
     }
 }
 
@@ -155,7 +159,7 @@ fn save_artifacts(run: &mut ActiveRun, mask: &Masker) {
         eprintln!(
             "warning: saving the artifacts of {}: {}",
             run.name(),
-            mask.text(&e.to_string())
+            mask.text(&one_line(&e))
         );
     }
 }
@@ -183,19 +187,9 @@ pub fn end_of(request: Option<StopRequest>, status: &ExitStatus) -> (Status, Opt
     }
 }
 
-/// An error and its causes in one line (each cause once).
+/// An error and its causes in one line.
 pub fn one_line(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        let part = c.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = c.source();
-    }
-    text
+    runtime::report::chain(err)
 }
 
 pub fn append_to_log(path: &Path, line: &str) {

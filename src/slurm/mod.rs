@@ -67,7 +67,7 @@ pub enum SlurmError {
     Refused(String),
     #[error("{0}")]
     Query(String),
-    #[error("running {tool}: {source}")]
+    #[error("running {tool}")]
     Run {
         tool: &'static str,
         #[source]
@@ -131,7 +131,7 @@ impl Scheduler for Slurm {
                 }
             }
             Err(err) => {
-                tracing::debug!("{err}");
+                tracing::debug!("{}", runtime::report::Chain(&err));
                 JobState::Unknown
             }
         }

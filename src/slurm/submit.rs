@@ -190,7 +190,7 @@ fn follow(store: &RunStore, name: &str, mask: &Masker) -> CliResult<ExitCode> {
         if interrupts == 1 && stop_asked.is_none() {
             eprintln!("stopping {name} (Ctrl-C again to leave it running)");
             if let Err(e) = store.request_stop(name, StopRequest::Graceful) {
-                eprintln!("warning: stopping {name}: {e}");
+                eprintln!("warning: stopping {name}: {}", runtime::report::Chain(&e));
             }
             stop_asked = Some(Instant::now());
         }

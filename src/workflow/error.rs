@@ -24,7 +24,7 @@ impl fmt::Display for At {
 pub enum WorkflowError {
     #[error(transparent)]
     Project(#[from] ProjectError),
-    #[error("{file}: cannot read it: {source}")]
+    #[error("{file}: cannot read it")]
     Read {
         file: String,
         #[source]

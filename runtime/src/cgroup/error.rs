@@ -18,7 +18,7 @@ pub enum CgroupError {
         value: String,
         reason: String,
     },
-    #[error("cannot create cgroup {path}: {source}")]
+    #[error("cannot create cgroup {path}")]
     Create {
         path: PathBuf,
         #[source]
@@ -26,13 +26,13 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} already exists and still has processes: is another run using the name?")]
     InUse { path: PathBuf },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot write {value} to {path}: {source}")]
+    #[error("cannot write {value} to {path}")]
     Write {
         path: PathBuf,
         value: String,
@@ -41,7 +41,7 @@ pub enum CgroupError {
     },
     #[error("{reason}")]
     NotEnforced { reason: String },
-    #[error("cannot install the device filter on {path} ({step}): {source}")]
+    #[error("cannot install the device filter on {path} ({step})")]
     DeviceFilter {
         path: PathBuf,
         step: &'static str,
@@ -50,7 +50,7 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} still has processes after SIGKILL; remove it once they have exited")]
     StillBusy { path: PathBuf },
-    #[error("cannot remove cgroup {path}: {source}")]
+    #[error("cannot remove cgroup {path}")]
     Remove {
         path: PathBuf,
         #[source]

@@ -351,7 +351,7 @@ impl Drop for Cgroup {
         if !self.removed
             && let Err(e) = self.kill_and_remove()
         {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", crate::report::Chain(&e));
         }
     }
 }

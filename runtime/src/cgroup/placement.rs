@@ -30,7 +30,7 @@ impl CgroupPlacement for Cgroup {
     fn add_pid(&self, pid: i32) -> io::Result<()> {
         Cgroup::add_pid(self, pid).map_err(|e| match e {
             CgroupError::Write { source, .. } => source,
-            other => io::Error::other(other.to_string()),
+            other => io::Error::other(crate::report::chain(&other)),
         })
     }
 

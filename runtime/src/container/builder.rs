@@ -388,7 +388,7 @@ fn etc_files(
             .source(path)
             .options(vec!["rbind".to_string(), "rprivate".to_string()])
             .build()
-            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+            .map_err(|e| ContainerError::Invalid(crate::report::chain(&e)))?;
         mounts.push(m);
     }
     spec.set_mounts(Some(mounts));

@@ -68,7 +68,7 @@ pub(super) fn supervised_plan(
     let seccomp = seccomp_profile(&spec)
         .map(|p| seccomp_cache::compile(p, &crate::paths::state_root().join("seccomp")))
         .transpose()
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        .map_err(|e| ContainerError::Invalid(crate::report::chain(&e)))?;
     Ok(ClonePlan {
         spec,
         root,
@@ -113,7 +113,7 @@ pub(super) fn oci_plan(
     let seccomp = seccomp_profile(&spec)
         .map(seccomp::compile)
         .transpose()
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        .map_err(|e| ContainerError::Invalid(crate::report::chain(&e)))?;
     let pause_after_mounts = has_runtime_hooks(spec.hooks().as_ref());
     Ok(ClonePlan {
         spec,

@@ -12,7 +12,7 @@ pub enum ContainerError {
     ThreadsRunning(usize),
     #[error("container {0} already exists: pick another id")]
     Exists(String),
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -31,7 +31,7 @@ pub enum ContainerError {
     /// Set-up inside the container failed before the job started (mounts, user, exec).
     #[error("{message}")]
     Start { message: String, exit_code: i32 },
-    #[error("{0}")]
+    #[error(transparent)]
     Sys(#[from] nix::Error),
 }
 

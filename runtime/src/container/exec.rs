@@ -44,7 +44,7 @@ pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, C
         .seccomp
         .map(seccomp::compile)
         .transpose()
-        .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        .map_err(|e| ContainerError::Invalid(crate::report::chain(&e)))?;
     let terminal = process.terminal().unwrap_or(false);
     // Connected now: once in the container's mount namespace the socket's path means something else.
     let console = match (&options.console_socket, terminal) {

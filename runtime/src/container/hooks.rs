@@ -82,7 +82,7 @@ impl HookPoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("{point} hook {path}: cannot run it: {source}")]
+    #[error("{point} hook {path}: cannot run it")]
     Spawn {
         point: &'static str,
         path: PathBuf,

@@ -171,7 +171,7 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
         HookPoint::CreateContainer,
         state.as_deref().unwrap_or("{}"),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| crate::report::chain(&e))?;
     mounts::pivot(&root, fuse, mounts::propagates(propagation))?;
     if let Some(linux) = linux {
         if let Some(values) = linux.sysctl() {
@@ -258,7 +258,7 @@ fn mount_root(ctx: &InitContext) -> Result<(PathBuf, bool), Failure> {
             let (target, top) = mounts::stage(staging, files)?;
             let mounted = rootfs
                 .mount(&target, Some(&top))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| crate::report::chain(&e))?;
             if mounted.fallback_reason.is_some() {
                 // Worth a line at -v; the usual overlay is not worth waking the supervisor for.
                 let _ = ctx.channel.send(&FromInit::Rootfs {
@@ -370,7 +370,7 @@ fn start_job(
     };
     // A job that waits at an OCI start gate must not hold init suspended: it gets a fork.
     let pid = if ctx.gate.is_none() {
-        spawn::vfork_child(&mut job).map_err(|e| e.to_string())?
+        spawn::vfork_child(&mut job).map_err(|e| crate::report::chain(&e))?
     } else {
         // SAFETY: init is single-threaded; the child runs the job's set-up and execs or exits.
         let pid = unsafe { libc::fork() };

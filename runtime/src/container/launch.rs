@@ -392,7 +392,7 @@ fn await_created(
             Some(FromInit::Mounted) if !hooks_done => {
                 hooks::run(hooks, HookPoint::Prestart, state)
                     .and_then(|()| hooks::run(hooks, HookPoint::CreateRuntime, state))
-                    .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+                    .map_err(|e| ContainerError::Invalid(crate::report::chain(&e)))?;
                 hooks_done = true;
                 channel
                     .send(&ToInit::Go { state: None })

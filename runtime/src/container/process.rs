@@ -82,7 +82,7 @@ pub(super) fn exec_job(
         })
         .unwrap_or_else(|| "{}".into());
     let result = hooks::run(extras.hooks, HookPoint::StartContainer, &state)
-        .map_err(|e| fail(e.to_string(), 125))
+        .map_err(|e| fail(crate::report::chain(&e), 125))
         .and_then(|()| match extras.seccomp.filter(|_| nnp) {
             Some(filter) => filter
                 .install()

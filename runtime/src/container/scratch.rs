@@ -12,11 +12,12 @@
 //! (the job chmod'ed or chown'ed its `/`, set an ACL or an extended attribute on it) is removed instead.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::ContainerError;
+use crate::fsops::{FileLock, LockMode};
 use crate::rootfs::{SCRATCH_DIR_MODE, xattr};
 
 /// The prefix of a recycled scratch directory waiting to be claimed.
@@ -28,7 +29,7 @@ const POOL_SIZE: usize = 4;
 
 pub struct ScratchDir {
     path: PathBuf,
-    _lock: File,
+    _lock: FileLock,
 }
 
 impl ScratchDir {
@@ -58,7 +59,7 @@ impl ScratchDir {
             Err(e) => return Err(ContainerError::io("cannot create", &hidden)(e)),
         }
         let lock = File::open(&hidden)
-            .and_then(|f| lock_exclusive(&f, false).map(|()| f))
+            .and_then(|f| FileLock::wait_on(f, LockMode::Exclusive))
             .and_then(|f| {
                 crate::fsops::rename_with(&hidden, &path, libc::RENAME_NOREPLACE).map(|()| f)
             });
@@ -93,19 +94,17 @@ impl Drop for ScratchDir {
 
 /// Takes a recycled scratch directory of `parent` as `path`: locked first, so that neither another
 /// claimer nor a sweeper can take it, then renamed into place.
-fn claim_recycled(parent: &Path, path: &Path) -> Option<File> {
+fn claim_recycled(parent: &Path, path: &Path) -> Option<FileLock> {
     let entries = std::fs::read_dir(parent).ok()?;
     for entry in entries.flatten() {
         if !entry.file_name().to_string_lossy().starts_with(FREE_PREFIX) {
             continue;
         }
         let free = entry.path();
-        let Ok(lock) = File::open(&free) else {
+        let Ok(Ok(lock)) = File::open(&free).and_then(|f| FileLock::try_on(f, LockMode::Exclusive))
+        else {
             continue;
         };
-        if lock_exclusive(&lock, true).is_err() {
-            continue;
-        }
         // Locked, but perhaps claimed and renamed by another run since we listed it.
         match crate::fsops::rename_with(&free, path, libc::RENAME_NOREPLACE) {
             Ok(()) => return Some(lock),
@@ -187,17 +186,6 @@ fn empty(dir: &Path) -> std::io::Result<()> {
         } else {
             std::fs::remove_file(entry.path())?;
         }
-    }
-    Ok(())
-}
-
-/// `flock(LOCK_EX)` (on a file or a directory), without waiting when `nonblocking`. Close-on-exec, as
-/// std opens files: the job never holds it, init does (it dies with the supervisor).
-pub fn lock_exclusive(file: &File, nonblocking: bool) -> std::io::Result<()> {
-    let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
-    // SAFETY: flock on a file descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

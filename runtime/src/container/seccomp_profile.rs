@@ -569,7 +569,7 @@ pub fn summary(profile: Option<&LinuxSeccomp>) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("cannot read the seccomp profile {path}: {source}")]
+    #[error("cannot read the seccomp profile {path}")]
     Read {
         path: String,
         source: std::io::Error,

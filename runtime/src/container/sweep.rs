@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::scratch::lock_exclusive;
+use crate::fsops::{FileLock, LockMode};
 
 /// A hidden `.new-<id>` directory younger than this may be between its creation and its rename: leave it.
 const NEWBORN: Duration = Duration::from_secs(60);
@@ -18,7 +18,7 @@ pub fn sweep_leftovers(state_root: &Path) -> Vec<String> {
     if !dead.is_empty()
         && let Err(e) = crate::cgroup::sweep_leftovers(|name| !dead.iter().any(|d| d == name))
     {
-        tracing::debug!("sweeping cgroups: {e}");
+        tracing::debug!("sweeping cgroups: {}", crate::report::Chain(&e));
     }
     dead
 }
@@ -44,7 +44,9 @@ fn sweep_dirs(state_root: &Path, newborn_age: Duration) -> Vec<String> {
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_none_or(|age| age < newborn_age);
-        let unlocked = File::open(&path).is_ok_and(|d| lock_exclusive(&d, true).is_ok());
+        let unlocked = File::open(&path)
+            .and_then(|d| FileLock::try_on(d, LockMode::Exclusive))
+            .is_ok_and(|taken| taken.is_ok());
         if newborn || !unlocked {
             continue;
         }

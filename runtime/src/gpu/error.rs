@@ -65,7 +65,7 @@ pub enum GpuError {
     CdiBadName(String),
     #[error("CDI spec {spec}: {reason}")]
     CdiInvalid { spec: PathBuf, reason: String },
-    #[error("cannot {what} {path}: {source}")]
+    #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,

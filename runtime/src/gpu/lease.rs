@@ -8,11 +8,10 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
-use nix::fcntl::{Flock, FlockArg};
-
 use super::inventory::Gpu;
 use super::{GpuError, GpuRequest, select};
 use crate::cgroup::DeviceRule;
+use crate::fsops::{FileLock, LockMode};
 
 /// GPUs given to one job, with the cgroup rules for their device nodes. Dropping it frees the GPUs: keep it
 /// until the job has exited.
@@ -20,7 +19,7 @@ use crate::cgroup::DeviceRule;
 pub struct GpuLease {
     pub(crate) gpus: Vec<Gpu>,
     pub(crate) rules: Vec<DeviceRule>,
-    _locks: Vec<Flock<File>>,
+    _locks: Vec<FileLock>,
 }
 
 impl GpuLease {
@@ -54,30 +53,22 @@ pub(crate) fn acquire(
     crate::private::create_dir_all(dir).map_err(GpuError::io("create", dir))?;
     let lock_path = dir.join("lock");
     let lock = open(&lock_path)?;
-    let _choosing = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| GpuError::Io {
-        what: "lock",
-        path: lock_path.clone(),
-        source: e.into(),
-    })?;
+    let _choosing =
+        FileLock::wait_on(lock, LockMode::Exclusive).map_err(GpuError::io("lock", &lock_path))?;
     let mut held = Vec::new();
     let mut listing = Vec::new();
     for gpu in gpus {
         let path = dir.join(format!("{}.lease", file_name(gpu)));
-        match Flock::lock(open(&path)?, FlockArg::LockExclusiveNonblock) {
+        match FileLock::try_on(open(&path)?, LockMode::Exclusive)
+            .map_err(GpuError::io("lock", &path))?
+        {
             Ok(lock) => {
                 listing.push(gpu.describe());
                 if select::fits(gpu, request) {
                     held.push((gpu.clone(), lock));
                 }
             }
-            Err((_, errno)) if errno != nix::errno::Errno::EWOULDBLOCK => {
-                return Err(GpuError::Io {
-                    what: "lock",
-                    path,
-                    source: errno.into(),
-                });
-            }
-            Err((mut file, _)) => {
+            Err(mut file) => {
                 let mut owner = String::new();
                 let _ = file.read_to_string(&mut owner);
                 let owner = owner.trim();

@@ -1,16 +1,18 @@
 //! Content digests (`sha256:<hex>`), parsed once and trusted afterwards, plus a hashing writer.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 
+use oci_spec::image::Sha256Digest;
 use sha2::{Digest as _, Sha256};
 
-/// A validated `sha256:<64 lowercase hex>` digest. Other algorithms are refused at parse time, so every
-/// digest the store holds can be verified.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A validated `sha256:<64 lowercase hex>` digest: oci-spec's [`Sha256Digest`] behind our own messages.
+/// Other algorithms are refused at parse time, so every digest the store holds can be verified.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Digest {
-    hex: String,
+    sha256: Sha256Digest,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,14 +29,20 @@ pub enum DigestError {
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest {
-            hex: hex::encode(Sha256::digest(bytes)),
-        }
+        Digest::finished(Sha256::digest(bytes).as_slice())
+    }
+
+    /// The digest a hasher computed (32 bytes).
+    fn finished(sha256: &[u8]) -> Digest {
+        let sha256 = hex::encode(sha256)
+            .parse()
+            .expect("hex::encode writes lowercase hex");
+        Digest { sha256 }
     }
 
     /// The 64 hex characters, without the algorithm prefix: the file name in the blob store.
     pub fn hex(&self) -> &str {
-        &self.hex
+        self.sha256.digest()
     }
 
     pub fn algorithm(&self) -> &'static str {
@@ -52,28 +60,40 @@ impl FromStr for Digest {
         if algorithm != "sha256" {
             return Err(DigestError::UnsupportedAlgorithm(s.to_string()));
         }
-        let valid = hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !valid {
-            return Err(DigestError::Malformed(s.to_string()));
-        }
-        Ok(Digest {
-            hex: hex.to_string(),
-        })
+        let sha256 = hex
+            .parse()
+            .map_err(|_| DigestError::Malformed(s.to_string()))?;
+        Ok(Digest { sha256 })
+    }
+}
+
+impl From<Digest> for oci_spec::image::Digest {
+    fn from(digest: Digest) -> oci_spec::image::Digest {
+        digest.sha256.into()
+    }
+}
+
+impl Ord for Digest {
+    fn cmp(&self, other: &Digest) -> Ordering {
+        self.hex().cmp(other.hex())
+    }
+}
+
+impl PartialOrd for Digest {
+    fn partial_cmp(&self, other: &Digest) -> Option<Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex)
+        write!(f, "sha256:{}", self.hex())
     }
 }
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest(sha256:{})", self.hex)
+        write!(f, "Digest(sha256:{})", self.hex())
     }
 }
 
@@ -113,9 +133,7 @@ impl<W: Write> HashingWriter<W> {
     /// The digest of all bytes written so far, and the inner writer.
     pub fn finish(self) -> (Digest, W) {
         (
-            Digest {
-                hex: hex::encode(self.hasher.finalize()),
-            },
+            Digest::finished(self.hasher.finalize().as_slice()),
             self.inner,
         )
     }
@@ -157,9 +175,7 @@ impl<R: io::Read> HashingReader<R> {
     /// The digest of all bytes read so far, and the inner reader.
     pub fn finish(self) -> (Digest, R) {
         (
-            Digest {
-                hex: hex::encode(self.hasher.finalize()),
-            },
+            Digest::finished(self.hasher.finalize().as_slice()),
             self.inner,
         )
     }
@@ -204,6 +220,11 @@ mod tests {
         assert!(upper.parse::<Digest>().is_err());
         let traversal = format!("sha256:../../{}", "a".repeat(58));
         assert!(traversal.parse::<Digest>().is_err());
+        let short = "sha256:abc".parse::<Digest>().unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "invalid digest \"sha256:abc\": expected sha256: followed by 64 lowercase hex characters"
+        );
     }
 
     #[test]

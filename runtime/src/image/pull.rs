@@ -74,7 +74,7 @@ pub enum PullError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("layer {layer}: {source}")]
+    #[error("layer {layer}")]
     Unpack {
         layer: Digest,
         #[source]

@@ -4,6 +4,10 @@
 //! component is a registry host only when it contains `.` or `:` or is `localhost`
 //! (`ghcr.io/org/img:tag`, `host:5000/repo`, `localhost/repo`). A digest (`repo@sha256:...`) wins over a tag
 //! for fetching; a tag given with it is kept for display.
+//!
+//! Not oci-spec's `distribution::Reference`: that one refuses bracketed IPv6 registries (`[::1]:5000/r`),
+//! accepts what Docker refuses (`Myhost/repo`, `ho_st.io/repo`, upper-case digest hex) and says only
+//! "invalid reference format" where these errors name the problem.
 
 use std::fmt;
 use std::str::FromStr;
@@ -56,7 +60,7 @@ pub enum ReferenceError {
         crate::text::quote(.0)
     )]
     Tag(String),
-    #[error("invalid reference {}: {source}", crate::text::quote(.input))]
+    #[error("invalid reference {}", crate::text::quote(.input))]
     Digest {
         input: String,
         #[source]

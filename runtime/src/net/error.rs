@@ -10,10 +10,11 @@ pub enum NetError {
         "the kernel refuses host port {port} to this user (ports below net.ipv4.ip_unprivileged_port_start need root): choose a port of 1024 or above"
     )]
     PortPrivileged { port: u16 },
+    // The system's words sit before the advice, so they are no `source()`.
     #[error(
-        "cannot listen on host port {port}: {source}: choose another port or check `ulimit -n`"
+        "cannot listen on host port {port}: {reason}: choose another port or check `ulimit -n`"
     )]
-    Port { port: u16, source: std::io::Error },
+    Port { port: u16, reason: std::io::Error },
     #[error(
         "the address pool {pool} is exhausted ({count} runs hold an address): stop some runs, or set DSTACK_NETWORK_POOL to a larger free range such as 10.89.0.0/16"
     )]
@@ -36,13 +37,13 @@ pub enum NetError {
     NatToolMissing,
     #[error("setting up outbound NAT with {tool} failed: {message}")]
     Nat { tool: &'static str, message: String },
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Netlink { op: String, source: std::io::Error },
-    #[error("cannot enter the job's network namespace (/proc/{pid}/ns/net): {source}")]
+    #[error("cannot enter the job's network namespace (/proc/{pid}/ns/net)")]
     Netns { pid: i32, source: std::io::Error },
     #[error("{tool} could not give the job a network: {message}")]
     UserMode { tool: &'static str, message: String },
-    #[error("cannot lock the address allocations in {path}: {source}")]
+    #[error("cannot lock the address allocations in {path}")]
     Lock {
         path: String,
         source: std::io::Error,

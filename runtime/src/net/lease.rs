@@ -16,6 +16,7 @@ use super::NetError;
 use super::netlink::{Netlink, link_name};
 use super::pool::Pool;
 use super::{HOST_IF_PREFIX, nat};
+use crate::fsops::{FileLock, LockMode};
 
 /// Where host-root runs keep their leases.
 pub fn lease_dir() -> PathBuf {
@@ -37,7 +38,7 @@ pub(super) struct Record {
 pub(super) struct Lease {
     pub record: Record,
     path: PathBuf,
-    lock: File,
+    lock: FileLock,
     /// Someone else (the detached NAT cleanup) removes the record.
     disowned: bool,
 }
@@ -76,21 +77,8 @@ impl Drop for Lease {
     }
 }
 
-fn flock(file: &File, op: i32) -> std::io::Result<()> {
-    loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
 /// Holds `<dir>/lock` until dropped.
-struct DirLock(#[allow(dead_code)] File);
+struct DirLock(#[allow(dead_code)] FileLock);
 
 impl DirLock {
     fn take(dir: &Path) -> Result<DirLock, NetError> {
@@ -99,14 +87,8 @@ impl DirLock {
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .map_err(err)?;
-        flock(&file, libc::LOCK_EX).map_err(err)?;
-        Ok(DirLock(file))
+        let lock = FileLock::acquire(&dir.join("lock"), LockMode::Exclusive).map_err(err)?;
+        Ok(DirLock(lock))
     }
 }
 
@@ -126,12 +108,12 @@ fn scan(dir: &Path, nl: &mut Netlink) -> (Vec<Record>, usize) {
             continue;
         };
         let record: Option<Record> = serde_json::from_reader(&file).ok();
-        if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        let Ok(Ok(_dead_holders)) = FileLock::try_on(file, LockMode::Exclusive) else {
             if let Some(r) = record {
                 live.push(r);
             }
             continue;
-        }
+        };
         if let Some(r) = &record {
             release_resources(r, nl);
             tracing::info!(
@@ -216,21 +198,23 @@ pub(super) fn allocate(
         path: path.display().to_string(),
         source,
     };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .open(&path)
         .map_err(err)?;
-    flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(err)?;
-    let lease = Lease {
+    let lock = FileLock::try_on(file, LockMode::Exclusive)
+        .map_err(err)?
+        .map_err(|_held| err(std::io::Error::from_raw_os_error(libc::EWOULDBLOCK)))?;
+    let mut lease = Lease {
         record,
         path: path.clone(),
-        lock: file.try_clone().map_err(err)?,
+        lock,
         disowned: false,
     };
-    file.write_all(&serde_json::to_vec(&lease.record).expect("plain data"))
-        .map_err(err)?;
+    let json = serde_json::to_vec(&lease.record).expect("plain data");
+    lease.lock.write_all(&json).map_err(err)?;
     Ok(lease)
 }
 

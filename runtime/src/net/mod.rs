@@ -32,6 +32,7 @@ mod netlink;
 mod netns;
 mod nfbatch;
 mod nftables;
+mod nlmsg;
 mod pool;
 mod ports;
 pub(crate) mod spare;

@@ -4,15 +4,14 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd as _, OwnedFd, RawFd};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+use nix::sys::socket::SockProtocol;
+
+use super::nlmsg::{
+    self, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE,
+    NLMSG_ERROR, align4,
+};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -28,7 +27,6 @@ const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
-const NLA_F_NESTED: u16 = 0x8000;
 
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -84,10 +82,6 @@ struct RtMsg {
 fn bytes_of<T: Copy>(v: &T) -> &[u8] {
     // SAFETY: T is one of the padding-free repr(C) integer structs above; reading its bytes is defined.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 /// One request being built: header, fixed payload, then attributes (nests closed in order).
@@ -170,19 +164,7 @@ pub(super) struct Netlink {
 impl Netlink {
     /// A socket in the calling thread's network namespace.
     pub(super) fn open() -> io::Result<Netlink> {
-        // SAFETY: creating a socket; the descriptor is checked and owned below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = nlmsg::socket(SockProtocol::NetlinkRoute)?;
         Ok(Netlink { fd, seq: 1 })
     }
 
@@ -190,23 +172,7 @@ impl Netlink {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let bytes = msg.finish(seq);
-        // SAFETY: sockaddr_nl is plain data; zero addresses the kernel (pid 0).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sendto reads `bytes` and a valid sockaddr_nl of the given size.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        nlmsg::send_to_kernel(self.fd.as_fd(), &bytes)?;
         Ok(seq)
     }
 
@@ -215,17 +181,8 @@ impl Netlink {
     fn receive(&mut self, seq: u32, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(err);
-            }
-            let mut rest = &buf[..n as usize];
+            let n = nlmsg::receive(self.fd.as_fd(), &mut buf)?;
+            let mut rest = &buf[..n];
             while rest.len() >= 16 {
                 let len = u32::from_ne_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
                 let kind = u16::from_ne_bytes(rest[4..6].try_into().expect("2 bytes"));

@@ -4,7 +4,11 @@
 //! in the host namespace.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
 
 /// Opens `/proc/<pid>/ns/net`.
 pub(super) fn open(pid: i32) -> io::Result<OwnedFd> {
@@ -13,14 +17,11 @@ pub(super) fn open(pid: i32) -> io::Result<OwnedFd> {
 
 /// Opens a namespace file (`/proc/<pid>/ns/net`, a bind mount of one), read-only and close-on-exec.
 pub(super) fn open_path(path: &std::path::Path) -> io::Result<OwnedFd> {
-    let path = crate::fsops::c_path(path)?;
-    // SAFETY: open with a NUL-terminated path; the descriptor is checked and owned below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// The (device, inode) of the network namespace of `pid`, while it lives.
@@ -32,39 +33,22 @@ pub(super) fn identity(pid: i32) -> Option<(u64, u64)> {
 
 /// The (device, inode) of the network namespace `ns`.
 pub(super) fn identity_of(ns: &OwnedFd) -> Option<(u64, u64)> {
-    // SAFETY: fstat on a descriptor we hold, into a zeroed stat buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid, writable stat buffer and `ns` is open.
-    if unsafe { libc::fstat(ns.as_raw_fd(), &mut st) } != 0 {
-        return None;
-    }
+    let st = nix::sys::stat::fstat(ns).ok()?;
     Some((st.st_dev, st.st_ino))
 }
 
 /// Moves the calling thread into a new network namespace (its `lo` down) and returns it. Only for a
 /// helper thread that ends afterwards: the namespace lives on through the descriptor.
 pub(super) fn new_for_this_thread() -> io::Result<OwnedFd> {
-    // SAFETY: unshare of the network namespace changes only the calling thread's.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let path = c"/proc/thread-self/ns/net";
-    // SAFETY: open with a NUL-terminated path; the descriptor is checked and owned below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // Changes only the calling thread's network namespace.
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+    open_path(std::path::Path::new("/proc/thread-self/ns/net"))
 }
 
 /// Moves the calling thread into the network namespace `ns`.
 pub(super) fn enter(ns: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: setns with a namespace descriptor we hold; it changes only this thread's network namespace.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // Changes only this thread's network namespace.
+    Ok(nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)?)
 }
 
 /// Runs `f` on a short-lived thread inside the namespace `ns` and returns its result.

@@ -3,7 +3,6 @@
 
 use std::io;
 
-pub(super) const NETLINK_NETFILTER: i32 = 12;
 pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 pub(super) const NFNL_MSG_BATCH_END: u16 = 17;
@@ -13,13 +12,15 @@ pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_NEWRULE: u16 = 6;
 pub(super) const NFPROTO_IPV4: u8 = 2;
 
-pub(super) const NLMSG_ERROR: u16 = 2;
-pub(super) const NLM_F_REQUEST: u16 = 0x1;
-pub(super) const NLM_F_ACK: u16 = 0x4;
-pub(super) const NLM_F_EXCL: u16 = 0x200;
-pub(super) const NLM_F_CREATE: u16 = 0x400;
-pub(super) const NLM_F_APPEND: u16 = 0x800;
-pub(super) const NLA_F_NESTED: u16 = 0x8000;
+use std::os::fd::AsFd as _;
+
+use nix::sys::socket::SockProtocol;
+
+use super::nlmsg;
+pub(super) use super::nlmsg::{
+    NLA_F_NESTED, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_ERROR,
+    align4,
+};
 
 pub(super) const NFTA_TABLE_NAME: u16 = 1;
 pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
@@ -91,10 +92,6 @@ pub(super) const NF_INET_LOCAL_OUT: u32 = 3;
 pub(super) const NF_INET_POST_ROUTING: u32 = 4;
 pub(super) const NF_DROP: u32 = 0;
 pub(super) const NF_ACCEPT: u32 = 1;
-
-pub(super) fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
 
 /// A batch of nf_tables messages in one buffer.
 pub(super) struct Batch {
@@ -298,72 +295,29 @@ pub(super) fn ifname(name: &str) -> [u8; 16] {
 /// kernel then applies none of it. Only system calls, no allocation: it also runs in forked children
 /// of a multi-threaded process.
 pub(super) fn send_raw(bytes: &[u8], acks: usize, buf: &mut [u8]) -> Result<(), i32> {
-    let errno = || {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EIO)
-    };
-    // SAFETY: creating a socket, closed below on every path.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(errno());
+    let fd = nlmsg::socket(SockProtocol::NetlinkNetFilter).map_err(|e| e as i32)?;
+    nlmsg::send_to_kernel(fd.as_fd(), bytes).map_err(|e| e as i32)?;
+    let mut seen = 0;
+    while seen < acks {
+        let n = nlmsg::receive(fd.as_fd(), buf).map_err(|e| e as i32)?;
+        let mut rest = &buf[..n];
+        while rest.len() >= 20 {
+            let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+            if len < 16 || len > rest.len() {
+                return Err(libc::EPROTO);
+            }
+            if kind == NLMSG_ERROR {
+                let code = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
+                if code != 0 {
+                    return Err(-code);
+                }
+                seen += 1;
+            }
+            rest = &rest[align4(len).min(rest.len())..];
+        }
     }
-    let result = (|| {
-        // SAFETY: sockaddr_nl is plain data; zero addresses the kernel.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: sendto reads `bytes` and a valid sockaddr_nl of the given size.
-        let n = unsafe {
-            libc::sendto(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if n < 0 {
-            return Err(errno());
-        }
-        let mut seen = 0;
-        while seen < acks {
-            // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                match errno() {
-                    libc::EINTR => continue,
-                    e => return Err(e),
-                }
-            }
-            let mut rest = &buf[..n as usize];
-            while rest.len() >= 20 {
-                let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-                if len < 16 || len > rest.len() {
-                    return Err(libc::EPROTO);
-                }
-                if kind == NLMSG_ERROR {
-                    let code = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
-                    if code != 0 {
-                        return Err(-code);
-                    }
-                    seen += 1;
-                }
-                rest = &rest[align4(len).min(rest.len())..];
-            }
-        }
-        Ok(())
-    })();
-    // SAFETY: closing the socket opened above.
-    unsafe { libc::close(fd) };
-    result
+    Ok(())
 }
 
 pub(super) fn send(batch: (Vec<u8>, usize)) -> io::Result<()> {

@@ -118,7 +118,7 @@ fn port_error(port: u16, e: io::Error) -> NetError {
     match e.raw_os_error() {
         Some(libc::EADDRINUSE) => NetError::PortInUse { port },
         Some(libc::EACCES) => NetError::PortPrivileged { port },
-        _ => NetError::Port { port, source: e },
+        _ => NetError::Port { port, reason: e },
     }
 }
 

@@ -12,7 +12,10 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use crate::fsops::c_path;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use crate::fsops::{FileLock, LockMode};
 
 /// How many spare namespaces wait at most: enough for runs started one after another.
 const SPARES: usize = 2;
@@ -37,15 +40,11 @@ pub(super) fn take() -> Option<OwnedFd> {
         let Ok(ns) = open_netns(&path) else {
             continue;
         };
-        let Ok(c) = c_path(&path) else {
-            continue;
-        };
         // Of the runs that opened it, the one whose unmount succeeds has it (a mount point is not renamed,
-        // so the unmount is the claim); the others see EINVAL and go on.
-        // SAFETY: umount2 and unlink with a NUL-terminated path; the namespace lives on through `ns`.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-            // SAFETY: `c` is a NUL-terminated path that outlives the call.
-            unsafe { libc::unlink(c.as_ptr()) };
+        // so the unmount is the claim); the others see EINVAL and go on. The namespace lives on
+        // through `ns`.
+        if nix::mount::umount2(&path, MntFlags::MNT_DETACH).is_ok() {
+            let _ = std::fs::remove_file(&path);
             return Some(ns);
         }
     }
@@ -75,13 +74,9 @@ pub(crate) fn replenish() {
         return;
     }
     // One clean-up at a time counts and makes, so that those of runs ending together keep to SPARES.
-    let Ok(lock) = std::fs::File::create(dir.with_extension("lock")) else {
+    let Ok(_counting) = FileLock::acquire(&dir.with_extension("lock"), LockMode::Exclusive) else {
         return;
     };
-    // SAFETY: flock on a descriptor we own; it is released when `lock` closes, at the function's end.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return;
-    }
     let waiting = std::fs::read_dir(&dir).map_or(SPARES, |entries| {
         entries
             .flatten()
@@ -105,30 +100,18 @@ fn make_one(dir: &Path) -> io::Result<()> {
         .create_new(true)
         .open(&path)?;
     let made = (|| {
-        // SAFETY: unshare of the network namespace changes only the calling thread's.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // Changes only the calling thread's network namespace.
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
         let mut nl = super::netlink::Netlink::open()?;
         let lo = nl.link_index("lo")?;
         nl.set_up(lo)?;
-        let (from, to) = (
-            c_path(Path::new("/proc/thread-self/ns/net"))?,
-            c_path(&path)?,
-        );
-        // SAFETY: a bind mount between two NUL-terminated paths.
-        let r = unsafe {
-            libc::mount(
-                from.as_ptr(),
-                to.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        nix::mount::mount(
+            Some("/proc/thread-self/ns/net"),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
         Ok(())
     })();
     if made.is_err() {

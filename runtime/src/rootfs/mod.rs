@@ -29,7 +29,7 @@ pub const DRIVER_ENV: &str = "DSTACK_ROOTFS_DRIVER";
 pub enum RootfsError {
     #[error("unknown {DRIVER_ENV} value {0:?}: use overlay, fuse-overlayfs or copy")]
     UnknownDriver(String),
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}")]
     Create {
         path: PathBuf,
         source: std::io::Error,
@@ -38,12 +38,12 @@ pub enum RootfsError {
     Overlay(String),
     #[error("fuse-overlayfs failed: {0}")]
     Fuse(String),
-    #[error("copying the image's layers into {path} failed: {source}")]
+    #[error("copying the image's layers into {path} failed")]
     Copy {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot bind {path} as the root filesystem: {source}")]
+    #[error("cannot bind {path} as the root filesystem")]
     Bind { path: PathBuf, source: nix::Error },
 }
 
@@ -144,7 +144,7 @@ impl Rootfs {
             match overlay::mount(&self.lowers(top), &self.dir, target, self.rootless) {
                 Ok(()) => return Ok(self.mounted(target, Driver::Overlay, None)),
                 Err(e) if self.forced == Some(Driver::Overlay) => return Err(e),
-                Err(e) => reason = Some(e.to_string()),
+                Err(e) => reason = Some(crate::report::chain(&e)),
             }
         }
         if self.forced != Some(Driver::Copy) {
@@ -155,7 +155,13 @@ impl Rootfs {
             match tried {
                 Ok(()) => return Ok(self.mounted(target, Driver::FuseOverlayfs, reason)),
                 Err(e) if self.forced == Some(Driver::FuseOverlayfs) => return Err(e),
-                Err(e) => reason = Some(format!("{}; {e}", reason.unwrap_or_default())),
+                Err(e) => {
+                    reason = Some(format!(
+                        "{}; {}",
+                        reason.unwrap_or_default(),
+                        crate::report::Chain(&e)
+                    ))
+                }
             }
         }
         let root = self.dir.join("rootfs");

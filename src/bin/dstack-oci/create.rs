@@ -247,7 +247,7 @@ type MadeCgroup = (Box<dyn CgroupPlacement>, CgroupDirs);
 fn cgroup(spec: &Spec, id: &str) -> Result<Option<MadeCgroup>, Failure> {
     let cgroup_failure = |e: CgroupError| match e {
         e @ CgroupError::CgroupsPath { .. } => Failure::new(e.to_string()),
-        e => Failure::new(format!("linux.resources: {e}")),
+        e => Failure::new(format!("linux.resources: {}", runtime::report::Chain(&e))),
     };
     match SpecCgroup::for_oci(spec, id)
         .and_then(SpecCgroup::create)

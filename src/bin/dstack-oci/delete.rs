@@ -51,7 +51,10 @@ pub fn remove(globals: &Globals, id: &str, force: bool) -> Result<(), Failure> {
     if let Some(dirs) = &rec.cgroup
         && let Err(e) = dirs.remove()
     {
-        tracing::warn!("removing the cgroup of container {id}: {e}");
+        tracing::warn!(
+            "removing the cgroup of container {id}: {}",
+            runtime::report::Chain(&e)
+        );
     }
     let spec = record::config(&locked.dir).ok();
     let state = rec.state(Status::Stopped).json();
@@ -60,7 +63,7 @@ pub fn remove(globals: &Globals, id: &str, force: bool) -> Result<(), Failure> {
         HookPoint::Poststop,
         &state,
     ) {
-        tracing::warn!("{e}");
+        tracing::warn!("{}", runtime::report::Chain(&e));
     }
     std::fs::remove_dir_all(&locked.dir)
         .map_err(|e| Failure::new(format!("{}: {e}", locked.dir.display())))

@@ -19,15 +19,15 @@ impl Failure {
     }
 }
 
-/// `result.map_err(fail("what"))`: "what: cause".
-pub fn fail<E: Display>(what: impl Display) -> impl FnOnce(E) -> Failure {
-    move |e| Failure::new(format!("{what}: {e}"))
+/// `result.map_err(fail("what"))`: "what: cause" (the cause with its own causes).
+pub fn fail<E: std::error::Error + 'static>(what: impl Display) -> impl FnOnce(E) -> Failure {
+    move |e| Failure::new(format!("{what}: {}", runtime::report::Chain(&e)))
 }
 
 impl From<runtime::container::ContainerError> for Failure {
     fn from(e: runtime::container::ContainerError) -> Failure {
         Failure {
-            message: e.to_string(),
+            message: runtime::report::chain(&e),
             code: 1,
         }
     }

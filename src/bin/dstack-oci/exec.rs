@@ -111,7 +111,7 @@ pub fn exec(globals: &Globals, args: ExecArgs) -> CmdResult {
     drop(locked);
     let child = exec_in(rec.pid, &process, &options).map_err(|e| Failure {
         code: e.exit_code().clamp(1, 255) as u8,
-        message: e.to_string(),
+        message: runtime::report::chain(&e),
     })?;
     if let Some(mut f) = pid_file {
         std::io::Write::write_all(&mut f, child.to_string().as_bytes())

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 use runtime::container::{State, gate};
+use runtime::fsops::{FileLock, LockMode};
 use serde::{Deserialize, Serialize};
 
 use crate::Globals;
@@ -89,13 +89,13 @@ pub fn dir(globals: &Globals, id: &str) -> PathBuf {
 /// take turns).
 pub struct Locked {
     pub dir: PathBuf,
-    _lock: File,
+    _lock: FileLock,
 }
 
 pub fn lock(dir: &Path) -> Result<Locked, Failure> {
     let file = File::open(dir).map_err(fail(format!("{}", dir.display())))?;
-    // SAFETY: flock on a file descriptor we own.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    let file = FileLock::wait_on(file, LockMode::Exclusive)
+        .map_err(fail(format!("cannot lock {}", dir.display())))?;
     Ok(Locked {
         dir: dir.to_path_buf(),
         _lock: file,

@@ -37,7 +37,7 @@ pub fn release(globals: &Globals, id: &str) -> Result<(), Failure> {
     // As the start left it (the program may already have ended: the hooks still learn its pid).
     let state = rec.state(Status::Running).json();
     if let Err(e) = hooks::run(spec.hooks().as_ref(), HookPoint::Poststart, &state) {
-        tracing::warn!("{e}");
+        tracing::warn!("{}", runtime::report::Chain(&e));
     }
     Ok(())
 }

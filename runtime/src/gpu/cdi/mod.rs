@@ -63,7 +63,7 @@ impl Registry {
                     .and_then(|text| spec::parse(&path, &text));
                 match parsed {
                     Ok(s) => specs.push((path, s)),
-                    Err(e) => tracing::warn!("{e}; ignoring it"),
+                    Err(e) => tracing::warn!("{}; ignoring it", crate::report::Chain(&e)),
                 }
             }
         }

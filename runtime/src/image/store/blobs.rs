@@ -6,9 +6,8 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
-use super::fsutil;
-use super::lock::{FileLock, Mode};
 use super::{Store, StoreError};
+use crate::fsops::{FileLock, LockMode};
 use crate::image::Digest;
 
 /// A download in progress: `ingest/<hex>`, opened for appending. Only the holder of the blob's lock opens it.
@@ -39,7 +38,7 @@ impl Store {
             .root
             .join("locks")
             .join(format!("blob-{}", digest.hex()));
-        FileLock::acquire(&path, Mode::Exclusive).map_err(self.io("lock", &path))
+        FileLock::acquire(&path, LockMode::Exclusive).map_err(self.io("lock", &path))
     }
 
     /// Stores a small blob held in memory (a manifest or config) after checking its digest.
@@ -56,7 +55,7 @@ impl Store {
             });
         }
         let path = self.blob_path(digest);
-        fsutil::write_atomic(&path, bytes, 0o444).map_err(self.io("write", &path))
+        crate::fsops::write_atomic(&path, bytes, 0o444).map_err(self.io("write", &path))
     }
 
     pub(crate) fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::layers::TEMP_PREFIX;
-use super::lock::Mode;
 use super::{ImageName, Store, StoreError, fsutil, lease};
+use crate::fsops::LockMode;
 use crate::image::Digest;
 
 /// What a removal freed.
@@ -27,7 +27,7 @@ impl Store {
     /// Removes the records of `names` (all must exist; nothing is removed otherwise), then everything no
     /// remaining record or lease references.
     pub fn remove(&self, names: &[ImageName]) -> Result<PruneReport, StoreError> {
-        let _store = self.lock_store(Mode::Exclusive)?;
+        let _store = self.lock_store(LockMode::Exclusive)?;
         let mut keys = Vec::new();
         for name in names {
             let record = self
@@ -47,7 +47,7 @@ impl Store {
 
     /// Removes unreferenced blobs and layers and abandoned downloads and temp files.
     pub fn prune(&self) -> Result<PruneReport, StoreError> {
-        let _store = self.lock_store(Mode::Exclusive)?;
+        let _store = self.lock_store(LockMode::Exclusive)?;
         let mut report = PruneReport::default();
         self.collect(&mut report)?;
         Ok(report)
@@ -117,7 +117,7 @@ impl Store {
         for sub in ["ingest", "images"] {
             let dir = self.root.join(sub);
             for path in fsutil::list_dir(&dir).map_err(self.io("list", &dir))? {
-                if sub == "images" && !file_name(&path).starts_with(".tmp-") {
+                if sub == "images" && !file_name(&path).starts_with(TEMP_PREFIX) {
                     continue;
                 }
                 report.bytes_freed += fsutil::disk_usage(&path);
@@ -139,7 +139,7 @@ impl Store {
     }
 
     fn remove_path(&self, path: &Path) -> Result<(), StoreError> {
-        fsutil::remove_tree(path).map_err(self.io("remove", path))
+        crate::fsops::remove_tree(path).map_err(self.io("remove", path))
     }
 }
 

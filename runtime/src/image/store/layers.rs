@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::fsutil;
-use super::lock::{FileLock, Mode};
 use super::{Store, StoreError};
+use crate::fsops::{FileLock, LockMode};
 use crate::image::Digest;
 
 /// What `meta.json` records about an unpacked layer.
@@ -33,7 +33,7 @@ pub struct LayerBuild {
 }
 
 /// Prefix of the temp directories layers are built in (and of layers being deleted).
-pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+pub(crate) use crate::fsops::TEMP_PREFIX;
 
 impl Store {
     pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
@@ -65,7 +65,7 @@ impl Store {
             .root
             .join("locks")
             .join(format!("layer-{}", diff_id.hex()));
-        FileLock::acquire(&path, Mode::Exclusive).map_err(self.io("lock", &path))
+        FileLock::acquire(&path, LockMode::Exclusive).map_err(self.io("lock", &path))
     }
 
     /// Starts building `diff_id` in a fresh temp directory, first removing what killed earlier attempts left.
@@ -80,7 +80,7 @@ impl Store {
                 .is_some_and(|n| n.starts_with(&stale_prefix));
             if stale {
                 tracing::debug!("removing an abandoned layer build {}", path.display());
-                fsutil::remove_tree(&path).map_err(self.io("remove", &path))?;
+                crate::fsops::remove_tree(&path).map_err(self.io("remove", &path))?;
             }
         }
         let dir = layers.join(fsutil::unique_name(&stale_prefix));
@@ -99,10 +99,11 @@ impl Store {
     pub fn publish_layer(&self, mut build: LayerBuild, meta: &LayerMeta) -> Result<(), StoreError> {
         let meta_path = build.dir.join("meta.json");
         let json = serde_json::to_vec_pretty(meta).expect("layer meta serializes");
-        fsutil::write_atomic(&meta_path, &json, 0o444).map_err(self.io("write", &meta_path))?;
+        crate::fsops::write_atomic(&meta_path, &json, 0o444)
+            .map_err(self.io("write", &meta_path))?;
         if build.target.exists() {
             // An old interrupted removal or a foreign directory: the fresh build wins.
-            fsutil::remove_tree(&build.target).map_err(self.io("remove", &build.target))?;
+            crate::fsops::remove_tree(&build.target).map_err(self.io("remove", &build.target))?;
         }
         fs::rename(&build.dir, &build.target).map_err(self.io("publish", &build.target))?;
         build.published = true;
@@ -124,7 +125,7 @@ impl LayerBuild {
 impl Drop for LayerBuild {
     fn drop(&mut self) {
         if !self.published
-            && let Err(e) = fsutil::remove_tree(&self.dir)
+            && let Err(e) = crate::fsops::remove_tree(&self.dir)
         {
             tracing::warn!(
                 "cannot remove the unfinished layer {}: {e}",

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::fsutil;
-use super::lock::{FileLock, Mode};
 use super::{Image, Store, StoreError};
+use crate::fsops::{FileLock, LockMode};
 use crate::image::Digest;
 
 /// Holds an image's layers in the store until dropped. Taken by the container runtime for each run.
@@ -32,7 +32,7 @@ impl Store {
     /// Protects `image`'s layers from prune and rmi until the returned guard is dropped.
     pub fn lease(&self, image: &Image) -> Result<Lease, StoreError> {
         // Shared: no prune runs between checking the layers and locking the lease.
-        let _store = self.lock_store(Mode::Shared)?;
+        let _store = self.lock_store(LockMode::Shared)?;
         for diff_id in &image.layers {
             if !self.has_layer(diff_id) {
                 return Err(StoreError::NotFound(image.reference.clone()));
@@ -47,9 +47,7 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(self.io("create", &path))?;
-        let lock = FileLock::on(file, Mode::Exclusive, false)
-            .map_err(self.io("lock", &path))?
-            .expect("a blocking lock is always taken");
+        let lock = FileLock::wait_on(file, LockMode::Exclusive).map_err(self.io("lock", &path))?;
         let content = LeaseFile {
             image: image.reference.clone(),
             pid: std::process::id(),
@@ -93,12 +91,12 @@ pub(crate) fn held_layers(store: &Store) -> Result<Vec<Digest>, StoreError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(store.io("open", &path)(e)),
         };
-        match FileLock::on(file, Mode::Exclusive, true).map_err(store.io("lock", &path))? {
-            Some(_abandoned) => {
+        match FileLock::try_on(file, LockMode::Exclusive).map_err(store.io("lock", &path))? {
+            Ok(_abandoned) => {
                 tracing::debug!("removing the abandoned lease {}", path.display());
                 let _ = std::fs::remove_file(&path);
             }
-            None => {
+            Err(_held) => {
                 let bytes = std::fs::read(&path).unwrap_or_default();
                 match serde_json::from_slice::<LeaseFile>(&bytes) {
                     Ok(lease) => layers.extend(lease.layers),

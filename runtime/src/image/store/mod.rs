@@ -20,7 +20,6 @@ mod gc;
 pub(crate) mod ingest;
 mod layers;
 mod lease;
-mod lock;
 mod records;
 
 use std::io;
@@ -31,13 +30,13 @@ use oci_spec::image::ImageConfiguration;
 
 use super::Digest;
 
+pub use crate::fsops::FileLock;
 pub use gc::PruneReport;
 pub use layers::{LayerBuild, LayerMeta};
 pub use lease::Lease;
-pub use lock::FileLock;
 pub use records::{ImageName, ImageNameError, ImageRecord, LayerRecord};
 
-pub(crate) use lock::Mode as LockMode;
+pub(crate) use crate::fsops::LockMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,7 +44,7 @@ pub enum StoreError {
         "no space left on device under {0}: free space or point DSTACK_HOME at a bigger filesystem"
     )]
     NoSpace(PathBuf),
-    #[error("cannot {what} {path}: {source}")]
+    #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
         path: PathBuf,

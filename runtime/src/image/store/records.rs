@@ -143,7 +143,7 @@ impl Store {
     pub(crate) fn write_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let path = self.record_path(&record.name);
         let json = serde_json::to_vec_pretty(record).expect("image records serialize");
-        fsutil::write_atomic(&path, &json, crate::private::FILE_MODE)
+        crate::fsops::write_atomic(&path, &json, crate::private::FILE_MODE)
             .map_err(self.io("write", &path))
     }
 

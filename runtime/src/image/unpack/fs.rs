@@ -1,17 +1,25 @@
-//! The raw syscalls the unpacker makes, each relative to a directory file descriptor (`openat2` is
-//! [`crate::inroot`]'s).
+//! The system calls the unpacker makes, through nix's wrappers, each relative to a directory file
+//! descriptor (`openat2` is [`crate::inroot`]'s).
 //!
 //! Parent directories are resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so `..` and
 //! symlinks (absolute ones included) are interpreted as if the layer directory were `/`: nothing reached
 //! through them can be outside it. The final component is never followed (`O_NOFOLLOW`,
 //! `AT_SYMLINK_NOFOLLOW`, `O_EXCL` on create).
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, OsStr};
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
+
+pub(crate) use crate::fsops::c_bytes;
+use crate::fsops::check;
 
 /// What is at a name, without following a symlink there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,93 +29,53 @@ pub(crate) enum Existing {
     Other,
 }
 
-pub(crate) fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 /// Opens a directory by ordinary path (the layer root itself, which the store created).
 pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    let c = cstring(path.as_os_str().as_bytes())?;
-    // SAFETY: `c` is a valid NUL-terminated string; the returned descriptor is owned below.
-    let fd = check(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: `fd` was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Opens the directory `rel` (relative, may be empty for the root itself) inside `root`, resolving every
 /// component as if `root` were `/`.
 pub(crate) fn resolve_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
     let path = if rel.is_empty() {
-        cstring(b".")?
+        c_bytes(b".")?
     } else {
-        cstring(rel)?
+        c_bytes(rel)?
     };
     crate::inroot::openat2(
         root,
         &path,
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        crate::inroot::Scope::InRoot,
     )
 }
 
 /// What `name` in `dir` is, without following a symlink.
 pub(crate) fn existing(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Existing> {
-    // SAFETY: stat is plain data, filled by the kernel.
-    let mut st: libc::stat = unsafe { mem::zeroed() };
-    // SAFETY: valid descriptor, NUL-terminated name, `st` is writable.
-    let ret = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT) => Ok(Existing::Nothing),
-            _ => Err(err),
-        };
+    match stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(Existing::Directory),
+        Ok(_) => Ok(Existing::Other),
+        Err(Errno::ENOENT) => Ok(Existing::Nothing),
+        Err(e) => Err(e.into()),
     }
-    Ok(if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        Existing::Directory
-    } else {
-        Existing::Other
-    })
 }
 
 pub(crate) fn mkdir(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: valid descriptor and NUL-terminated name.
-    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+    Ok(stat::mkdirat(dir, name, Mode::from_bits_retain(mode))?)
 }
 
 /// Opens a directory that is a direct child of `dir`, refusing a symlink there.
 pub(crate) fn open_child_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: valid descriptor and NUL-terminated name.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    })?;
-    // SAFETY: a new descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Creates a new regular file with `mode` (less the umask; never reusing or following what is there) and
@@ -117,45 +85,38 @@ pub(crate) fn create_file(
     name: &CStr,
     mode: u32,
 ) -> io::Result<std::fs::File> {
-    // SAFETY: valid descriptor and NUL-terminated name.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })?;
-    // SAFETY: a new descriptor owned by nobody else.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    let fd = fcntl::openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_retain(mode),
+    )?;
+    Ok(std::fs::File::from(fd))
 }
 
 pub(crate) fn symlink(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid descriptor and NUL-terminated strings.
-    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+    Ok(unistd::symlinkat(target, dir, name)?)
 }
 
-/// A hard link `new_dir/new_name` to `old_dir/old_name`; flags 0: a symlink at `old_name` is linked itself,
-/// not followed.
+/// A hard link `new_dir/new_name` to `old_dir/old_name`; no flags: a symlink at `old_name` is linked
+/// itself, not followed.
 pub(crate) fn hardlink(
     old_dir: BorrowedFd<'_>,
     old_name: &CStr,
     new_dir: BorrowedFd<'_>,
     new_name: &CStr,
 ) -> io::Result<()> {
-    // SAFETY: valid descriptors and NUL-terminated names.
-    check(unsafe {
-        libc::linkat(
-            old_dir.as_raw_fd(),
-            old_name.as_ptr(),
-            new_dir.as_raw_fd(),
-            new_name.as_ptr(),
-            0,
-        )
-    })
-    .map(drop)
+    Ok(unistd::linkat(
+        old_dir,
+        old_name,
+        new_dir,
+        new_name,
+        AtFlags::empty(),
+    )?)
 }
 
+/// Makes the node `name` in `dir`; `mode` holds its type (`S_IFCHR`, `S_IFBLK`, `S_IFIFO`) and
+/// permissions.
 pub(crate) fn mknod(
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -163,80 +124,68 @@ pub(crate) fn mknod(
     major: u32,
     minor: u32,
 ) -> io::Result<()> {
-    let dev = libc::makedev(major, minor);
-    // SAFETY: valid descriptor and NUL-terminated name.
-    check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, dev) }).map(drop)
+    let kind = SFlag::from_bits_retain(mode & libc::S_IFMT);
+    let perm = Mode::from_bits_retain(mode & !libc::S_IFMT);
+    let dev = stat::makedev(u64::from(major), u64::from(minor));
+    Ok(stat::mknodat(dir, name, kind, perm, dev)?)
 }
 
 /// Removes a non-directory.
 pub(crate) fn unlink(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: valid descriptor and NUL-terminated name.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+    Ok(unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?)
 }
 
 /// Removes a directory and everything under it, never following symlinks.
 pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     // std's remove_dir_all opens each level with O_NOFOLLOW and works relative to it; the magic link only
     // names our own, already resolved directory.
-    let path = format!("/proc/self/fd/{}/", dir.as_raw_fd());
-    let mut full = path.into_bytes();
-    full.extend_from_slice(name.to_bytes());
-    std::fs::remove_dir_all(OsStr::from_bytes(&full))
+    let path = crate::inroot::proc_path(dir).join(OsStr::from_bytes(name.to_bytes()));
+    crate::fsops::remove_tree(&path)
 }
 
 /// Sets owner of `name` in `dir` without following a symlink.
 pub(crate) fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: valid descriptor and NUL-terminated name.
-    check(unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    Ok(unistd::fchownat(
+        dir,
+        name,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
 }
 
 pub(crate) fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: valid descriptor.
-    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+    Ok(unistd::fchown(
+        fd,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+    )?)
 }
 
 pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
-    // SAFETY: valid descriptor.
-    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+    Ok(stat::fchmod(fd, Mode::from_bits_retain(mode))?)
 }
 
-fn timespec(secs: i64, nanos: u32) -> [libc::timespec; 2] {
-    let t = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nanos as libc::c_long,
-    };
-    [t, t]
+fn timespec(secs: i64, nanos: u32) -> TimeSpec {
+    TimeSpec::new(secs as libc::time_t, nanos as libc::c_long)
 }
 
 /// Sets access and modification time of an open file or directory.
 pub(crate) fn futimes(fd: BorrowedFd<'_>, secs: i64, nanos: u32) -> io::Result<()> {
-    let times = timespec(secs, nanos);
-    // SAFETY: valid descriptor; `times` is an array of two timespecs.
-    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+    let time = timespec(secs, nanos);
+    Ok(stat::futimens(fd, &time, &time)?)
 }
 
 /// Sets the times of `name` in `dir` without following a symlink (for symlinks themselves).
 pub(crate) fn utimes_at(dir: BorrowedFd<'_>, name: &CStr, secs: i64, nanos: u32) -> io::Result<()> {
-    let times = timespec(secs, nanos);
-    // SAFETY: valid descriptor, NUL-terminated name, two timespecs.
-    check(unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    let time = timespec(secs, nanos);
+    Ok(stat::utimensat(
+        dir,
+        name,
+        &time,
+        &time,
+        UtimensatFlags::NoFollowSymlink,
+    )?)
 }
 
 pub(crate) fn fsetxattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
@@ -260,12 +209,12 @@ pub fn is_no_space(err: &io::Error) -> bool {
 
 /// Like [`resolve_dir`], but the last component must itself be a directory, not a symlink to one.
 pub(crate) fn resolve_dir_nofollow(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
-    let path = cstring(rel)?;
+    let path = c_bytes(rel)?;
     crate::inroot::openat2(
         root,
         &path,
         (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
-        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+        crate::inroot::Scope::InRoot,
     )
 }
 

@@ -62,7 +62,7 @@ pub struct UnpackStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    #[error("the layer is not a valid tar archive: {0}")]
+    #[error("the layer is not a valid tar archive")]
     Archive(#[source] io::Error),
     #[error(
         "layer entry {} climbs out of the layer directory: the layer is refused",
@@ -87,7 +87,7 @@ pub enum UnpackError {
         crate::text::quote(.target)
     )]
     LinkTargetMissing { path: String, target: String },
-    #[error("cannot unpack layer entry {}: {source}", crate::text::quote(.path))]
+    #[error("cannot unpack layer entry {}", crate::text::quote(.path))]
     Io {
         path: String,
         #[source]
@@ -218,7 +218,7 @@ impl Walk<'_> {
             self.drain()?;
         }
         let dir = self.parent_dir(parent, &shown)?;
-        let name = fs::cstring(name).map_err(io_err(&shown))?;
+        let name = fs::c_bytes(name).map_err(io_err(&shown))?;
         let privilege = self.options.privilege;
         if kind.is_dir() {
             match fs::mkdir(dir.as_fd(), &name, 0o700) {
@@ -254,7 +254,7 @@ impl Walk<'_> {
                     UnpackError::Archive(invalid(&shown, "symlink without a target"))
                 })?;
                 // Kept as written, absolute or not: it is resolved inside the container's root at run time.
-                let target = fs::cstring(&target).map_err(io_err(&shown))?;
+                let target = fs::c_bytes(&target).map_err(io_err(&shown))?;
                 self.create(&dir, &name, &shown, || {
                     fs::symlink(&target, dir.as_fd(), &name)
                 })?;
@@ -393,7 +393,7 @@ impl Walk<'_> {
             }
             Err(e) => return Err(io_err(&shown)(e)),
         };
-        let target_name = fs::cstring(target_name).map_err(io_err(&shown))?;
+        let target_name = fs::c_bytes(target_name).map_err(io_err(&shown))?;
         let linked = self.create(dir, name, &shown, || {
             fs::hardlink(target_dir.as_fd(), &target_name, dir.as_fd(), name)
         });
@@ -459,7 +459,7 @@ impl Walk<'_> {
         }
         let (parent, name) = target.split();
         let dir = self.parent_dir(parent, shown)?;
-        let name = fs::cstring(name).map_err(io_err(shown))?;
+        let name = fs::c_bytes(name).map_err(io_err(shown))?;
         let existing = fs::existing(dir.as_fd(), &name).map_err(io_err(shown))?;
         self.clear(&dir, &name, existing, shown)?;
         fs::mknod(dir.as_fd(), &name, libc::S_IFCHR, 0, 0).map_err(io_err(shown))?;
@@ -504,7 +504,7 @@ impl Walk<'_> {
             fd = match fs::resolve_dir(self.root.as_fd(), &rel[..end]) {
                 Ok(next) => next,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    let name = fs::cstring(component).map_err(io_err(shown))?;
+                    let name = fs::c_bytes(component).map_err(io_err(shown))?;
                     fs::mkdir(fd.as_fd(), &name, 0o755).map_err(io_err(shown))?;
                     if let Ok(Some(created)) = EntryPath::parse(&rel[..end]) {
                         self.dir_paths.insert(created);

@@ -1,13 +1,39 @@
-//! File-system operations the standard library lacks, shared by the runtime and the CLI: `renameat2`
-//! with its flags, and ext4's spreading of directories over block groups.
+//! File-system primitives the standard library lacks, the one set shared by the runtime and the CLI:
+//! locks ([`FileLock`]), atomic replacement ([`write_atomic`]), tree removal ([`remove_tree`]),
+//! `renameat2` with its flags, ext4's spreading of directories over block groups, and the two helpers
+//! of every raw system call on a path ([`c_bytes`], [`check`]).
 
+mod atomic;
+mod lock;
+mod tree;
+
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
+pub use atomic::{TEMP_PREFIX, write_atomic};
+pub use lock::{FileLock, LockMode};
+pub use tree::remove_tree;
+
+/// `bytes` as the NUL-terminated string a system call takes (a NUL inside is an error).
+pub(crate) fn c_bytes(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
+}
+
 /// `path` as the NUL-terminated string a system call takes (a path with a NUL in it is an error).
-pub(crate) fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt as _;
-    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)
+pub(crate) fn c_path(path: &Path) -> io::Result<CString> {
+    c_bytes(path.as_os_str().as_bytes())
+}
+
+/// The result of a raw system call that returns -1 and sets `errno` on failure.
+pub(crate) fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// `renameat2(from, to, flags)`: `libc::RENAME_NOREPLACE` (fail when `to` exists) or
