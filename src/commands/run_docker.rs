@@ -240,7 +240,9 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
     let store = RunStore::new(&state_root);
     let mut record = RunRecord::new("", ADHOC_WORKFLOW, project, &req.image);
     if !req.volumes.is_empty() {
-        record.volumes = plan::recorded_volumes(&req, &Host::current());
+        let host = Host::current();
+        plan::check_volumes(&req, &host)?;
+        record.volumes = plan::recorded_volumes(&req, &host);
     }
     let run = store.create(record)?;
     let Some(mut run) = supervised::begin(&store, run, args.detach || adhoc.detach)? else {

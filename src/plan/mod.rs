@@ -65,7 +65,7 @@ pub struct JobRequest {
 }
 
 pub use crate::workflow::{SeccompChoice, Volume};
-pub use mounts::recorded_volumes;
+pub use mounts::{check_volumes, recorded_volumes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {

@@ -62,15 +62,7 @@ pub(super) fn set_mounts(spec: &mut Spec, req: &JobRequest, host: &Host) -> Resu
         )?);
     }
     for volume in &req.volumes {
-        let source = volume_source(volume, &req.volume_base, host.home.as_deref())?;
-        let target = volume_target(volume)?;
-        if !source.exists() {
-            return Err(VolumeError::MissingHost {
-                entry: volume.to_string(),
-                host: source,
-            }
-            .into());
-        }
+        let (source, target) = volume_paths(volume, req, host)?;
         let mut options: Vec<String> = ["rbind", "rprivate", "nosuid", "nodev"]
             .map(String::from)
             .into();
@@ -83,6 +75,31 @@ pub(super) fn set_mounts(spec: &mut Spec, req: &JobRequest, host: &Host) -> Resu
     let staged = runtime::container::staged_etc_dir(&host.state_root, &req.container_id);
     runtime::container::add_etc_file_mounts(spec, &staged)
         .map_err(|e| PlanError::Invalid(e.to_string()))
+}
+
+/// Checks every volume of `req` as the plan will (host paths exist, targets allowed): a command calls it
+/// before a run exists.
+pub fn check_volumes(req: &JobRequest, host: &Host) -> Result<(), VolumeError> {
+    req.volumes
+        .iter()
+        .try_for_each(|v| volume_paths(v, req, host).map(drop))
+}
+
+/// A volume's host path (which must exist) and its target.
+fn volume_paths(
+    volume: &Volume,
+    req: &JobRequest,
+    host: &Host,
+) -> Result<(PathBuf, PathBuf), VolumeError> {
+    let source = volume_source(volume, &req.volume_base, host.home.as_deref())?;
+    let target = volume_target(volume)?;
+    if !source.exists() {
+        return Err(VolumeError::MissingHost {
+            entry: volume.to_string(),
+            host: source,
+        });
+    }
+    Ok((source, target))
 }
 
 /// A volume's host path: `~` is `home`, a relative path is below `base` (the project directory).
