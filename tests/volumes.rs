@@ -210,7 +210,8 @@ fn a_dry_run_shows_the_volumes(d: Dstack) {
 }
 as_root_and_rootless!(a_dry_run_shows_the_volumes);
 
-/// A workflow's `volumes:` in both forms: a string relative to the project, and a map, read-only.
+/// A workflow's `volumes:` in both forms: a string relative to the project, and a map, read-only; its
+/// record and its `--dry-run` list them.
 fn a_workflow_binds_its_volumes_in_both_forms(d: Dstack) {
     let registry = busybox_registry();
     let shared = host_dir(&d, "shared", &[("model.txt", "weights\n")]);
@@ -234,13 +235,14 @@ fn a_workflow_binds_its_volumes_in_both_forms(d: Dstack) {
         "done\n"
     );
     assert_eq!(entries(&shared), ["model.txt"]);
-    let record = d.run_record(&out.run_name());
-    assert_eq!(
-        record["volumes"],
-        serde_json::json!([
-            format!("{}:/results", project.join("results").display()),
-            format!("{}:/models:ro", shared.display()),
-        ])
-    );
+    let expected = serde_json::json!([
+        format!("{}:/results", project.join("results").display()),
+        format!("{}:/models:ro", shared.display()),
+    ]);
+    assert_eq!(d.run_record(&out.run_name())["volumes"], expected);
+    let dry = d.run_in(&project, &["run", "--dry-run", "train"]);
+    dry.assert_success();
+    let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    assert_eq!(plan["volumes"], expected, "{dry}");
 }
 as_root_and_rootless!(a_workflow_binds_its_volumes_in_both_forms);

@@ -23,6 +23,12 @@ pub enum VolumeError {
         .host.display()
     )]
     MissingHost { entry: String, host: PathBuf },
+    #[error("volume `{entry}`: the host path {} cannot be reached: {reason}", .host.display())]
+    Unreachable {
+        entry: String,
+        host: PathBuf,
+        reason: String,
+    },
     #[error("volume `{entry}`: the host path starts with `~` but $HOME is not set")]
     NoHome { entry: String },
     #[error("volume `{entry}`: the container path must be absolute, e.g. `/data`")]
@@ -93,13 +99,18 @@ fn volume_paths(
 ) -> Result<(PathBuf, PathBuf), VolumeError> {
     let source = volume_source(volume, &req.volume_base, host.home.as_deref())?;
     let target = volume_target(volume)?;
-    if !source.exists() {
-        return Err(VolumeError::MissingHost {
+    match std::fs::metadata(&source) {
+        Ok(_) => Ok((source, target)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(VolumeError::MissingHost {
             entry: volume.to_string(),
             host: source,
-        });
+        }),
+        Err(e) => Err(VolumeError::Unreachable {
+            entry: volume.to_string(),
+            host: source,
+            reason: e.to_string(),
+        }),
     }
-    Ok((source, target))
 }
 
 /// A volume's host path: `~` is `home`, a relative path is below `base` (the project directory).
