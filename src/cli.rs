@@ -22,8 +22,9 @@ pub const VERSION: &str = concat!(
     about = "Run dstack workflows in containers, without a Docker daemon"
 )]
 pub struct Cli {
-    /// Show what happens underneath (repeat for more: -vv)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Show what happens underneath (repeat for more: --verbose --verbose). No `-v`: that is a volume, as
+    /// in Docker
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     #[command(subcommand)]

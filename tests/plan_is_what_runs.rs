@@ -1,7 +1,7 @@
 //! `--dry-run` prints the Spec that runs: the same job is planned with `--dry-run`, then run with
 //! `DSTACK_SPEC_OUT` (the runtime writes the Spec its container receives there), and the two are equal
 //! once what only a started run has (its name, container id and ports) is set aside. Root and rootless, the
-//! ad hoc form and a workflow.
+//! ad hoc form and a workflow, each with a volume.
 
 use std::path::Path;
 
@@ -99,10 +99,13 @@ fn an_ad_hoc_dry_run_prints_the_spec_that_runs() {
         let image = registry.image("test/img:1");
         let dstack = Dstack::new(mode);
         dstack.run(&["pull", "-q", &image]).assert_success();
+        let volume = format!("{}:/data:ro", dstack.home().display());
         let args = [
             "run",
             "docker",
             &image,
+            "-v",
+            &volume,
             "-e",
             "GREETING=hello",
             "-p",
@@ -124,6 +127,14 @@ fn an_ad_hoc_dry_run_prints_the_spec_that_runs() {
             "{mode:?}: the image's user"
         );
         assert_eq!(ran["linux"]["resources"]["pids"]["limit"], 100, "{mode:?}");
+        assert!(
+            ran["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["destination"] == "/data"),
+            "{mode:?}: the volume"
+        );
         assert_same_spec(
             normalized(&dry, &[(&dry_id, "<id>")]),
             normalized(&ran, &[(&ran_id, "<id>"), (&run_name, "<run-name>")]),
@@ -139,9 +150,10 @@ fn a_workflows_dry_run_prints_the_spec_that_runs() {
         let workflow = busybox_workflow(
             &registry,
             "hello",
-            "    ports: 1\n    env:\n      - GREETING=hello\n    resources:\n      memory: 256MB\n    commands:\n      - echo $GREETING\n",
+            "    ports: 1\n    volumes: [\"src:/src:ro\"]\n    env:\n      - GREETING=hello\n    resources:\n      memory: 256MB\n    commands:\n      - echo $GREETING\n",
         );
         dstack.write_home_file("project/.dstack/workflows/hello.yaml", workflow);
+        dstack.write_home_file("project/src/main.py", "print(1)\n");
         let project = dstack.home().join("project");
         let dstack = dstack.current_dir(&project);
         let args = ["run", "hello"];

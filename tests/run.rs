@@ -474,7 +474,7 @@ fn the_overlay_fallbacks_run_the_same_job() {
             let layers = dstack.state_root().join("store/layers");
             let before = snapshot(&layers);
             let out = dstack.run(&[
-                "-v",
+                "--verbose",
                 "run",
                 "docker",
                 &registry_setup.image,

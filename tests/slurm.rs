@@ -718,3 +718,44 @@ fn the_test_cluster_runs_a_batch_job() {
     let text = std::fs::read_to_string(dir.path().join("out.txt")).unwrap();
     assert_eq!(text.trim(), format!("on {}", cluster.node));
 }
+
+/// A workflow's volumes go with its Slurm job: bound on the node, with `home: true` the user's home at
+/// the same path (`env: [HOME]` passes its path); a host path the node lacks fails the run saying so.
+#[test]
+fn volumes_and_the_home_are_bound_on_the_node() {
+    let p = project(
+        RunAs::Rootless,
+        "  - name: vols
+    provider: docker
+    image: IMAGE
+    volumes: [\"data.txt:/in/data.txt:ro\"]
+    home: true
+    env: [HOME]
+    commands:
+      - cat /in/data.txt
+      - echo from the job > $HOME/from-job.txt
+  - name: missing
+    provider: docker
+    image: IMAGE
+    volumes: [/nowhere/at/all:/data]
+    commands: [true]
+",
+        "",
+    );
+    let out = p.run(&["run", "vols", "--slurm"]);
+    out.assert_success().assert_stdout_contains("input data");
+    assert_eq!(
+        std::fs::read_to_string(p.d.home().join("from-job.txt")).unwrap(),
+        "from the job\n"
+    );
+    let out = p.run(&["run", "missing", "--slurm"]);
+    out.assert_failure();
+    let run = out.run_name_or_detached();
+    let state = p.wait_finished(&run, Duration::from_secs(120));
+    let message = state["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("on this node") && message.contains("`/nowhere/at/all:/data`"),
+        "{state}\n{out}"
+    );
+    assert!(!std::path::Path::new("/nowhere").exists());
+}

@@ -17,7 +17,7 @@ use crate::error::{CliError, CliResult, Context};
 use crate::job::adhoc::{self, AdHocJob};
 use crate::job::image::PullPolicy;
 use crate::job::launch::new_id;
-use crate::plan::{self, JobRequest, SeccompChoice};
+use crate::plan::{self, Host, JobRequest, SeccompChoice, Volume};
 use crate::runs::supervised::{self, Masker};
 use crate::runs::{RunRecord, RunStore};
 use crate::workflow::model::NetworkChoice;
@@ -111,6 +111,10 @@ struct AdHoc {
     /// profile; default: Docker's default profile)
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Bind a host path into the container, `HOST:CONTAINER[:ro]` as Docker writes it (repeatable; a
+    /// relative host path is below the current directory; the host path must exist)
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volumes: Vec<String>,
 }
 
 impl AdHoc {
@@ -164,8 +168,17 @@ impl AdHoc {
                 Err(message) => return Err(CliError::new(format!("--security-opt: {message}"))),
             }
         }
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| {
+                Volume::parse(v).map_err(|message| CliError::new(format!("--volume: {message}")))
+            })
+            .collect::<CliResult<Vec<_>>>()?;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Ok(JobRequest {
+            volumes,
+            volume_base: cwd.clone(),
             seccomp: seccomp.relative_to(&cwd),
             image: self.image.clone(),
             commands: self.commands.clone(),
@@ -225,7 +238,13 @@ pub fn run(args: RunArgs) -> CliResult<ExitCode> {
     runtime::net::sweep_leftovers();
     let project = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let store = RunStore::new(&state_root);
-    let run = store.create(RunRecord::new("", ADHOC_WORKFLOW, project, &req.image))?;
+    let mut record = RunRecord::new("", ADHOC_WORKFLOW, project, &req.image);
+    if !req.volumes.is_empty() {
+        let host = Host::current();
+        plan::check_volumes(&req, &host)?;
+        record.volumes = plan::recorded_volumes(&req, &host);
+    }
+    let run = store.create(record)?;
     let Some(mut run) = supervised::begin(&store, run, args.detach || adhoc.detach)? else {
         return Ok(ExitCode::SUCCESS);
     };

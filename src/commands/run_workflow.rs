@@ -147,6 +147,7 @@ fn dry_run(
         "image": planned.image.reference,
         "ports": planned.ports,
         "artifacts": planned.mounts.artifacts,
+        "volumes": crate::plan::recorded_volumes(&planned.request, &crate::plan::Host::current()),
         "seccomp": seccomp,
         "spec": planned.spec,
     });

@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::plan::{BindMount, JobRequest};
+use crate::plan::{BindMount, JobRequest, Volume};
 use crate::runs::copy;
 use crate::runs::record::ArtifactRecord;
 use crate::workflow::{WORKFLOW_DIR, Workflow};
@@ -75,7 +75,25 @@ pub fn request(
         container_id: job_id.to_string(),
         pids_limit: None,
         seccomp: workflow.seccomp.clone(),
+        volumes: Vec::new(),
+        volume_base: PathBuf::new(),
     }
+}
+
+/// The workflow's `volumes:` (and its home with `home: true`) on `request`, relative host paths below
+/// `project`.
+pub fn add_volumes(request: &mut JobRequest, workflow: &Workflow, project: &Path) {
+    request.volumes = workflow.volumes.clone();
+    if workflow.home {
+        // At the same path; without $HOME the plan refuses the `~` and says so.
+        let home = std::env::var("HOME").unwrap_or_else(|_| "~".into());
+        request.volumes.push(Volume {
+            host: "~".into(),
+            path: home,
+            read_only: false,
+        });
+    }
+    request.volume_base = project.to_path_buf();
 }
 
 /// Inside a Slurm job: the job's cgroup already confines the CPUs and memory Slurm allocated, and the
@@ -243,6 +261,8 @@ mod tests {
             registry_auth: None,
             cache: vec![],
             seccomp: Default::default(),
+            volumes: vec![],
+            home: false,
         }
     }
 

@@ -10,6 +10,7 @@ use runtime::image::registry::{Credentials, RegistryOptions};
 use runtime::image::store::{Image, ImageName, Store};
 use runtime::net::{Network, NetworkConfig};
 
+use super::PlanJobError;
 use super::image::{self, PullPolicy};
 use super::launch::{self, Launch};
 use super::request::{self, HostDirs, MountPlan};
@@ -149,23 +150,40 @@ pub fn execute(
     let mut request = request::request(workflow, run.name(), &job_id, &ports, secrets, &mounts);
     // A relative profile is the project's: read from the run's copy of it.
     request.seccomp = request.seccomp.relative_to(&run.project_copy_dir());
+    let project = run.record().project.clone();
+    request::add_volumes(&mut request, workflow, &project);
     if site.slurm_limits {
         request::leave_limits_to_slurm(&mut request);
     }
+    let host = Host::current();
+    let volumes = plan::recorded_volumes(&request, &host);
     // Before the job starts: its artifacts are saved even if it never does.
-    if !mounts.artifacts.is_empty() {
-        record(run.update(|r| r.artifacts = mounts.artifacts.clone()))?;
+    if !mounts.artifacts.is_empty() || !volumes.is_empty() {
+        record(run.update(|r| {
+            r.artifacts = mounts.artifacts.clone();
+            r.volumes = volumes;
+        }))?;
     }
     let gpu = gpu_request(workflow, run.name());
     let planned = super::plan(
         &request,
         &image,
         &users,
-        &Host::current(),
+        &host,
         gpu.as_ref(),
         Some(&mut network),
     )
-    .map_err(|e| mask.failure(&e.what(&image.reference), &e, START_FAILED))?;
+    .map_err(|e| {
+        // On a Slurm node a volume's host path is this node's.
+        let what = e.what(&image.reference);
+        let what = match (&e, site.slurm_limits) {
+            (PlanJobError::Plan(plan::PlanError::Volume(_)), true) => {
+                format!("{what} on this node")
+            }
+            _ => what,
+        };
+        mask.failure(&what, &e, START_FAILED)
+    })?;
     let launch = Launch {
         id: job_id,
         strict_limits: request.strict_limits,
@@ -215,6 +233,7 @@ pub fn dry_run(
     let ports = vec![0; workflow.ports.into()];
     let mut request = request::request(workflow, UNNAMED, "<job-id>", &ports, secrets, &mounts);
     request.seccomp = request.seccomp.relative_to(project.dir());
+    request::add_volumes(&mut request, workflow, project.dir());
     let gpu = gpu_request(workflow, UNNAMED);
     let planned = super::plan(
         &request,

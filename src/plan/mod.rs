@@ -2,6 +2,7 @@
 //! produce a [`JobRequest`]; [`plan`] combines it with the image's configuration into the one OCI runtime
 //! `Spec` the container receives: every edit (user and capabilities, environment with `TERM` and ports,
 //! mounts with the `/etc` files, limits with pids, seccomp) is made here, so `--dry-run` prints what runs.
+//! It is pure but for `Host::current()` and one `stat` of each volume's host path (refused when missing).
 //! Only the GPUs are added by the job stage, which must lease them (`job::plan`).
 //!
 //! One file per concern: `process` (command line, user, environment), `mounts`, `resources`, `network`,
@@ -57,9 +58,14 @@ pub struct JobRequest {
     pub pids_limit: Option<i64>,
     /// The job's seccomp filter (`--security-opt seccomp=...`, a workflow's `security_opt`).
     pub seccomp: SeccompChoice,
+    /// Host paths the user binds in (`-v`, `volumes:`), as written (`plan::mounts` resolves them).
+    pub volumes: Vec<Volume>,
+    /// What a relative volume host path is relative to: the project directory (the current one ad hoc).
+    pub volume_base: PathBuf,
 }
 
-pub use crate::workflow::SeccompChoice;
+pub use crate::workflow::{SeccompChoice, Volume};
+pub use mounts::{check_volumes, recorded_volumes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -78,6 +84,8 @@ pub struct Host {
     /// `TERM` for a job that gets a terminal (the runtime gives it one when stdin is a terminal); `None`
     /// when it gets none.
     pub terminal: Option<String>,
+    /// The invoking user's home (`$HOME`): what a volume's `~` stands for.
+    pub home: Option<PathBuf>,
 }
 
 impl Host {
@@ -98,6 +106,9 @@ impl Host {
             memory: kib * 1024,
             state_root: runtime::paths::state_root(),
             terminal,
+            home: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|h| h.is_absolute()),
         }
     }
 }
@@ -121,6 +132,8 @@ pub enum PlanError {
     RelativeWorkingDir(String),
     #[error("mount source {0} must be an absolute path")]
     RelativeMount(PathBuf),
+    #[error(transparent)]
+    Volume(#[from] mounts::VolumeError),
     #[error("invalid plan: {0}")]
     Invalid(String),
     #[error("{0}: fix it, or run with `--security-opt seccomp=unconfined` (no filter)")]

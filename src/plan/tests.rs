@@ -12,6 +12,7 @@ fn host() -> Host {
         memory: 16 * GIB,
         state_root: PathBuf::from("/state"),
         terminal: None,
+        home: Some(PathBuf::from("/home/me")),
     }
 }
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n";
@@ -341,4 +342,85 @@ fn the_plan_holds_every_edit_the_container_gets() {
         .map(|m| m.source().clone())
         .collect();
     assert_eq!(at_hosts, [Some(PathBuf::from("/srv/hosts"))]);
+}
+
+fn volume(host: &str, path: &str, read_only: bool) -> Volume {
+    Volume {
+        host: host.into(),
+        path: path.into(),
+        read_only,
+    }
+}
+
+fn with_volumes(volumes: Vec<Volume>, base: &Path) -> JobRequest {
+    JobRequest {
+        volumes,
+        volume_base: base.to_path_buf(),
+        ..req(&["true"], None)
+    }
+}
+
+#[test]
+fn volumes_are_recursive_nosuid_nodev_binds_resolved_against_the_project() {
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join("out")).unwrap();
+    let r = with_volumes(
+        vec![
+            volume("out", "/results/../out", false),
+            volume(project.path().to_str().unwrap(), "/data", true),
+        ],
+        project.path(),
+    );
+    let spec = plan(&r, &image(&[], &[], "")).unwrap();
+    let mounts = spec.mounts().as_ref().unwrap();
+    let find = |dest: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination() == Path::new(dest))
+            .unwrap_or_else(|| panic!("no mount at {dest}"))
+    };
+    let out = find("/out");
+    assert_eq!(
+        out.source().as_deref(),
+        Some(project.path().join("out").as_path())
+    );
+    let options = |m: &oci_spec::runtime::Mount| m.options().clone().unwrap();
+    assert_eq!(options(out), ["rbind", "rprivate", "nosuid", "nodev"]);
+    assert_eq!(
+        options(find("/data")),
+        ["rbind", "rprivate", "nosuid", "nodev", "ro"]
+    );
+    assert_eq!(
+        recorded_volumes(&r, &host()),
+        [
+            format!("{}:/results/../out", project.path().join("out").display()),
+            format!("{}:/data:ro", project.path().display()),
+        ]
+    );
+}
+
+#[test]
+fn a_volume_is_refused_naming_its_entry() {
+    let project = tempfile::tempdir().unwrap();
+    let base = project.path();
+    let refused = |v: Volume| {
+        plan(&with_volumes(vec![v], base), &image(&[], &[], ""))
+            .unwrap_err()
+            .to_string()
+    };
+    let missing = refused(volume("nope", "/data", false));
+    assert!(missing.contains("`nope:/data`"), "{missing}");
+    assert!(missing.contains("does not exist"), "{missing}");
+    assert!(!base.join("nope").exists(), "nothing is made on the host");
+    let relative = refused(volume(".", "data", false));
+    assert!(
+        relative.contains("`.:data`") && relative.contains("absolute"),
+        "{relative}"
+    );
+    for target in ["/proc", "/sys/kernel", "/dev/../dev/shm", "/", "/a/../.."] {
+        let over = refused(volume(".", target, false));
+        assert!(over.contains(&format!("`.:{target}`")), "{over}");
+    }
+    let home = refused(volume("~/missing", "/m", false));
+    assert!(home.contains("/home/me/missing"), "{home}");
 }

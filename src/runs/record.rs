@@ -110,6 +110,9 @@ pub struct RunRecord {
     /// The Slurm job that runs it (`dstack run --slurm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmRecord>,
+    /// The job's volumes, `HOST:CONTAINER[:ro]` with the host path resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// A run's Slurm job.
@@ -151,6 +154,7 @@ impl RunRecord {
             artifacts: Vec::new(),
             message: None,
             slurm: None,
+            volumes: Vec::new(),
         }
     }
 

@@ -31,6 +31,10 @@ pub struct Workflow {
     /// `security_opt:` (Docker's `--security-opt`): the seccomp filter; a relative profile path is the
     /// project's.
     pub seccomp: crate::workflow::SeccompChoice,
+    /// `volumes:`: host paths bound into the container, in order.
+    pub volumes: Vec<crate::workflow::Volume>,
+    /// `home: true`: the invoking user's home bound at the same path (pyxis' `--container-mount-home`).
+    pub home: bool,
 }
 
 impl Workflow {
@@ -212,6 +216,8 @@ mod tests {
             registry_auth: None,
             cache: vec![],
             seccomp: Default::default(),
+            volumes: vec![],
+            home: false,
         };
         assert_eq!(wf.container_working_dir(), "/workflow");
         wf.working_dir = Some("src/app".into());

@@ -14,7 +14,7 @@ use super::model::Workflow;
 use super::paths::{artifacts, cache, working_dir};
 use super::properties::{
     check_provider, commands, entrypoint, environment, network, ports, registry_auth, resources,
-    security_opt, workflow_name,
+    security_opt, volumes, workflow_name,
 };
 use super::template;
 
@@ -50,6 +50,8 @@ const WORKFLOW_KEYS: &[&str] = &[
     "registry_auth",
     "cache",
     "security_opt",
+    "volumes",
+    "home",
 ];
 
 /// The items of the file's `workflows:` list (an empty file has none).
@@ -215,6 +217,14 @@ pub fn convert(
             .map(|v| security_opt(&cx, v, &root.key("security_opt")))
             .transpose()?
             .unwrap_or_default(),
+        volumes: field("volumes")
+            .map(|v| volumes(&cx, v, &root.key("volumes")))
+            .transpose()?
+            .unwrap_or_default(),
+        home: field("home")
+            .map(|v| cx.boolean(v, &root.key("home")))
+            .transpose()?
+            .unwrap_or(false),
     })
 }
 

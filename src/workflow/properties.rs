@@ -7,12 +7,14 @@ use super::cx::{Cx, key_text};
 use super::error::WorkflowError;
 use super::locate::{Target, YamlPath};
 use super::model::{EnvVar, GpuRequest, NetworkChoice, RegistryAuth, Resources};
+use super::volume::Volume;
 use super::{shell, suggest};
 use crate::workflow::SeccompChoice;
 
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "gpu", "shm_size", "interruptible"];
 const GPU_KEYS: &[&str] = &["count", "name", "memory"];
 const AUTH_KEYS: &[&str] = &["username", "password"];
+const VOLUME_KEYS: &[&str] = &["host", "path", "read_only"];
 const OTHER_PROVIDERS: &[&str] = &["bash", "code", "lab", "notebook"];
 /// More forwarded ports than this is surely a mistake.
 const MAX_PORTS: u64 = 64;
@@ -376,4 +378,49 @@ pub(super) fn registry_auth(
         username: field("username")?,
         password: field("password")?,
     })
+}
+
+/// `volumes`: a list of `HOST:CONTAINER[:ro]` strings or maps `{host, path, read_only}`.
+pub(super) fn volumes(
+    cx: &Cx<'_>,
+    value: &Value,
+    rel: &YamlPath,
+) -> Result<Vec<Volume>, WorkflowError> {
+    let expected = "a list of `HOST:CONTAINER[:ro]` strings or `{host, path, read_only}` maps";
+    let Value::Sequence(items) = value else {
+        return Err(cx.type_error(rel, expected, value));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = rel.index(i);
+        match item {
+            Value::Mapping(map) => {
+                cx.known_keys(map, &at, VOLUME_KEYS, &format!("`{at}` of {}", cx.workflow))?;
+                let text = |key: &str| match map.get(key).filter(|v| !v.is_null()) {
+                    Some(v) => cx.string(v, &at.key(key)),
+                    None => Err(cx.invalid(&at, format_args!("has no `{key}`"))),
+                };
+                let read_only = match map.get("read_only").filter(|v| !v.is_null()) {
+                    Some(v) => cx.boolean(v, &at.key("read_only"))?,
+                    None => false,
+                };
+                out.push(Volume {
+                    host: text("host")?,
+                    path: text("path")?,
+                    read_only,
+                });
+            }
+            Value::String(_) => {
+                let text = cx.string(item, &at)?;
+                match Volume::parse(&text) {
+                    Ok(volume) => out.push(volume),
+                    // Checked once the expressions are rendered.
+                    Err(_) if cx.deferred(&text) => {}
+                    Err(message) => return Err(cx.invalid(&at, format_args!(": {message}"))),
+                }
+            }
+            other => return Err(cx.type_error(&at, expected, other)),
+        }
+    }
+    Ok(out)
 }

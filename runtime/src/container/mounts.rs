@@ -1,7 +1,7 @@
 //! Inside the container's mount namespace: the spec's mounts under the new root, pivot_root, then the
 //! masked and read-only paths. Every mount lives and dies with the namespace.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -304,7 +304,12 @@ fn mount_by_type(
         // A bind takes its flags (ro, nosuid, nodev, noexec...) only from a remount.
         let remount = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !remount.is_empty() {
-            remount_bind(&target.reopen()?, remount).map_err(|e| e.to_string())?;
+            let here = target.reopen()?;
+            if rec.is_empty() {
+                remount_bind(&here, remount).map_err(|e| e.to_string())?;
+            } else {
+                restrict_recursively(target, remount)?;
+            }
         }
         return Ok(());
     }
@@ -351,6 +356,82 @@ fn mount_by_type(
         Err(_) if typ == "mqueue" && rootless => Ok(()),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `mount_setattr`'s attributes (linux/mount.h), which the libc crate does not export on every target.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// `struct mount_attr` of linux/mount.h.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets `flags` on a recursive bind and on every mount it brought along: a remount reaches only the top
+/// one, which would leave a host mount below a read-only volume writable (for root in the job too).
+/// `mount_setattr(AT_RECURSIVE)` (Linux 5.12) does it in one call; older kernels get a remount of each
+/// mount found below the target in mountinfo.
+fn restrict_recursively(target: &mut Target, flags: MsFlags) -> Result<(), String> {
+    let attributes = [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ];
+    let known = attributes
+        .iter()
+        .fold(MsFlags::empty(), |all, (flag, _)| all | *flag);
+    let here = target.here();
+    if known.contains(flags) {
+        let attr = MountAttr {
+            attr_set: attributes
+                .iter()
+                .filter(|(flag, _)| flags.contains(*flag))
+                .fold(0, |set, (_, attr)| set | attr),
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: the descriptor is open for the call, the path is a NUL-terminated empty string and
+        // `attr` a live `struct mount_attr` whose size is passed with it.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                target.fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if result == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(err.to_string());
+        }
+    }
+    remount_bind(&here, flags).map_err(|e| e.to_string())?;
+    // The target as this namespace's mountinfo names it, and each mount below it.
+    let top = std::fs::read_link(&here).map_err(|e| e.to_string())?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    for point in info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(&top) && *p != top)
+    {
+        remount_bind(&point, flags).map_err(|e| format!("{}: {e}", point.display()))?;
+    }
+    Ok(())
 }
 
 /// Bind-remounts `path` read-only, keeping the flags the kernel locks in a user namespace.

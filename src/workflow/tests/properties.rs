@@ -453,3 +453,40 @@ fn the_repository_examples_load() {
         "{err}"
     );
 }
+
+#[test]
+fn volumes_are_strings_or_maps_and_home_a_boolean() {
+    use crate::workflow::Volume;
+    let w = one(&wf("    volumes:
+      - /mnt/data:/data:ro
+      - {host: ./out, path: /out}
+      - host: ~/cache
+        path: /cache
+        read_only: true
+    home: true
+"));
+    let v = |host: &str, path: &str, read_only| Volume {
+        host: host.into(),
+        path: path.into(),
+        read_only,
+    };
+    assert_eq!(
+        w.volumes,
+        [
+            v("/mnt/data", "/data", true),
+            v("./out", "/out", false),
+            v("~/cache", "/cache", true)
+        ]
+    );
+    assert!(w.home);
+    assert!(!one(&wf("")).home);
+    let err = load_error(&wf("    volumes: [/data]\n"));
+    assert!(
+        err.contains("`volumes[0]` in workflow `w`") && err.contains("HOST:CONTAINER"),
+        "{err}"
+    );
+    let err = load_error(&wf("    volumes: [{host: /a}]\n"));
+    assert!(err.contains("has no `path`"), "{err}");
+    let err = load_error(&wf("    volumes: [{host: /a, path: /b, mode: ro}]\n"));
+    assert!(err.contains("mode"), "{err}");
+}
