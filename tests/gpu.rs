@@ -163,6 +163,10 @@ impl FakeDriver {
             .unwrap();
         assert!(ldconfig.success(), "ldconfig -r {}", root.display());
         write("usr/bin/nvidia-smi", NVIDIA_SMI.as_bytes(), 0o755);
+        // The machine-wide lease directory, as root's first GPU job (or an installer) leaves it.
+        let leases = root.join("run/dstack/gpu");
+        std::fs::create_dir_all(&leases).unwrap();
+        std::fs::set_permissions(&leases, std::fs::Permissions::from_mode(0o1777)).unwrap();
         FakeDriver { dir }
     }
 
@@ -335,6 +339,72 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
             "{mode:?}: {}",
             out.stderr
         );
+    }
+}
+
+/// One machine, three dstacks: root, root with another state root (`DSTACK_HOME`), and the unprivileged user.
+/// A GPU one of them holds is refused to the others, naming the holder, and free again once its job ends.
+/// Only the leases are shown here: real hardware is needed to show two jobs could otherwise share a GPU.
+#[test]
+fn a_gpu_is_never_handed_out_twice_across_state_roots_and_users() {
+    let s = setup(RunAs::Root);
+    let other = |mode| {
+        let dstack = Dstack::new(mode).env("DSTACK_GPU_ROOT", s.driver.root());
+        dstack.run(&["pull", "-q", &s.image]).assert_success();
+        dstack
+    };
+    let (second_root, user) = (other(RunAs::Root), other(RunAs::Rootless));
+    let run = |dstack: &Dstack, flags: &[&str]| {
+        let mut args = vec!["run", "docker", s.image.as_str()];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["-c", "nvidia-smi -L"]);
+        dstack.run(&args)
+    };
+    for (holder, others) in [
+        (&s.dstack, [&second_root, &user]),
+        (&user, [&s.dstack, &second_root]),
+    ] {
+        let job = holder.spawn(&[
+            "run",
+            "docker",
+            &s.image,
+            "--gpu-name",
+            "H100",
+            "-c",
+            "nvidia-smi -L; exec sleep 60",
+        ]);
+        job.wait_for_output("the H100", |out, _| out.contains("H100"));
+        let name = job
+            .stderr_so_far()
+            .lines()
+            .find_map(|l| l.strip_prefix("run "))
+            .expect("the run's name first")
+            .to_string();
+        for dstack in others {
+            let who = dstack.run_as();
+            let out = run(dstack, &["--gpu-name", "H100"]);
+            out.assert_failure();
+            assert!(
+                out.stderr.contains(&format!(
+                    "0: NVIDIA H100 80GB HBM3 (81559 MiB) [in use by run {name}]"
+                )),
+                "{who:?}: {}",
+                out.stderr
+            );
+            let out = run(dstack, &["--gpu", "1"]);
+            out.assert_success();
+            assert_eq!(
+                out.stdout,
+                format!("GPU 0: NVIDIA A100-SXM4-80GB (UUID: {A100})\n"),
+                "{who:?}: {}",
+                out.stderr
+            );
+        }
+        job.signal(Signal::SIGTERM);
+        job.wait();
+        for dstack in others {
+            run(dstack, &["--gpu", "2"]).assert_success();
+        }
     }
 }
 

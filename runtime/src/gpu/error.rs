@@ -16,6 +16,10 @@ pub enum GpuError {
     #[error("{request}; this machine has: {listing}")]
     Unmet { request: String, listing: String },
     #[error(
+        "the GPU lease directory {path} is unsafe: {why}; as root, remove it and let dstack make it again (mode 1777)"
+    )]
+    UnsafeLeaseDir { path: PathBuf, why: String },
+    #[error(
         "the NVIDIA driver's {what} was not found ({looked}): install the driver's user-space libraries matching kernel module {version}"
     )]
     MissingDriverFile {

@@ -1,7 +1,7 @@
 //! NVIDIA GPUs for containers, as edits to the OCI `Spec` the container runtime already applies.
 //!
-//! [`apply`] discovers the machine's GPUs, picks the requested ones that no other dstack job holds (a
-//! [`GpuLease`]), and adds to the spec: their device nodes (created with mknod plus a device-cgroup rule as root,
+//! [`apply`] discovers the machine's GPUs, picks the requested ones that no other dstack job on the machine holds,
+//! whoever runs it (a [`GpuLease`]), and adds to the spec: their device nodes (created with mknod plus a device-cgroup rule as root,
 //! bound from the host rootless), the driver's libraries and binaries for `NVIDIA_DRIVER_CAPABILITIES` as
 //! read-only bind mounts, the driver daemons' sockets and GSP firmware, `NVIDIA_VISIBLE_DEVICES`; or, when a CDI
 //! spec for `nvidia.com/gpu` exists, that spec's `containerEdits`. The runtime then calls
@@ -76,7 +76,8 @@ pub struct GpuRequest {
 pub struct Host {
     /// The driver root: `/`, or a fake tree in tests.
     pub root: PathBuf,
-    /// Lease files: `<state root>/gpu`.
+    /// Lease files: `/run/dstack/gpu` under the driver root, shared by every user and state root (rootless
+    /// before root made it: `<state root>/gpu`).
     pub lease_dir: PathBuf,
     /// CDI spec directories, later ones winning.
     pub cdi_dirs: Vec<PathBuf>,
@@ -87,15 +88,16 @@ pub struct Host {
 }
 
 impl Host {
-    /// `$DSTACK_GPU_ROOT` or `/`; the leases under `paths::state_root()`; a Slurm job's GPUs.
+    /// `$DSTACK_GPU_ROOT` or `/`; the machine-wide leases; a Slurm job's GPUs.
     pub fn from_env() -> Host {
         let root = std::env::var_os(ROOT_ENV)
             .filter(|v| !v.is_empty())
             .map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        let host_root = crate::paths::running_as_host_root();
         Host {
             cdi_dirs: cdi::spec_dirs(&root),
-            lease_dir: crate::paths::state_root().join("gpu"),
-            rootless: !crate::paths::running_as_host_root(),
+            lease_dir: lease::lease_dir(&root, &crate::paths::state_root(), host_root),
+            rootless: !host_root,
             allocation: Allocation::from_env(),
             root,
         }
