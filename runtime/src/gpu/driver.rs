@@ -64,18 +64,8 @@ pub(crate) fn edits(
         })?;
         edits.devices.push(node);
     }
-    // MIG capability nodes: the driver checks them when a MIG instance is opened.
-    if let Ok(entries) = std::fs::read_dir(root.join("dev/nvidia-caps")) {
-        let mut caps: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        caps.sort();
-        for host in caps {
-            let name = host.file_name().unwrap_or_default();
-            if let Ok(node) = DeviceNode::from_host(Path::new("/dev/nvidia-caps").join(name), &host)
-            {
-                edits.devices.push(node);
-            }
-        }
-    }
+    // No `/dev/nvidia-caps` node: whole GPUs need none, and the MIG config and monitor capabilities would let
+    // the job reconfigure or watch every GPU's MIG instances (libnvidia-container binds them only on request).
     let version = inventory.driver_version.as_deref();
     let mut setup = Setup {
         ld_dirs: vec![PathBuf::from(LIB_DIR)],
@@ -180,7 +170,6 @@ mod tests {
                 "/dev/nvidia-uvm-tools",
                 "/dev/nvidia-modeset",
                 "/dev/nvidia1",
-                "/dev/nvidia-caps/nvidia-cap1"
             ]
         );
         let dests: Vec<_> = edits

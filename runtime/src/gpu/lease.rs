@@ -79,6 +79,32 @@ impl GpuLease {
     pub fn device_rules(&self) -> &[DeviceRule] {
         &self.rules
     }
+
+    /// A read-only file of `contents` in `dir` for the job to have bound in, kept (and removed) with the lease.
+    pub(crate) fn keep_file(
+        &mut self,
+        dir: &Path,
+        what: &str,
+        contents: &str,
+    ) -> Result<PathBuf, GpuError> {
+        let path = dir.join(format!(".{}.{what}", crate::fsops::random_suffix()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(GpuError::io("create", &path))?;
+        let kept = LeaseFile {
+            path: path.clone(),
+            file: file.try_clone().map_err(GpuError::io("write", &path))?,
+        };
+        self.files.push(kept);
+        file.write_all(contents.as_bytes())
+            .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o444)))
+            .map_err(GpuError::io("write", &path))?;
+        Ok(path)
+    }
 }
 
 /// One of our lease files, locked. Dropping it removes the name first, so that a looker that still finds the

@@ -156,11 +156,33 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
     if host.rootless {
         check_access(&edits)?;
     }
+    hide_the_rest(host, &mut lease, &mut edits)?;
     let uuids: Vec<&str> = lease.gpus.iter().map(|g| g.uuid.as_str()).collect();
     edits.set_env("NVIDIA_VISIBLE_DEVICES", &uuids.join(","));
     edits.set_env("NVIDIA_DRIVER_CAPABILITIES", &caps.join(","));
     lease.rules = edits.apply(spec, host.rootless)?;
     Ok(lease)
+}
+
+/// The job sees only its own GPUs under `/proc/driver/nvidia`, and a `params` saying `ModifyDeviceFiles: 0`, as
+/// libnvidia-container arranges it.
+fn hide_the_rest(
+    host: &Host,
+    lease: &mut GpuLease,
+    edits: &mut edits::Edits,
+) -> Result<(), GpuError> {
+    let given: Vec<&str> = lease.gpus.iter().map(|g| g.pci_bus_id.as_str()).collect();
+    edits
+        .masked
+        .extend(procfs::paths_to_hide(&host.root, &given));
+    if let Some(params) = procfs::params_without_device_file_changes(&host.root) {
+        let file = lease.keep_file(&host.lease_dir, "params", &params)?;
+        edits.mounts.push(edits::BindMount::read_only(
+            file,
+            PathBuf::from("/proc/driver/nvidia/params"),
+        ));
+    }
+    Ok(())
 }
 
 /// Rootless, the kernel checks the job's access to the host's device files: say so before the job starts rather

@@ -138,6 +138,14 @@ impl FakeDriver {
             )
             .as_bytes(),
         );
+        write(
+            "proc/driver/nvidia/params",
+            b"ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\n",
+        );
+        write(
+            "proc/driver/nvidia/capabilities/mig/config",
+            b"DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\n",
+        );
         let mut smi = String::from("#!/bin/sh\n");
         for (i, (bus, name, uuid, minor)) in self.gpus.iter().enumerate() {
             write(
