@@ -151,7 +151,9 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
         tracing::debug!("using the CDI specs for {}", cdi::NVIDIA_GPU_KIND);
         registry.edits_for_gpus(&lease.gpus, version)?
     } else {
-        driver::edits(&host.root, &inventory, &lease.gpus, &caps)?
+        driver::edits(&host.root, &inventory, &lease.gpus, &caps, &|key| {
+            job_env(spec, key)
+        })?
     };
     if host.rootless {
         check_access(&edits)?;
@@ -159,7 +161,12 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
     hide_the_rest(host, &mut lease, &mut edits)?;
     let uuids: Vec<&str> = lease.gpus.iter().map(|g| g.uuid.as_str()).collect();
     edits.set_env("NVIDIA_VISIBLE_DEVICES", &uuids.join(","));
-    edits.set_env("NVIDIA_DRIVER_CAPABILITIES", &caps.join(","));
+    let words = if caps.is_empty() {
+        "none".to_string()
+    } else {
+        caps.join(",")
+    };
+    edits.set_env("NVIDIA_DRIVER_CAPABILITIES", &words);
     lease.rules = edits.apply(spec, host.rootless)?;
     Ok(lease)
 }
