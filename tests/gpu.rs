@@ -408,6 +408,69 @@ fn a_gpu_is_never_handed_out_twice_across_state_roots_and_users() {
     }
 }
 
+/// CUDA forward compatibility: an image for CUDA 12.8 on this 550 (CUDA 12.4) driver. Its `NVIDIA_REQUIRE_CUDA`
+/// is checked before the job starts (refused when no alternative matches the host, unless
+/// `NVIDIA_DISABLE_REQUIRE`); when it starts, its newer `/usr/local/cuda/compat` libcuda is the one the job loads,
+/// through `/usr/local/nvidia/lib64` (first on CUDA images' `LD_LIBRARY_PATH`) and next to libc alike, and the
+/// host's libcuda is gone. That CUDA then works on the old kernel module only real hardware shows.
+#[test]
+fn a_newer_cuda_image_gets_its_compat_libraries_or_a_clear_refusal() {
+    let compat = LayerBuilder::new()
+        .dir("usr/local/cuda")
+        .dir("usr/local/cuda/compat")
+        .file(
+            "usr/local/cuda/compat/libcuda.so.570.124.06",
+            elf_library("libcuda.so.1"),
+        )
+        .symlink(
+            "usr/local/cuda/compat/libcuda.so.1",
+            "libcuda.so.570.124.06",
+        )
+        .build(Compression::Gzip);
+    let image = busybox_image()
+        .layer(compat)
+        .env("NVIDIA_REQUIRE_CUDA=cuda>=12.8 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=550,driver<551")
+        .build();
+    let probe = "readlink /usr/local/nvidia/lib64/libcuda.so.1; readlink /usr/lib/libcuda.so.1; \
+        ls /usr/local/nvidia/lib64 | grep -c 'libcuda.so.550' || true";
+    for mode in MODES {
+        let s = setup_with(mode, &image);
+        let out = s.run(&["--gpu", "1"], probe);
+        out.assert_success();
+        assert_eq!(
+            out.stdout,
+            "/usr/local/cuda/compat/libcuda.so.1\n/usr/local/cuda/compat/libcuda.so.1\n0\n",
+            "{mode:?}: {}",
+            out.stderr
+        );
+        // The same image where no alternative matches this driver: refused before the job starts.
+        let strict = "NVIDIA_REQUIRE_CUDA=cuda>=12.8 brand=tesla,driver>=535,driver<536";
+        let out = s.run(&["--gpu", "1", "-e", strict], "echo started");
+        out.assert_failure();
+        assert!(
+            out.stderr.contains(
+                "the image requires cuda>=12.8 but this machine's NVIDIA driver 550.54.15 supports CUDA 12.4"
+            ),
+            "{mode:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("started"));
+        let out = s.run(
+            &[
+                "--gpu",
+                "1",
+                "-e",
+                strict,
+                "-e",
+                "NVIDIA_DISABLE_REQUIRE=true",
+            ],
+            "echo started",
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, "started\n", "{mode:?}: {}", out.stderr);
+    }
+}
+
 /// A glibc image with ldconfig: the library directory is added to its linker configuration and ldconfig runs
 /// inside before the job (here a script that records how it was called).
 #[test]

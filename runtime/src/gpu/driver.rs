@@ -83,6 +83,7 @@ pub(crate) fn edits(
     let version = inventory.driver_version.as_deref();
     let mut setup = Setup {
         ld_dirs: vec![PathBuf::from(LIB_DIR)],
+        driver_version: version.map(String::from),
         ..Setup::default()
     };
     let native = libs::libraries(root, version, capabilities)?;

@@ -20,6 +20,7 @@
 
 mod allocation;
 pub mod cdi;
+mod compat;
 mod discover;
 mod driver;
 mod edits;
@@ -31,6 +32,7 @@ mod lease;
 mod libs;
 mod nvml;
 mod procfs;
+mod require;
 mod select;
 mod setup;
 mod smi;
@@ -128,6 +130,7 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
             });
         }
     }
+    require::check(&job_env_all(spec), inventory.driver_version.as_deref())?;
     let mut lease =
         lease::acquire(&host.lease_dir, &inventory.gpus, request).map_err(|e| {
             match (e, &host.allocation) {
@@ -226,6 +229,19 @@ pub fn apply_cdi_devices(
     cdi::Registry::load(&host.cdi_dirs)
         .edits(devices, version.as_deref())?
         .apply(spec, host.rootless)
+}
+
+/// The job's environment as (name, value), the last of each name winning.
+fn job_env_all(spec: &Spec) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    let env = spec.process().as_ref().and_then(|p| p.env().as_ref());
+    for e in env.into_iter().flatten() {
+        if let Some((k, v)) = e.split_once('=') {
+            all.retain(|(name, _)| name != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+    }
+    all
 }
 
 /// The job's value of `key`, as the spec's process environment has it.
