@@ -40,14 +40,25 @@ pub(crate) fn lease_dir(root: &Path, state_root: &Path, host_root: bool) -> Path
     if host_root || shared.is_dir() {
         return shared;
     }
-    tracing::warn!(
-        "{} does not exist: GPU leases are kept in {} and hold only among your own jobs; \
-         ask the administrator to create it (`install -d -m 1777 {}`) or to run a GPU job as root once",
-        shared.display(),
-        state_root.join("gpu").display(),
-        shared.display()
-    );
     state_root.join("gpu")
+}
+
+/// Says once per process that leases in `dir` (not the machine-wide directory) hold only among this user's jobs.
+pub(crate) fn warn_if_private(root: &Path, dir: &Path) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let shared = machine_dir(root);
+    if dir == shared {
+        return;
+    }
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "{} does not exist: GPU leases are kept in {} and hold only among your own jobs; \
+             ask the administrator to create it (`install -d -m 1777 {}`) or to run a GPU job as root once",
+            shared.display(),
+            dir.display(),
+            shared.display()
+        )
+    });
 }
 
 /// GPUs given to one job, with the cgroup rules for their device nodes. Dropping it frees the GPUs: keep it

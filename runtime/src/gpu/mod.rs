@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod allocation;
 pub mod cdi;
 mod compat;
@@ -131,6 +132,7 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
         }
     }
     require::check(&job_env_all(spec), inventory.driver_version.as_deref())?;
+    lease::warn_if_private(&host.root, &host.lease_dir);
     let mut lease =
         lease::acquire(&host.lease_dir, &inventory.gpus, request).map_err(|e| {
             match (e, &host.allocation) {
@@ -159,7 +161,7 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
         })?
     };
     if host.rootless {
-        check_access(&edits)?;
+        access::check(&mut edits)?;
     }
     hide_the_rest(host, &mut lease, &mut edits)?;
     let uuids: Vec<&str> = lease.gpus.iter().map(|g| g.uuid.as_str()).collect();
@@ -191,29 +193,6 @@ fn hide_the_rest(
             file,
             PathBuf::from("/proc/driver/nvidia/params"),
         ));
-    }
-    Ok(())
-}
-
-/// Rootless, the kernel checks the job's access to the host's device files: say so before the job starts rather
-/// than letting CUDA fail inside. The MIG capability nodes are root's by design and only checked when used.
-fn check_access(edits: &edits::Edits) -> Result<(), GpuError> {
-    use nix::unistd::{AccessFlags, access};
-    use std::os::unix::fs::MetadataExt;
-    let nodes = edits
-        .devices
-        .iter()
-        .filter(|d| d.kind.is_some() && !d.path.starts_with("/dev/nvidia-caps"));
-    for d in nodes {
-        if access(&d.host_path, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
-            let meta =
-                std::fs::metadata(&d.host_path).map_err(GpuError::io("stat", &d.host_path))?;
-            let mode = meta.mode() & 0o7777;
-            return Err(GpuError::NoAccess {
-                path: d.host_path.clone(),
-                mode,
-            });
-        }
     }
     Ok(())
 }
