@@ -471,6 +471,58 @@ fn a_newer_cuda_image_gets_its_compat_libraries_or_a_clear_refusal() {
     }
 }
 
+/// Rootless with a CDI spec as toolkit 1.18 writes it at boot: the GPU's entry also lists its DRM node
+/// (`/dev/dri/card1`, 0660 root:root here, root:video on a real host). A user who may not open it still gets the GPU,
+/// without the DRM node (CUDA never opens it); root gets both. That CUDA then works only real hardware shows.
+#[test]
+fn a_cdi_spec_with_drm_nodes_the_user_may_not_open_still_gives_the_gpu() {
+    for mode in MODES {
+        let s = setup(mode);
+        let root = s.driver.root();
+        let card = root.join("dev/dri/card1");
+        std::fs::create_dir_all(card.parent().unwrap()).unwrap();
+        nix::sys::stat::mknod(
+            &card,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o660),
+            nix::sys::stat::makedev(226, 1),
+        )
+        .unwrap();
+        std::fs::set_permissions(&card, std::fs::Permissions::from_mode(0o660)).unwrap();
+        let node = |path: &str| {
+            format!(
+                "    - path: {path}\n      hostPath: {}\n",
+                root.join(path.trim_start_matches('/')).display()
+            )
+        };
+        let spec = format!(
+            "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"1\"\n  containerEdits:\n    deviceNodes:\n{}{}\
+             containerEdits:\n  deviceNodes:\n{}",
+            node("/dev/nvidia1"),
+            node("/dev/dri/card1"),
+            node("/dev/nvidiactl").replacen("    ", "  ", 2),
+        );
+        std::fs::create_dir_all(root.join("etc/cdi")).unwrap();
+        std::fs::write(root.join("etc/cdi/nvidia.yaml"), spec).unwrap();
+        let out = s.run(
+            &["--gpu-name", "A100"],
+            "ls /dev/nvidia1 /dev/nvidiactl; ls /dev/dri 2>/dev/null || echo no-dri",
+        );
+        out.assert_success();
+        let dri = if mode == RunAs::Root {
+            "card1"
+        } else {
+            "no-dri"
+        };
+        assert_eq!(
+            out.stdout,
+            format!("/dev/nvidia1\n/dev/nvidiactl\n{dri}\n"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// A glibc image with ldconfig: the library directory is added to its linker configuration and ldconfig runs
 /// inside before the job (here a script that records how it was called).
 #[test]
