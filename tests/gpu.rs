@@ -7,7 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use nix::sys::signal::Signal;
-use test_support::gpu::{A100, FakeDriver, H100};
+use test_support::gpu::{A100, FakeDriver, H100, elf_library};
 use test_support::*;
 
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
@@ -165,6 +165,187 @@ fn unmet_requests_fail_before_the_job_starts_and_list_the_machines_gpus() {
         assert!(
             out.stderr
                 .contains("requested 1 GPU; this machine has no NVIDIA GPU"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// One machine, three dstacks: root, root with another state root (`DSTACK_HOME`), and the unprivileged user.
+/// A GPU one of them holds is refused to the others, naming the holder, and free again once its job ends.
+/// Only the leases are shown here: real hardware is needed to show two jobs could otherwise share a GPU.
+#[test]
+fn a_gpu_is_never_handed_out_twice_across_state_roots_and_users() {
+    let s = setup(RunAs::Root);
+    let other = |mode| {
+        let dstack = Dstack::new(mode).env("DSTACK_GPU_ROOT", s.driver.root());
+        dstack.run(&["pull", "-q", &s.image]).assert_success();
+        dstack
+    };
+    let (second_root, user) = (other(RunAs::Root), other(RunAs::Rootless));
+    let run = |dstack: &Dstack, flags: &[&str]| {
+        let mut args = vec!["run", "docker", s.image.as_str()];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["-c", "nvidia-smi -L"]);
+        dstack.run(&args)
+    };
+    for (holder, others) in [
+        (&s.dstack, [&second_root, &user]),
+        (&user, [&s.dstack, &second_root]),
+    ] {
+        let job = holder.spawn(&[
+            "run",
+            "docker",
+            &s.image,
+            "--gpu-name",
+            "H100",
+            "-c",
+            "nvidia-smi -L; exec sleep 60",
+        ]);
+        job.wait_for_output("the H100", |out, _| out.contains("H100"));
+        let name = job
+            .stderr_so_far()
+            .lines()
+            .find_map(|l| l.strip_prefix("run "))
+            .expect("the run's name first")
+            .to_string();
+        for dstack in others {
+            let who = dstack.run_as();
+            let out = run(dstack, &["--gpu-name", "H100"]);
+            out.assert_failure();
+            assert!(
+                out.stderr.contains(&format!(
+                    "0: NVIDIA H100 80GB HBM3 (81559 MiB) [in use by run {name}]"
+                )),
+                "{who:?}: {}",
+                out.stderr
+            );
+            let out = run(dstack, &["--gpu", "1"]);
+            out.assert_success();
+            assert_eq!(
+                out.stdout,
+                format!("GPU 0: NVIDIA A100-SXM4-80GB (UUID: {A100})\n"),
+                "{who:?}: {}",
+                out.stderr
+            );
+        }
+        job.signal(Signal::SIGTERM);
+        job.wait();
+        for dstack in others {
+            run(dstack, &["--gpu", "2"]).assert_success();
+        }
+    }
+}
+
+/// CUDA forward compatibility: an image for CUDA 12.8 on this 550 (CUDA 12.4) driver. Its `NVIDIA_REQUIRE_CUDA`
+/// is checked before the job starts (refused when no alternative matches the host, unless
+/// `NVIDIA_DISABLE_REQUIRE`); when it starts, its newer `/usr/local/cuda/compat` libcuda is the one the job loads,
+/// through `/usr/local/nvidia/lib64` (first on CUDA images' `LD_LIBRARY_PATH`) and next to libc alike, and the
+/// host's libcuda is gone. That CUDA then works on the old kernel module only real hardware shows.
+#[test]
+fn a_newer_cuda_image_gets_its_compat_libraries_or_a_clear_refusal() {
+    let compat = LayerBuilder::new()
+        .dir("usr/local/cuda")
+        .dir("usr/local/cuda/compat")
+        .file(
+            "usr/local/cuda/compat/libcuda.so.570.124.06",
+            elf_library("libcuda.so.1"),
+        )
+        .symlink(
+            "usr/local/cuda/compat/libcuda.so.1",
+            "libcuda.so.570.124.06",
+        )
+        .build(Compression::Gzip);
+    let image = busybox_image()
+        .layer(compat)
+        .env("NVIDIA_REQUIRE_CUDA=cuda>=12.8 brand=tesla,driver>=535,driver<536 brand=nvidia,driver>=550,driver<551")
+        .build();
+    let probe = "readlink /usr/local/nvidia/lib64/libcuda.so.1; readlink /usr/lib/libcuda.so.1; \
+        ls /usr/local/nvidia/lib64 | grep -c 'libcuda.so.550' || true";
+    for mode in MODES {
+        let s = setup_with(mode, &image);
+        let out = s.sh_with(&["--gpu", "1"], probe);
+        out.assert_success();
+        assert_eq!(
+            out.stdout,
+            "/usr/local/cuda/compat/libcuda.so.1\n/usr/local/cuda/compat/libcuda.so.1\n0\n",
+            "{mode:?}: {}",
+            out.stderr
+        );
+        // The same image where no alternative matches this driver: refused before the job starts.
+        let strict = "NVIDIA_REQUIRE_CUDA=cuda>=12.8 brand=tesla,driver>=535,driver<536";
+        let out = s.sh_with(&["--gpu", "1", "-e", strict], "echo started");
+        out.assert_failure();
+        assert!(
+            out.stderr.contains(
+                "the image requires cuda>=12.8 but this machine's NVIDIA driver 550.54.15 supports CUDA 12.4"
+            ),
+            "{mode:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("started"));
+        let out = s.sh_with(
+            &[
+                "--gpu",
+                "1",
+                "-e",
+                strict,
+                "-e",
+                "NVIDIA_DISABLE_REQUIRE=true",
+            ],
+            "echo started",
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, "started\n", "{mode:?}: {}", out.stderr);
+    }
+}
+
+/// Rootless with a CDI spec as toolkit 1.18 writes it at boot: the GPU's entry also lists its DRM node
+/// (`/dev/dri/card1`, 0660 root:root here, root:video on a real host). A user who may not open it still gets the GPU,
+/// without the DRM node (CUDA never opens it); root gets both. That CUDA then works only real hardware shows.
+#[test]
+fn a_cdi_spec_with_drm_nodes_the_user_may_not_open_still_gives_the_gpu() {
+    for mode in MODES {
+        let s = setup(mode);
+        let root = s.driver.root();
+        let card = root.join("dev/dri/card1");
+        std::fs::create_dir_all(card.parent().unwrap()).unwrap();
+        nix::sys::stat::mknod(
+            &card,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o660),
+            nix::sys::stat::makedev(226, 1),
+        )
+        .unwrap();
+        std::fs::set_permissions(&card, std::fs::Permissions::from_mode(0o660)).unwrap();
+        let node = |path: &str| {
+            format!(
+                "    - path: {path}\n      hostPath: {}\n",
+                root.join(path.trim_start_matches('/')).display()
+            )
+        };
+        let spec = format!(
+            "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"1\"\n  containerEdits:\n    deviceNodes:\n{}{}\
+             containerEdits:\n  deviceNodes:\n{}",
+            node("/dev/nvidia1"),
+            node("/dev/dri/card1"),
+            node("/dev/nvidiactl").replacen("    ", "  ", 2),
+        );
+        std::fs::create_dir_all(root.join("etc/cdi")).unwrap();
+        std::fs::write(root.join("etc/cdi/nvidia.yaml"), spec).unwrap();
+        let out = s.sh_with(
+            &["--gpu-name", "A100"],
+            "ls /dev/nvidia1 /dev/nvidiactl; ls /dev/dri 2>/dev/null || echo no-dri",
+        );
+        out.assert_success();
+        let dri = if mode == RunAs::Root {
+            "card1"
+        } else {
+            "no-dri"
+        };
+        assert_eq!(
+            out.stdout,
+            format!("/dev/nvidia1\n/dev/nvidiactl\n{dri}\n"),
             "{mode:?}: {}",
             out.stderr
         );

@@ -161,6 +161,10 @@ impl FakeDriver {
             .unwrap();
         assert!(ldconfig.success(), "ldconfig -r {}", root.display());
         write("usr/bin/nvidia-smi", NVIDIA_SMI.as_bytes(), 0o755);
+        // The machine-wide lease directory, as root's first GPU job (or an installer) leaves it.
+        let leases = root.join("run/dstack/gpu");
+        std::fs::create_dir_all(&leases).unwrap();
+        std::fs::set_permissions(&leases, std::fs::Permissions::from_mode(0o1777)).unwrap();
         FakeDriver { dir }
     }
 

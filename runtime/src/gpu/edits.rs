@@ -91,6 +91,8 @@ pub(crate) struct Edits {
     pub mounts: Vec<BindMount>,
     pub hooks: Vec<(HookPoint, Hook)>,
     pub additional_gids: Vec<u32>,
+    /// Paths the job must not see (`linux.maskedPaths`): other GPUs' entries under `/proc/driver/nvidia`.
+    pub masked: Vec<String>,
     pub setup: Setup,
 }
 
@@ -116,6 +118,11 @@ impl Edits {
         }
         self.hooks.extend(other.hooks);
         self.additional_gids.extend(other.additional_gids);
+        for m in other.masked {
+            if !self.masked.contains(&m) {
+                self.masked.push(m);
+            }
+        }
         self.setup.extend(other.setup);
     }
 
@@ -197,6 +204,15 @@ impl Edits {
         }
         resources.set_devices(Some(allowed));
         linux.set_resources(Some(resources));
+        if !self.masked.is_empty() {
+            let mut masked = linux.masked_paths().clone().unwrap_or_default();
+            for m in &self.masked {
+                if !masked.contains(m) {
+                    masked.push(m.clone());
+                }
+            }
+            linux.set_masked_paths(Some(masked));
+        }
         linux.set_devices(Some(devices));
         spec.set_linux(Some(linux));
         spec.set_mounts(Some(mounts));

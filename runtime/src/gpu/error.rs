@@ -16,6 +16,22 @@ pub enum GpuError {
     #[error("{request}; this machine has: {listing}")]
     Unmet { request: String, listing: String },
     #[error(
+        "the image requires {condition} but this machine's NVIDIA driver {driver} supports CUDA {cuda}: update the driver, use an image for CUDA {cuda} or older, or set NVIDIA_DISABLE_REQUIRE=true to start it anyway"
+    )]
+    RequirementUnmet {
+        condition: String,
+        driver: String,
+        cuda: String,
+    },
+    #[error(
+        "the image's {key} cannot be read ({expression:?}): set NVIDIA_DISABLE_REQUIRE=true to skip the check"
+    )]
+    BadRequirement { key: String, expression: String },
+    #[error(
+        "the GPU lease directory {path} is unsafe: {why}; as root, remove it and let dstack make it again (mode 1777)"
+    )]
+    UnsafeLeaseDir { path: PathBuf, why: String },
+    #[error(
         "the NVIDIA driver's {what} was not found ({looked}): install the driver's user-space libraries matching kernel module {version}"
     )]
     MissingDriverFile {

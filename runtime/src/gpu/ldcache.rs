@@ -37,6 +37,15 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// True for a 32-bit x86 library on an x86_64 machine (what `compat32` gives); never elsewhere.
+    pub fn is_compat32(&self) -> bool {
+        cfg!(target_arch = "x86_64")
+            && self.flags & FLAG_TYPE_MASK == FLAG_ELF_LIBC6
+            && self.flags & FLAG_ARCH_MASK == 0
+    }
+}
+
 /// The architecture bits glibc's ldconfig sets for this machine's 64-bit libraries, where known.
 fn native_arch() -> Option<i32> {
     if cfg!(target_arch = "x86_64") {

@@ -10,7 +10,10 @@ use super::{GpuError, elf, ldcache, procfs};
 /// The capabilities when neither the request nor the image names any.
 pub const DEFAULT_CAPABILITIES: &str = "utility,compute";
 
-const CAPABILITIES: [&str; 6] = ["utility", "compute", "video", "graphics", "display", "ngx"];
+/// Every word `NVIDIA_DRIVER_CAPABILITIES` may hold besides `all` and `none`; `all` means these.
+const CAPABILITIES: [&str; 7] = [
+    "utility", "compute", "video", "graphics", "display", "ngx", "compat32",
+];
 
 fn libraries_for(capability: &str) -> &'static [&'static str] {
     match capability {
@@ -20,11 +23,14 @@ fn libraries_for(capability: &str) -> &'static [&'static str] {
             "libcudadebugger",
             "libnvidia-opencl",
             "libnvidia-ptxjitcompiler",
+            "libnvidia-fatbinaryloader",
             "libnvidia-allocator",
+            "libnvidia-compiler",
             "libnvidia-nvvm",
             "libnvidia-gpucomp",
             "libnvidia-pkcs11",
             "libnvidia-pkcs11-openssl3",
+            "libnvidia-tileiras",
         ],
         "video" => &[
             "libvdpau_nvidia",
@@ -38,6 +44,7 @@ fn libraries_for(capability: &str) -> &'static [&'static str] {
             "libnvidia-tls",
             "libnvidia-glsi",
             "libnvidia-fbc",
+            "libnvidia-ifr",
             "libnvidia-rtcore",
             "libnvoptix",
             "libGLX_nvidia",
@@ -45,6 +52,7 @@ fn libraries_for(capability: &str) -> &'static [&'static str] {
             "libGLESv2_nvidia",
             "libGLESv1_CM_nvidia",
             "libnvidia-glvkspirv",
+            "libnvidia-cbl",
         ],
         "ngx" => &["libnvidia-ngx"],
         _ => &[],
@@ -53,7 +61,12 @@ fn libraries_for(capability: &str) -> &'static [&'static str] {
 
 fn binaries_for(capability: &str) -> &'static [&'static str] {
     match capability {
-        "utility" => &["nvidia-smi", "nvidia-debugdump", "nvidia-persistenced"],
+        "utility" => &[
+            "nvidia-smi",
+            "nvidia-debugdump",
+            "nvidia-persistenced",
+            "nv-fabricmanager",
+        ],
         "compute" => &["nvidia-cuda-mps-control", "nvidia-cuda-mps-server"],
         _ => &[],
     }
@@ -64,7 +77,8 @@ fn required(base: &str) -> bool {
     base == "libcuda" || base == "libnvidia-ml"
 }
 
-/// `utility,compute` → those two; `all` → every capability; unknown words are ignored with a warning.
+/// `utility,compute` → those two; `all` → every capability; `none` → none (the devices alone); unknown words are
+/// ignored with a warning.
 pub(crate) fn parse_capabilities(text: &str) -> Vec<&'static str> {
     let mut caps = Vec::new();
     for word in text
@@ -74,6 +88,9 @@ pub(crate) fn parse_capabilities(text: &str) -> Vec<&'static str> {
     {
         if word == "all" {
             return CAPABILITIES.to_vec();
+        }
+        if word == "none" {
+            continue;
         }
         match CAPABILITIES.iter().find(|c| **c == word) {
             Some(c) if !caps.contains(c) => caps.push(*c),
@@ -124,23 +141,11 @@ pub(crate) fn libraries(
     version: Option<&str>,
     capabilities: &[&str],
 ) -> Result<Vec<Library>, GpuError> {
-    let cache = match ldcache::read(&root.join("etc/ld.so.cache")) {
-        Ok(entries) => entries
-            .into_iter()
-            .filter(ldcache::Entry::is_native)
-            .collect(),
-        Err(e) => {
-            tracing::debug!(
-                "no usable ld.so.cache under {}: {e}; scanning library directories",
-                root.display()
-            );
-            Vec::new()
-        }
-    };
+    let cache = read_cache(root, ldcache::Entry::is_native);
     let mut found = Vec::new();
     for cap in capabilities {
         for &base in libraries_for(cap) {
-            match find_library(root, &cache, base, version)? {
+            match find_library(root, &cache, &LIB_DIRS, base, version)? {
                 Some(lib) => found.push(lib),
                 None if required(base) => {
                     return Err(GpuError::MissingDriverFile {
@@ -156,6 +161,44 @@ pub(crate) fn libraries(
     Ok(found)
 }
 
+/// With `compat32`: the 32-bit copies of the libraries for the other capabilities, as the host's cache lists
+/// them (32-bit x86 programs on x86_64; none is required, a host without them gets a warning).
+pub(crate) fn compat32_libraries(
+    root: &Path,
+    version: Option<&str>,
+    capabilities: &[&str],
+) -> Result<Vec<Library>, GpuError> {
+    let cache = read_cache(root, ldcache::Entry::is_compat32);
+    let mut found = Vec::new();
+    for cap in capabilities {
+        for &base in libraries_for(cap) {
+            if let Some(lib) = find_library(root, &cache, &[], base, version)? {
+                found.push(lib);
+            }
+        }
+    }
+    if found.is_empty() && capabilities.iter().any(|c| !libraries_for(c).is_empty()) {
+        tracing::warn!(
+            "compat32 asked for, but the host's ld.so.cache lists no 32-bit NVIDIA library"
+        );
+    }
+    Ok(found)
+}
+
+/// The entries of the host's `ld.so.cache` that `keep` accepts; none without a usable cache.
+fn read_cache(root: &Path, keep: fn(&ldcache::Entry) -> bool) -> Vec<ldcache::Entry> {
+    match ldcache::read(&root.join("etc/ld.so.cache")) {
+        Ok(entries) => entries.into_iter().filter(keep).collect(),
+        Err(e) => {
+            tracing::debug!(
+                "no usable ld.so.cache under {}: {e}; scanning library directories",
+                root.display()
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// The version part of `file` if it is `base.so.VERSION`.
 fn version_of<'a>(file: &'a str, base: &str) -> Option<&'a str> {
     file.strip_prefix(base)?
@@ -166,6 +209,7 @@ fn version_of<'a>(file: &'a str, base: &str) -> Option<&'a str> {
 fn find_library(
     root: &Path,
     cache: &[ldcache::Entry],
+    scan_dirs: &[&str],
     base: &'static str,
     version: Option<&str>,
 ) -> Result<Option<Library>, GpuError> {
@@ -205,7 +249,7 @@ fn find_library(
         }));
     }
     // A directory scan, for hosts whose cache does not list the driver.
-    for dir in LIB_DIRS.iter().map(|d| root.join(d)) {
+    for dir in scan_dirs.iter().map(|d| root.join(d)) {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -255,6 +299,32 @@ fn resolve_under(root: &Path, path: &Path) -> Option<PathBuf> {
     None
 }
 
+/// The graphics loaders' vendor files (Vulkan ICD and layers, GLVND EGL vendor, EGL external platforms) and
+/// OptiX's data, as (host path, container path): the loaders find the NVIDIA libraries through them.
+const GRAPHICS_FILES: [&str; 9] = [
+    "etc/vulkan/icd.d/nvidia_icd.json",
+    "etc/vulkan/implicit_layer.d/nvidia_layers.json",
+    "usr/share/vulkan/icd.d/nvidia_icd.json",
+    "usr/share/vulkan/implicit_layer.d/nvidia_layers.json",
+    "usr/share/glvnd/egl_vendor.d/10_nvidia.json",
+    "usr/share/egl/egl_external_platform.d/10_nvidia_wayland.json",
+    "usr/share/egl/egl_external_platform.d/15_nvidia_gbm.json",
+    "usr/share/egl/egl_external_platform.d/20_nvidia_xcb.json",
+    "usr/share/nvidia/nvoptix.bin",
+];
+
+/// The vendor files under `root` for `capabilities` (graphics only), each at its own path in the container.
+pub(crate) fn config_files(root: &Path, capabilities: &[&str]) -> Vec<(PathBuf, PathBuf)> {
+    if !capabilities.contains(&"graphics") {
+        return Vec::new();
+    }
+    GRAPHICS_FILES
+        .iter()
+        .map(|rel| (root.join(rel), Path::new("/").join(rel)))
+        .filter(|(host, _)| host.is_file())
+        .collect()
+}
+
 /// The driver's binaries for `capabilities` under `root`: (name, host path).
 pub(crate) fn binaries(root: &Path, capabilities: &[&str]) -> Vec<(String, PathBuf)> {
     let mut found = Vec::new();
@@ -286,7 +356,7 @@ mod tests {
         v
     }
 
-    const EXPECTED: [(&str, &str); 6] = [
+    const EXPECTED: [(&str, &str); 7] = [
         ("libcuda.so.550.54.15", "libcuda.so.1"),
         ("libcudadebugger.so.550.54.15", "libcudadebugger.so.1"),
         ("libnvidia-cfg.so.550.54.15", "libnvidia-cfg.so.1"),
@@ -296,6 +366,7 @@ mod tests {
             "libnvidia-ptxjitcompiler.so.550.54.15",
             "libnvidia-ptxjitcompiler.so.1",
         ),
+        ("libnvidia-tileiras.so.550.54.15", "libnvidia-tileiras.so.1"),
     ];
 
     // No GPU here: a fake driver tree (with an ld.so.cache made by the real ldconfig) stands in for one.
@@ -396,6 +467,9 @@ mod tests {
             parse_capabilities(" Compute, utility,compute,bogus"),
             ["compute", "utility"]
         );
-        assert_eq!(parse_capabilities("all").len(), 6);
+        assert_eq!(parse_capabilities("all").len(), 7);
+        assert!(parse_capabilities("all").contains(&"compat32"));
+        assert_eq!(parse_capabilities("none"), Vec::<&str>::new());
+        assert_eq!(parse_capabilities("none,utility"), ["utility"]);
     }
 }

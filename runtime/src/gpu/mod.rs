@@ -1,7 +1,7 @@
 //! NVIDIA GPUs for containers, as edits to the OCI `Spec` the container runtime already applies.
 //!
-//! [`apply`] discovers the machine's GPUs, picks the requested ones that no other dstack job holds (a
-//! [`GpuLease`]), and adds to the spec: their device nodes (created with mknod plus a device-cgroup rule as root,
+//! [`apply`] discovers the machine's GPUs, picks the requested ones that no other dstack job on the machine holds,
+//! whoever runs it (a [`GpuLease`]), and adds to the spec: their device nodes (created with mknod plus a device-cgroup rule as root,
 //! bound from the host rootless), the driver's libraries and binaries for `NVIDIA_DRIVER_CAPABILITIES` as
 //! read-only bind mounts, the driver daemons' sockets and GSP firmware, `NVIDIA_VISIBLE_DEVICES`; or, when a CDI
 //! spec for `nvidia.com/gpu` exists, that spec's `containerEdits`. The container runtime then runs [`DRIVER_LINKS`] (an in-container step its
@@ -18,8 +18,10 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod allocation;
 pub mod cdi;
+mod compat;
 mod discover;
 mod driver;
 mod edits;
@@ -31,6 +33,7 @@ mod lease;
 mod libs;
 mod nvml;
 mod procfs;
+mod require;
 mod select;
 mod setup;
 mod smi;
@@ -76,7 +79,8 @@ pub struct GpuRequest {
 pub struct Host {
     /// The driver root: `/`, or a fake tree in tests.
     pub root: PathBuf,
-    /// Lease files: `<state root>/gpu`.
+    /// Lease files: `/run/dstack/gpu` under the driver root, shared by every user and state root (rootless
+    /// before root made it: `<state root>/gpu`).
     pub lease_dir: PathBuf,
     /// CDI spec directories, later ones winning.
     pub cdi_dirs: Vec<PathBuf>,
@@ -87,15 +91,16 @@ pub struct Host {
 }
 
 impl Host {
-    /// `$DSTACK_GPU_ROOT` or `/`; the leases under `paths::state_root()`; a Slurm job's GPUs.
+    /// `$DSTACK_GPU_ROOT` or `/`; the machine-wide leases; a Slurm job's GPUs.
     pub fn from_env() -> Host {
         let root = std::env::var_os(ROOT_ENV)
             .filter(|v| !v.is_empty())
             .map_or_else(|| PathBuf::from("/"), PathBuf::from);
+        let host_root = crate::paths::running_as_host_root();
         Host {
             cdi_dirs: cdi::spec_dirs(&root),
-            lease_dir: crate::paths::state_root().join("gpu"),
-            rootless: !crate::paths::running_as_host_root(),
+            lease_dir: lease::lease_dir(&root, &crate::paths::state_root(), host_root),
+            rootless: !host_root,
             allocation: Allocation::from_env(),
             root,
         }
@@ -126,6 +131,8 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
             });
         }
     }
+    require::check(&job_env_all(spec), inventory.driver_version.as_deref())?;
+    lease::warn_if_private(&host.root, &host.lease_dir);
     let mut lease =
         lease::acquire(&host.lease_dir, &inventory.gpus, request).map_err(|e| {
             match (e, &host.allocation) {
@@ -149,37 +156,43 @@ pub fn apply_on(host: &Host, spec: &mut Spec, request: &GpuRequest) -> Result<Gp
         tracing::debug!("using the CDI specs for {}", cdi::NVIDIA_GPU_KIND);
         registry.edits_for_gpus(&lease.gpus, version)?
     } else {
-        driver::edits(&host.root, &inventory, &lease.gpus, &caps)?
+        driver::edits(&host.root, &inventory, &lease.gpus, &caps, &|key| {
+            job_env(spec, key)
+        })?
     };
     if host.rootless {
-        check_access(&edits)?;
+        access::check(&mut edits)?;
     }
+    hide_the_rest(host, &mut lease, &mut edits)?;
     let uuids: Vec<&str> = lease.gpus.iter().map(|g| g.uuid.as_str()).collect();
     edits.set_env("NVIDIA_VISIBLE_DEVICES", &uuids.join(","));
-    edits.set_env("NVIDIA_DRIVER_CAPABILITIES", &caps.join(","));
+    let words = if caps.is_empty() {
+        "none".to_string()
+    } else {
+        caps.join(",")
+    };
+    edits.set_env("NVIDIA_DRIVER_CAPABILITIES", &words);
     lease.rules = edits.apply(spec, host.rootless)?;
     Ok(lease)
 }
 
-/// Rootless, the kernel checks the job's access to the host's device files: say so before the job starts rather
-/// than letting CUDA fail inside. The MIG capability nodes are root's by design and only checked when used.
-fn check_access(edits: &edits::Edits) -> Result<(), GpuError> {
-    use nix::unistd::{AccessFlags, access};
-    use std::os::unix::fs::MetadataExt;
-    let nodes = edits
-        .devices
-        .iter()
-        .filter(|d| d.kind.is_some() && !d.path.starts_with("/dev/nvidia-caps"));
-    for d in nodes {
-        if access(&d.host_path, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
-            let meta =
-                std::fs::metadata(&d.host_path).map_err(GpuError::io("stat", &d.host_path))?;
-            let mode = meta.mode() & 0o7777;
-            return Err(GpuError::NoAccess {
-                path: d.host_path.clone(),
-                mode,
-            });
-        }
+/// The job sees only its own GPUs under `/proc/driver/nvidia`, and a `params` saying `ModifyDeviceFiles: 0`, as
+/// libnvidia-container arranges it.
+fn hide_the_rest(
+    host: &Host,
+    lease: &mut GpuLease,
+    edits: &mut edits::Edits,
+) -> Result<(), GpuError> {
+    let given: Vec<&str> = lease.gpus.iter().map(|g| g.pci_bus_id.as_str()).collect();
+    edits
+        .masked
+        .extend(procfs::paths_to_hide(&host.root, &given));
+    if let Some(params) = procfs::params_without_device_file_changes(&host.root) {
+        let file = lease.keep_file(&host.lease_dir, "params", &params)?;
+        edits.mounts.push(edits::BindMount::read_only(
+            file,
+            PathBuf::from("/proc/driver/nvidia/params"),
+        ));
     }
     Ok(())
 }
@@ -195,6 +208,19 @@ pub fn apply_cdi_devices(
     cdi::Registry::load(&host.cdi_dirs)
         .edits(devices, version.as_deref())?
         .apply(spec, host.rootless)
+}
+
+/// The job's environment as (name, value), the last of each name winning.
+fn job_env_all(spec: &Spec) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    let env = spec.process().as_ref().and_then(|p| p.env().as_ref());
+    for e in env.into_iter().flatten() {
+        if let Some((k, v)) = e.split_once('=') {
+            all.retain(|(name, _)| name != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+    }
+    all
 }
 
 /// The job's value of `key`, as the spec's process environment has it.

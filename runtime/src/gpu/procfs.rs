@@ -73,6 +73,49 @@ pub(crate) fn is_version(word: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The driver's `params` with `ModifyDeviceFiles: 0`, for the job to see instead of the host's: with 1, CUDA
+/// inside tries to create or fix device nodes it should only use (as the NVIDIA toolkit sets it). `None`
+/// without a `params` file.
+pub(crate) fn params_without_device_file_changes(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join("proc/driver/nvidia/params")).ok()?;
+    let mut out: String = text
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((key, _)) if key.trim() == "ModifyDeviceFiles" => {
+                "ModifyDeviceFiles: 0\n".to_string()
+            }
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    if !out.lines().any(|l| l.starts_with("ModifyDeviceFiles")) {
+        out.push_str("ModifyDeviceFiles: 0\n");
+    }
+    Some(out)
+}
+
+/// What a job must not see under `/proc/driver/nvidia` (paths as the container sees them): the other GPUs'
+/// directories under `gpus/` (each names a model, UUID and bus) and the MIG `capabilities` tree (whole GPUs
+/// need none of it).
+pub(crate) fn paths_to_hide(root: &Path, given_bus_ids: &[&str]) -> Vec<String> {
+    let mut hidden = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(root.join("proc/driver/nvidia/gpus")) {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            if !given_bus_ids.contains(&normalize_bus_id(&name).as_str()) {
+                hidden.push(format!("/proc/driver/nvidia/gpus/{name}"));
+            }
+        }
+    }
+    if root.join("proc/driver/nvidia/capabilities").exists() {
+        hidden.push("/proc/driver/nvidia/capabilities".into());
+    }
+    hidden
+}
+
 /// Why no GPU was found under `root`, for the error message.
 pub(crate) fn absence_reason(root: &Path) -> String {
     if root.join("proc/driver/nvidia").exists() {
@@ -97,6 +140,22 @@ mod tests {
         assert_eq!(gpu.uuid, "GPU-5c0d3f6c-3f4e-2b1a-9d8e-0123456789ab");
         assert_eq!(gpu.pci_bus_id, "0000:07:00.0");
         assert_eq!(gpu.minor, Some(3));
+    }
+
+    #[test]
+    fn the_job_sees_params_that_forbid_device_file_changes() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(params_without_device_file_changes(root.path()), None);
+        std::fs::create_dir_all(root.path().join("proc/driver/nvidia")).unwrap();
+        std::fs::write(
+            root.path().join("proc/driver/nvidia/params"),
+            "ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileMode: 438\n",
+        )
+        .unwrap();
+        assert_eq!(
+            params_without_device_file_changes(root.path()).unwrap(),
+            "ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 0\nDeviceFileUID: 0\nDeviceFileMode: 438\n"
+        );
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub(crate) struct Setup {
     /// Injected libraries as (soname, path in the container), for images without ldconfig.
     #[serde(default)]
     pub libraries: Vec<(String, PathBuf)>,
+    /// The host driver's version, to compare with the image's CUDA compat libraries (`gpu::compat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
 }
 
 impl Setup {
@@ -75,10 +78,24 @@ impl Setup {
                 self.libraries.push(l);
             }
         }
+        if self.driver_version.is_none() {
+            self.driver_version = other.driver_version;
+        }
     }
 
     /// Performs the set-up on the tree at `root` (`/` inside the container; a directory in tests).
     pub(crate) fn run_in(&self, root: &Path) -> Result<(), String> {
+        let with_compat;
+        let this = if self.driver_version.is_some() {
+            with_compat = super::compat::prefer_newer_compat(self, root)?;
+            &with_compat
+        } else {
+            self
+        };
+        this.make_loadable(root)
+    }
+
+    fn make_loadable(&self, root: &Path) -> Result<(), String> {
         for (link, target) in &self.links {
             make_link(&under(root, link), target)?;
         }
@@ -232,6 +249,7 @@ mod tests {
                 "libcuda.so.1".into(),
                 "/usr/local/nvidia/lib64/libcuda.so.550.54.15".into(),
             )],
+            driver_version: None,
         }
     }
 

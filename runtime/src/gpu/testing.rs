@@ -56,14 +56,59 @@ pub(crate) fn elf_library(soname: &str) -> Vec<u8> {
     f
 }
 
+/// The same for 32-bit x86 (`ELFCLASS32`, `EM_386`): what ldconfig indexes as a compat32 library.
+pub(crate) fn elf32_library(soname: &str) -> Vec<u8> {
+    let mut strtab = b"\0libc.so.6\0".to_vec();
+    let soname_at = strtab.len() as u32;
+    strtab.extend_from_slice(soname.as_bytes());
+    strtab.push(0);
+    let (phoff, dyn_at) = (52u32, 52u32 + 2 * 32);
+    let str_at = dyn_at + 5 * 8;
+    let total = str_at + strtab.len() as u32;
+    let mut f = b"\x7fELF\x01\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+    for v in [3u16, 3] {
+        f.extend_from_slice(&v.to_le_bytes()); // ET_DYN, EM_386
+    }
+    for v in [1u32, 0, phoff, 0, 0] {
+        f.extend_from_slice(&v.to_le_bytes()); // version, entry, phoff, shoff, flags
+    }
+    for v in [52u16, 32, 2, 40, 0, 0] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for (kind, offset, size, flags, align) in [
+        (1u32, 0u32, total, 4u32, 0x1000u32),
+        (2, dyn_at, 5 * 8, 6, 4),
+    ] {
+        for v in [kind, offset, offset, offset, size, size, flags, align] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for (tag, value) in [
+        (1u32, 1u32),
+        (14, soname_at),
+        (5, str_at),
+        (10, strtab.len() as u32),
+        (0, 0),
+    ] {
+        f.extend_from_slice(&tag.to_le_bytes());
+        f.extend_from_slice(&value.to_le_bytes());
+    }
+    f.extend_from_slice(&strtab);
+    f
+}
+
+/// Where the fake driver's 32-bit copies are (with `compat32`).
+pub(crate) const LIB32_DIR: &str = "usr/lib/i386-linux-gnu";
+
 /// Libraries of the fake driver: (file name base, soname suffix).
-const LIBS: [(&str, &str); 8] = [
+const LIBS: [(&str, &str); 9] = [
     ("libcuda", "1"),
     ("libcudadebugger", "1"),
     ("libnvidia-ml", "1"),
     ("libnvidia-cfg", "1"),
     ("libnvidia-ptxjitcompiler", "1"),
     ("libnvidia-nvvm", "4"),
+    ("libnvidia-tileiras", "1"),
     ("libnvidia-encode", "1"),
     ("libnvidia-glcore", ""),
 ];
@@ -77,6 +122,7 @@ pub(crate) struct FakeDriver {
     cache: bool,
     char_devices: bool,
     lib_dir: String,
+    compat32: bool,
 }
 
 impl FakeDriver {
@@ -88,7 +134,14 @@ impl FakeDriver {
             cache: true,
             char_devices: false,
             lib_dir: LIB_DIR.into(),
+            compat32: false,
         }
+    }
+
+    /// 32-bit copies of libcuda and libnvidia-ml in `usr/lib/i386-linux-gnu`, in the cache.
+    pub fn compat32(mut self) -> FakeDriver {
+        self.compat32 = true;
+        self
     }
 
     pub fn gpu(mut self, bus: &str, name: &str, uuid: &str, minor: u32) -> FakeDriver {
@@ -138,6 +191,14 @@ impl FakeDriver {
             )
             .as_bytes(),
         );
+        write(
+            "proc/driver/nvidia/params",
+            b"ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\nDeviceFileGID: 0\nDeviceFileMode: 438\n",
+        );
+        write(
+            "proc/driver/nvidia/capabilities/mig/config",
+            b"DeviceFileMinor: 1\nDeviceFileMode: 256\nDeviceFileModify: 1\n",
+        );
         let mut smi = String::from("#!/bin/sh\n");
         for (i, (bus, name, uuid, minor)) in self.gpus.iter().enumerate() {
             write(
@@ -166,7 +227,17 @@ impl FakeDriver {
             &format!("{}/libfoo.so.1", self.lib_dir),
             &elf_library("libfoo.so.1"),
         );
-        write("etc/ld.so.conf", format!("/{}\n", self.lib_dir).as_bytes());
+        let mut conf = format!("/{}\n", self.lib_dir);
+        if self.compat32 {
+            for base in ["libcuda", "libnvidia-ml"] {
+                write(
+                    &format!("{LIB32_DIR}/{base}.so.{}", self.version),
+                    &elf32_library(&format!("{base}.so.1")),
+                );
+            }
+            conf.push_str(&format!("/{LIB32_DIR}\n"));
+        }
+        write("etc/ld.so.conf", conf.as_bytes());
         if self.cache {
             // As on a real host: the soname links are made and the cache names them.
             let status = std::process::Command::new("ldconfig")
@@ -189,6 +260,14 @@ impl FakeDriver {
             b"firmware",
         );
         write("run/nvidia-persistenced/socket", b"");
+        write("run/nvidia-fabricmanager/socket", b"");
+        write("tmp/nvidia-mps/control", b"");
+        write("var/mps/control", b"");
+        write("usr/share/vulkan/icd.d/nvidia_icd.json", b"{}");
+        write("usr/share/glvnd/egl_vendor.d/10_nvidia.json", b"{}");
+        self.device(root, "dev/gdrdrv", 508, 0);
+        self.device(root, "dev/nvidia-caps-imex-channels/channel0", 234, 0);
+        self.device(root, "dev/nvidia-caps-imex-channels/channel1", 234, 1);
         BuiltFake { dir }
     }
 

@@ -131,6 +131,62 @@ fn as_root_the_named_gpu_gets_nodes_cgroup_rules_libraries_and_env() {
     );
 }
 
+/// Nothing beyond the job's GPUs: no MIG capability node, the other GPU's `/proc/driver/nvidia` entry and the
+/// MIG capabilities masked, and `params` replaced by one with `ModifyDeviceFiles: 0`, kept as long as the lease.
+/// That the driver and CUDA honour these inside a container only real hardware shows (`scripts/gpu-check`).
+#[test]
+fn the_job_sees_only_its_gpu_in_dev_and_proc_and_may_not_change_device_files() {
+    let fake = machine(true);
+    let leases = tempfile::tempdir().unwrap();
+    let mut spec = spec();
+    let request = GpuRequest {
+        count: 1,
+        name: Some("H100".into()),
+        ..Default::default()
+    };
+    let lease = apply_on(&host(&fake, leases.path(), false), &mut spec, &request).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let nodes: Vec<_> = linux
+        .devices()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|d| d.path().display().to_string())
+        .collect();
+    assert!(
+        !nodes.iter().any(|n| n.starts_with("/dev/nvidia-caps")),
+        "{nodes:?}"
+    );
+    let masked = linux.masked_paths().as_ref().unwrap();
+    assert!(masked.contains(&"/proc/driver/nvidia/gpus/0000:3b:00.0".to_string()));
+    assert!(masked.contains(&"/proc/driver/nvidia/capabilities".to_string()));
+    assert!(!masked.contains(&"/proc/driver/nvidia/gpus/0000:19:00.0".to_string()));
+    assert!(
+        masked.contains(&"/proc/kcore".to_string()),
+        "the defaults stay"
+    );
+    let params = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/proc/driver/nvidia/params"))
+        .expect("params bound");
+    let source = params.source().clone().unwrap();
+    let text = std::fs::read_to_string(&source).unwrap();
+    assert!(text.contains("ModifyDeviceFiles: 0\n"), "{text}");
+    assert!(text.contains("DeviceFileMode: 438\n"), "{text}");
+    assert!(
+        params
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"ro".to_string())
+    );
+    drop(lease);
+    assert!(!source.exists(), "removed with the lease");
+}
+
 /// Rootless: no mknod, no cgroup rules; the host's nodes are bound.
 #[test]
 fn rootless_binds_the_host_nodes_and_makes_no_cgroup_rules() {
