@@ -3,12 +3,16 @@
 
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
+
+use rustls::CertificateError;
 
 use ureq::Body;
 use ureq::http::Response;
 
 use super::RegistryError;
 use super::endpoint::MAX_REDIRECTS;
+use super::tls::is_ca_served_as_end_entity;
 use crate::image::source::SourceError;
 
 const ERROR_BODY_MAX: u64 = 16 << 10;
@@ -17,6 +21,8 @@ const ERROR_BODY_MAX: u64 = 16 << 10;
 #[derive(Debug)]
 pub(super) enum TransportError {
     Http(ureq::Error, String),
+    /// The server's certificate was refused: the message says why and where trust is read from.
+    Certificate(String),
     Agent(RegistryError),
     BadUrl(String),
     Downgrade(String),
@@ -27,6 +33,7 @@ impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransportError::Http(e, host) => write!(f, "{host}: {e}"),
+            TransportError::Certificate(m) => write!(f, "{m}"),
             TransportError::Agent(e) => write!(f, "{e}"),
             TransportError::BadUrl(u) => write!(f, "unusable URL {u:?}"),
             TransportError::Downgrade(h) => write!(f, "{h} redirected to plain HTTP"),
@@ -46,6 +53,7 @@ impl From<TransportError> for SourceError {
     fn from(e: TransportError) -> SourceError {
         match e {
             TransportError::Http(e, host) => transport_error(e, &host),
+            TransportError::Certificate(m) => SourceError::Tls(m),
             other => SourceError::Other(other.to_string()),
         }
     }
@@ -82,6 +90,7 @@ pub(super) fn from_transport(e: TransportError, host: &str, is_mirror: bool) -> 
             }
             other => other,
         },
+        TransportError::Certificate(m) => SourceError::Tls(m),
         TransportError::Agent(e) => SourceError::Other(e.to_string()),
         TransportError::BadUrl(u) => {
             SourceError::Other(format!("{host} sent an unusable URL {u:?}"))
@@ -150,11 +159,115 @@ pub(super) fn transport_error(e: ureq::Error, host: &str) -> SourceError {
 
 fn tls_error(e: &rustls::Error, host: &str) -> SourceError {
     match e {
-        rustls::Error::InvalidCertificate(why) => SourceError::Tls(format!(
-            "TLS verification of {host} failed ({why:?}); if the registry uses a private CA, put its certificate \
-             in /etc/containers/certs.d/{host}/ca.crt or ~/.config/containers/certs.d/{host}/ca.crt"
+        rustls::Error::InvalidCertificate(why) => SourceError::Tls(certificate_refused(
+            why,
+            host,
+            &super::tls::default_cert_dirs(),
         )),
         other => SourceError::Tls(format!("TLS handshake with {host} failed: {other}")),
+    }
+}
+
+/// The certificate problem inside a failed request, if that is why it failed.
+pub(super) fn certificate_problem(e: &ureq::Error) -> Option<&CertificateError> {
+    match tls_cause(e) {
+        Some(rustls::Error::InvalidCertificate(why)) => Some(why),
+        _ => None,
+    }
+}
+
+/// Why `host`'s certificate was refused, in words, and the certs.d directories that were searched for it
+/// (`cert_dirs`, `~` for the home directory); where the issuer is unknown, where to put the CA.
+pub(super) fn certificate_refused(
+    why: &CertificateError,
+    host: &str,
+    cert_dirs: &[PathBuf],
+) -> String {
+    let places = |file: &str| -> String {
+        cert_dirs
+            .iter()
+            .map(|d| format!("{}/{host}/{file}", home_as_tilde(d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (words, untrusted) = certificate_words(why, host);
+    if untrusted {
+        format!(
+            "TLS verification of {host} failed: {words}; to trust it, put its CA certificate (or the \
+             registry's self-signed certificate) in one of the certs.d directories searched: {}",
+            places("ca.crt")
+        )
+    } else {
+        format!(
+            "TLS verification of {host} failed: {words} (certs.d directories searched: {})",
+            places("")
+        )
+    }
+}
+
+/// A certificate problem in words, and whether trusting another authority is what would fix it.
+fn certificate_words(why: &CertificateError, host: &str) -> (String, bool) {
+    use CertificateError::*;
+    // Certificates name hosts, not ports.
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let words = match why {
+        UnknownIssuer | BadSignature => "its certificate is signed by an unknown authority".into(),
+        why if is_ca_served_as_end_entity(why) => {
+            "it serves a CA (self-signed) certificate as its own, and that certificate is not trusted \
+             for it"
+                .into()
+        }
+        Expired => "its certificate has expired".into(),
+        ExpiredContext { time, not_after } => format!(
+            "its certificate expired {} ago",
+            duration_words(time.as_secs().saturating_sub(not_after.as_secs()))
+        ),
+        NotValidYet => "its certificate is not valid yet (check this machine's clock)".into(),
+        NotValidYetContext { time, not_before } => format!(
+            "its certificate is valid only in {} (check this machine's clock)",
+            duration_words(not_before.as_secs().saturating_sub(time.as_secs()))
+        ),
+        NotValidForName => format!("its certificate is not valid for the name {host}"),
+        NotValidForNameContext { presented, .. } if presented.is_empty() => {
+            format!("its certificate is not valid for the name {host} (it names no host)")
+        }
+        NotValidForNameContext { presented, .. } => format!(
+            "its certificate is not valid for the name {host} (it names {})",
+            presented.join(", ")
+        ),
+        Revoked => "its certificate has been revoked".into(),
+        InvalidPurpose | InvalidPurposeContext { .. } => {
+            "its certificate is not meant for a TLS server (extended key usage)".into()
+        }
+        BadEncoding => "its certificate is malformed".into(),
+        UnsupportedSignatureAlgorithmContext { .. }
+        | UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "its certificate uses an unsupported signature algorithm".into()
+        }
+        other => format!("its certificate was refused ({other})"),
+    };
+    let untrusted = matches!(why, UnknownIssuer | BadSignature) || is_ca_served_as_end_entity(why);
+    (words, untrusted)
+}
+
+fn duration_words(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} seconds"),
+        s if s < 2 * 3600 => format!("{} minutes", s / 60),
+        s if s < 2 * 86400 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}
+
+/// `/home/me/.config/...` as `~/.config/...`, as users write it.
+fn home_as_tilde(dir: &Path) -> String {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty() && h != "/");
+    match home.and_then(|h| dir.strip_prefix(h).ok()) {
+        Some(rest) => format!("~/{}", rest.display()),
+        None => dir.display().to_string(),
     }
 }
 
@@ -257,5 +370,45 @@ mod tests {
         );
         let e = with_tried(SourceError::Unreachable("down".into()), &[]);
         assert_eq!(e.to_string(), "down");
+    }
+
+    #[test]
+    fn refused_certificates_are_said_in_words_with_the_directories_searched() {
+        let dirs = [
+            PathBuf::from("/etc/containers/certs.d"),
+            PathBuf::from("/etc/docker/certs.d"),
+        ];
+        let unknown = certificate_refused(&CertificateError::UnknownIssuer, "r:5000", &dirs);
+        assert_eq!(
+            unknown,
+            "TLS verification of r:5000 failed: its certificate is signed by an unknown authority; to \
+             trust it, put its CA certificate (or the registry's self-signed certificate) in one of the \
+             certs.d directories searched: /etc/containers/certs.d/r:5000/ca.crt, \
+             /etc/docker/certs.d/r:5000/ca.crt"
+        );
+        let expired = certificate_refused(
+            &CertificateError::ExpiredContext {
+                time: rustls::pki_types::UnixTime::since_unix_epoch(
+                    std::time::Duration::from_secs(10 * 86400),
+                ),
+                not_after: rustls::pki_types::UnixTime::since_unix_epoch(
+                    std::time::Duration::from_secs(7 * 86400),
+                ),
+            },
+            "r:5000",
+            &dirs,
+        );
+        assert!(
+            expired.starts_with(
+                "TLS verification of r:5000 failed: its certificate expired 3 days ago (certs.d \
+                 directories searched: /etc/containers/certs.d/r:5000/, /etc/docker/certs.d/r:5000/)"
+            ),
+            "{expired}"
+        );
+        let wrong_name = certificate_refused(&CertificateError::NotValidForName, "r:5000", &dirs);
+        assert!(
+            wrong_name.contains("not valid for the name r (certs.d"),
+            "{wrong_name}"
+        );
     }
 }
