@@ -14,8 +14,8 @@ use super::RegistryError;
 use super::auth::Scheme;
 use super::config::EndpointSpec;
 use super::credentials::{CredentialStore, Credentials, Found};
-use super::errors::{TransportError, certificate_problem, certificate_refused, header};
-use super::tls::{self, HostCerts};
+use super::errors::{TransportError, certificate_problem, header};
+use super::tls::{self, HostCerts, certificate_refused};
 use crate::image::reference::api_host;
 
 pub(super) const MAX_REDIRECTS: usize = 5;

@@ -16,11 +16,12 @@ use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnecto
 use super::RegistryError;
 
 mod connector;
+mod refused;
 mod verifier;
 
 use connector::TlsConnector;
+pub(super) use refused::certificate_refused;
 use verifier::RegistryCertVerifier;
-pub(super) use verifier::is_ca_served_as_end_entity;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A read that stalls this long fails (and the puller retries); a long body as such has no limit.
