@@ -62,6 +62,10 @@ pub enum Command {
     /// Show what this machine offers dstack (limits, rootless, overlay, network, GPUs, Slurm) and what to do
     /// about each missing piece
     Info(InfoArgs),
+    /// Print a shell completion script: `dstack completions bash > /etc/bash_completion.d/dstack`
+    Completions(CompletionsArgs),
+    /// Write the man pages (one per command) into a directory: `dstack man /usr/local/share/man/man1`
+    Man(ManArgs),
     /// Runs a submitted workflow inside its Slurm job (the batch script calls it)
     #[command(name = "__slurm-job", hide = true)]
     SlurmJob(SlurmJobArgs),
@@ -217,4 +221,16 @@ pub enum SecretsCommand {
     List,
     /// Delete a secret
     Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    pub shell: crate::manuals::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Where to write the pages (made if missing)
+    pub dir: PathBuf,
 }

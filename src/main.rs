@@ -5,6 +5,7 @@ mod commands;
 mod error;
 mod fsutil;
 mod job;
+mod manuals;
 mod plan;
 mod probes;
 mod project;

@@ -165,6 +165,30 @@ fn a_missing_tag_is_one_clear_error() {
 }
 
 #[test]
+fn a_registry_with_a_self_signed_certificate_is_pulled_from_once_it_is_in_certs_d() {
+    // The certificate Docker's documentation makes (`openssl req -x509 ... -addext subjectAltName=...`).
+    let registry = TestRegistry::tls_self_signed();
+    let image = registry.image("team/app:v1");
+    push_busybox(&registry, "team/app:v1");
+    let dstack = Dstack::rootless();
+    let out = dstack.run(&["pull", &image]);
+    out.assert_failure()
+        .assert_stderr_contains("TLS verification of")
+        .assert_stderr_contains("self-signed");
+    for dir in [
+        "~/.config/containers/certs.d",
+        "/etc/containers/certs.d",
+        "/etc/docker/certs.d",
+    ] {
+        out.assert_stderr_contains(&format!("{dir}/{}/ca.crt", registry.host()));
+    }
+    assert!(!out.stderr.contains("CaUsedAsEndEntity"), "{out}");
+
+    dstack.trust(&registry);
+    dstack.run(&["pull", &image]).assert_success();
+}
+
+#[test]
 fn a_corrupted_layer_in_the_registry_is_refused() {
     let registry = TestRegistry::plain();
     let image = push_busybox(&registry, "team/app:v1");

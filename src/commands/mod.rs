@@ -3,6 +3,7 @@
 mod artifacts;
 mod images;
 mod info;
+mod manuals;
 mod run_docker;
 mod run_workflow;
 mod runs;
@@ -17,8 +18,12 @@ use crate::error::CliResult;
 
 pub fn dispatch(command: Command) -> CliResult<ExitCode> {
     // Before anything reads or writes the state: it must be ours and closed to other users. `dstack info`
-    // only looks, and reports a missing, open or foreign state root instead.
-    if !matches!(command, Command::Info(_)) {
+    // only looks, and reports a missing, open or foreign state root instead; completions and man pages
+    // need no state.
+    if !matches!(
+        command,
+        Command::Info(_) | Command::Completions(_) | Command::Man(_)
+    ) {
         runtime::private::secure_state_root(&runtime::paths::state_root())?;
     }
     if matches!(
@@ -51,6 +56,8 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         Command::Secrets(cmd) => secrets::secrets(cmd),
         Command::SlurmJob(args) => slurm_job::run(args),
         Command::Info(args) => info::info(args),
+        Command::Completions(args) => manuals::completions(args),
+        Command::Man(args) => manuals::man(args),
     }
 }
 

@@ -68,32 +68,34 @@ struct AdHoc {
     #[arg(long, allow_hyphen_values = true)]
     entrypoint: Option<String>,
     /// CPU cores (fractions allowed: 0.5)
-    #[arg(long)]
+    #[arg(long, value_name = "CORES", allow_negative_numbers = true, value_parser = cores)]
     cpu: Option<f64>,
     /// Memory limit: `512MB`, `16GB` (decimal), `16GiB` (binary)
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = unsigned_size)]
     memory: Option<String>,
     /// Size of /dev/shm (default: half the memory limit, else half of RAM)
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = unsigned_size)]
     shm_size: Option<String>,
     /// NVIDIA GPUs to give the job
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(0..))]
     gpu: Option<u32>,
     /// Only GPUs of this model, e.g. A100 (alone: one such GPU)
     #[arg(long, value_name = "NAME")]
     gpu_name: Option<String>,
     /// Only GPUs with at least this much memory, e.g. 40GB (alone: one such GPU)
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = unsigned_size)]
     gpu_memory: Option<String>,
-    /// Most processes and threads the job may have at once (`-1` or `0`: no limit; default 2048 where the
-    /// pids controller is available)
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Most processes and threads the job may have at once (`-1` or `0`: no limit, as Docker's API and
+    /// podman take them; default 2048 where the pids controller is available)
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = pids_limit)]
     pids_limit: Option<i64>,
     /// Fail instead of warning when the limits asked for cannot be enforced
     #[arg(long)]
     strict_limits: bool,
     /// Publish N host ports: `PORT_0`.. (and `JOB_PORT_0`..) hold them; the job listens on the same numbers
-    #[arg(short = 'p', long = "ports", value_name = "N", default_value_t = 0)]
+    #[arg(short = 'p', long = "ports", value_name = "N", default_value_t = 0,
+          allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(0..))]
     ports: u16,
     /// The job's network
     #[arg(long, value_enum, default_value_t = NetworkFlag::Private)]
@@ -149,11 +151,23 @@ impl AdHoc {
         let env = self
             .env
             .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (kv.clone(), std::env::var(kv).unwrap_or_default()),
+            .map(|kv| {
+                let (name, value) = match kv.split_once('=') {
+                    Some((name, value)) => (name, Some(value)),
+                    None => (kv.as_str(), None),
+                };
+                if name.is_empty() {
+                    return Err(CliError::new(format!(
+                        "-e {kv:?}: a variable needs a name (`-e NAME=VALUE` or `-e NAME`)"
+                    )));
+                }
+                let value = match value {
+                    Some(v) => v.to_string(),
+                    None => std::env::var(name).unwrap_or_default(),
+                };
+                Ok((name.to_string(), value))
             })
-            .collect();
+            .collect::<CliResult<_>>()?;
         let entrypoint = self
             .entrypoint
             .as_deref()
@@ -192,6 +206,39 @@ impl AdHoc {
             pids_limit: self.pids_limit,
             ..JobRequest::default()
         })
+    }
+}
+
+/// `--cpu`: a positive, finite number of cores.
+fn cores(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(cores) if cores.is_finite() && cores > 0.0 => Ok(cores),
+        Ok(_) => Err("out of range: give a number of cores above 0, e.g. 2 or 0.5".into()),
+        Err(_) => Err("not a number of cores: give e.g. 2 or 0.5".into()),
+    }
+}
+
+/// `--memory` and the other sizes: parsed later by `size::parse`, but a negative one (`-1`, `-64MB`) is a
+/// range error here, and a flag taken as the value (`--memory --cpu 1`) is said to be one, as Docker does.
+fn unsigned_size(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match text.strip_prefix('-') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
+            Err("out of range: a size cannot be negative (e.g. 512MB, 16GB, 16GiB)".into())
+        }
+        Some(_) => {
+            Err("not a size: the size goes right after the option (e.g. 512MB, 16GiB)".into())
+        }
+        None => Ok(text.to_string()),
+    }
+}
+
+/// `--pids-limit`: a number of processes, or `-1`/`0` for none; below `-1` is a mistake, not "unlimited".
+fn pids_limit(text: &str) -> Result<i64, String> {
+    match text.parse::<i64>() {
+        Ok(limit) if limit >= -1 => Ok(limit),
+        Ok(_) => Err("out of range: give a number of processes, or -1 (or 0) for no limit".into()),
+        Err(_) => Err("not a number of processes".into()),
     }
 }
 
@@ -306,6 +353,54 @@ mod tests {
         assert_eq!(
             r.entrypoint,
             Some(vec!["/bin/echo".to_string(), "-n".to_string()])
+        );
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        AdHoc::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn negative_numbers_are_range_errors_not_unknown_flags() {
+        for (flag, value) in [
+            ("--memory", "-1"),
+            ("--shm-size", "-1"),
+            ("--gpu-memory", "-1"),
+            ("--cpu", "-1"),
+            ("--cpu", "0"),
+            ("-p", "-1"),
+            ("--gpu", "-1"),
+            ("--pids-limit", "-5"),
+        ] {
+            let e = parse_error(&["img", flag, value]);
+            assert!(
+                e.contains(&format!("invalid value '{value}'"))
+                    && !e.contains("unexpected argument"),
+                "{flag} {value}: {e}"
+            );
+        }
+        assert!(parse_error(&["img", "-p", "-1"]).contains("-1 is not in 0..="));
+        assert!(parse_error(&["img", "--memory", "-1"]).contains("cannot be negative"));
+        for unlimited in ["-1", "0"] {
+            assert_eq!(
+                parse(&["img", "--pids-limit", unlimited]).pids_limit,
+                Some(unlimited.parse().unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn a_variable_without_a_name_is_refused() {
+        for bad in ["=x", "=", ""] {
+            let err = parse(&["img", "-e", bad]).request().unwrap_err();
+            assert!(err.to_string().contains("needs a name"), "{err}");
+        }
+        let r = parse(&["img", "-e", "A=", "-e", "B==c"]).request().unwrap();
+        assert_eq!(
+            r.env,
+            [("A".into(), String::new()), ("B".into(), "=c".into())]
         );
     }
 

@@ -100,11 +100,25 @@ impl Client {
             assert!(!roots.is_empty(), "no certificate in {}", ca.display());
         }
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        Client::with_tls(tls.build())
+    }
+
+    /// Trusts any certificate: for a registry whose self-signed `CA:TRUE` certificate ureq's own TLS refuses
+    /// (the test's own loopback registry, to push fixtures and see it is up).
+    pub fn unverified() -> Client {
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .disable_verification(true);
+        Client::with_tls(tls.build())
+    }
+
+    fn with_tls(tls: ureq::tls::TlsConfig) -> Client {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
             .max_redirects(5)
-            .tls_config(tls.build())
+            .tls_config(tls)
             .build();
         Client {
             agent: ureq::Agent::new_with_config(config),

@@ -1,6 +1,7 @@
 //! A real registry for one test: Debian's `docker-registry` (distribution 2.8) on a free loopback port with
 //! its storage in a temp dir, killed on drop. Kinds: plain HTTP, HTTPS with bearer tokens from the project's
-//! token server, HTTPS with htpasswd Basic auth, and a plain-HTTP pull-through mirror of another registry.
+//! token server, HTTPS with htpasswd Basic auth, HTTPS with a self-signed certificate (Docker's recipe), and a
+//! plain-HTTP pull-through mirror of another registry.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,6 +32,9 @@ pub enum RegistryKind {
     TlsToken,
     /// HTTPS (the test CA), Basic auth against an htpasswd file with `REGISTRY_USER`/`REGISTRY_PASSWORD`.
     TlsBasic,
+    /// HTTPS with a self-signed `CA:TRUE` certificate made as Docker's documentation shows (no CA above
+    /// it), no auth.
+    TlsSelfSigned,
     /// HTTP, no auth; a pull-through cache of another test registry.
     Mirror,
 }
@@ -61,6 +65,12 @@ impl TestRegistry {
 
     pub fn tls_basic() -> TestRegistry {
         Self::start(RegistryKind::TlsBasic, &TokenOptions::default(), None)
+    }
+
+    /// A registry serving a self-signed certificate of its own (`openssl req -x509 ... -addext
+    /// subjectAltName=...`); `ca_cert()` is that certificate.
+    pub fn tls_self_signed() -> TestRegistry {
+        Self::start(RegistryKind::TlsSelfSigned, &TokenOptions::default(), None)
     }
 
     /// A plain-HTTP pull-through cache of `upstream` (it trusts the upstream's CA and logs in with the test
@@ -125,7 +135,7 @@ impl TestRegistry {
             RegistryKind::TlsToken | RegistryKind::TlsBasic => {
                 Some((REGISTRY_USER, REGISTRY_PASSWORD))
             }
-            RegistryKind::Plain | RegistryKind::Mirror => None,
+            RegistryKind::Plain | RegistryKind::Mirror | RegistryKind::TlsSelfSigned => None,
         }
     }
 
@@ -134,9 +144,16 @@ impl TestRegistry {
         format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}")
     }
 
-    /// An HTTP client that trusts this registry's CA.
+    /// An HTTP client that trusts this registry's CA (any certificate, for the self-signed kind).
     pub fn client(&self) -> Client {
-        Client::new(self.ca_cert().as_deref())
+        Self::client_for(self.kind, self.ca.as_ref())
+    }
+
+    fn client_for(kind: RegistryKind, ca: Option<&TestCa>) -> Client {
+        match kind {
+            RegistryKind::TlsSelfSigned => Client::unverified(),
+            _ => Client::new(ca.map(|c| c.ca_cert()).as_deref()),
+        }
     }
 
     /// A pusher with push rights (the test user where auth is on).
@@ -235,11 +252,18 @@ impl TestRegistry {
             .tempdir()
             .expect("create temp dir");
         std::fs::create_dir(dir.path().join("storage")).expect("create storage dir");
-        let tls = matches!(kind, RegistryKind::TlsToken | RegistryKind::TlsBasic);
+        let tls = matches!(
+            kind,
+            RegistryKind::TlsToken | RegistryKind::TlsBasic | RegistryKind::TlsSelfSigned
+        );
         let ca = tls.then(|| {
             let ca_dir = dir.path().join("tls");
             std::fs::create_dir(&ca_dir).expect("create tls dir");
-            TestCa::generate(&ca_dir)
+            if kind == RegistryKind::TlsSelfSigned {
+                TestCa::generate_self_signed(&ca_dir)
+            } else {
+                TestCa::generate(&ca_dir)
+            }
         });
         let token = (kind == RegistryKind::TlsToken).then(|| {
             let ca = ca.as_ref().unwrap();
@@ -253,7 +277,7 @@ impl TestRegistry {
             )
             .expect("write htpasswd");
         }
-        let client = Client::new(ca.as_ref().map(|c| c.ca_cert()).as_deref());
+        let client = Self::client_for(kind, ca.as_ref());
         let log_path = dir.path().join("registry.log");
         let mut last_log = String::new();
         // The port is free when chosen but may be taken before the registry binds it: retry with another.
@@ -375,7 +399,7 @@ fn config_yaml(
                 yaml += &format!("  username: {user}\n  password: {password}\n");
             }
         }
-        RegistryKind::Plain => {}
+        RegistryKind::Plain | RegistryKind::TlsSelfSigned => {}
     }
     yaml
 }

@@ -37,6 +37,21 @@ impl TestCa {
         ca
     }
 
+    /// A registry certificate made as Docker's documentation shows: self-signed, so `CA:TRUE`, with the
+    /// registry's names in subjectAltName, and no CA above it. `ca_cert()` is that same certificate (what a
+    /// user puts in certs.d), `server_cert()`/`server_key()` what the registry serves.
+    #[rustfmt::skip]
+    pub fn generate_self_signed(dir: &Path) -> TestCa {
+        let ca = TestCa { dir: dir.to_path_buf() };
+        ca.openssl(&[
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "server.key", "-out", "server.crt", "-days", "3", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ]);
+        std::fs::copy(dir.join("server.crt"), dir.join("ca.crt")).expect("copy server.crt to ca.crt");
+        ca
+    }
+
     /// Adds the RSA key and certificate that sign registry tokens (`token-signer.{key,crt}`).
     #[rustfmt::skip]
     pub fn generate_token_signer(&self) {

@@ -12,6 +12,8 @@ mod features;
 mod kill;
 mod list;
 mod log;
+#[path = "../../manuals.rs"]
+mod manuals;
 mod record;
 mod signals;
 mod spec;
@@ -21,7 +23,7 @@ mod state;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use error::Failure;
 
@@ -83,6 +85,16 @@ enum Command {
     Features,
     /// Write a default config.json for a bundle (with --rootless: for an unprivileged user)
     Spec(spec::SpecArgs),
+    /// Print a shell completion script: `dstack-oci completions bash > /etc/bash_completion.d/dstack-oci`
+    Completions {
+        /// The shell to complete for
+        shell: manuals::Shell,
+    },
+    /// Write the man pages (one per command) into a directory: `dstack-oci man /usr/local/share/man/man1`
+    Man {
+        /// Where to write the pages (made if missing)
+        dir: PathBuf,
+    },
 }
 
 /// Global options every command gets.
@@ -124,6 +136,16 @@ fn main() -> ExitCode {
         Command::Exec(a) => exec::exec(&globals, a),
         Command::Features => features::features(),
         Command::Spec(a) => spec::spec(a, cli.rootless.as_deref() == Some("true")),
+        Command::Completions { shell } => {
+            manuals::print_completions(shell, Cli::command());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => manuals::write_man_pages(Cli::command(), &dir)
+            .map(|pages| {
+                eprintln!("{pages} man pages written to {}", dir.display());
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| Failure::new(runtime::report::chain(&e))),
     };
     match result {
         Ok(code) => code,

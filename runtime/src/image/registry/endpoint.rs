@@ -14,8 +14,8 @@ use super::RegistryError;
 use super::auth::Scheme;
 use super::config::EndpointSpec;
 use super::credentials::{CredentialStore, Credentials, Found};
-use super::errors::{TransportError, header};
-use super::tls::{self, HostCerts};
+use super::errors::{TransportError, certificate_problem, header};
+use super::tls::{self, HostCerts, certificate_refused};
 use crate::image::reference::api_host;
 
 pub(super) const MAX_REDIRECTS: usize = 5;
@@ -104,7 +104,7 @@ impl Endpoint {
         if host != self.registry && host != self.api_host {
             certs.extend(&HostCerts::load(&self.cert_dirs, host)?);
         }
-        let agent = tls::agent(&certs, self.insecure, is_loopback(host));
+        let agent = tls::agent(&certs, self.insecure, is_loopback(host))?;
         agents.insert(host.to_string(), agent.clone());
         Ok(agent)
     }
@@ -143,9 +143,7 @@ impl Endpoint {
             if let Some(a) = authorization.filter(|_| same_origin) {
                 req = req.header("Authorization", a);
             }
-            let resp = req
-                .call()
-                .map_err(|e| TransportError::Http(e, host.clone()))?;
+            let resp = req.call().map_err(|e| self.http_error(e, &host))?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
             }
@@ -185,7 +183,18 @@ impl Endpoint {
             .post(uri.to_string())
             .header("Accept", "application/json")
             .send_form(form.iter().copied())
-            .map_err(|e| TransportError::Http(e, host))
+            .map_err(|e| self.http_error(e, &host))
+    }
+
+    /// A failed request to `host`; a refused certificate is said in words with the certs.d directories
+    /// searched for it.
+    fn http_error(&self, e: ureq::Error, host: &str) -> TransportError {
+        match certificate_problem(&e) {
+            Some(why) => {
+                TransportError::Certificate(certificate_refused(why, host, &self.cert_dirs))
+            }
+            None => TransportError::Http(e, host.to_string()),
+        }
     }
 }
 

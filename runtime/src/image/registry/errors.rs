@@ -1,6 +1,7 @@
 //! Registry failures in the user's terms: transport errors (refused, unresolvable, TLS, timeouts) and
 //! HTTP answers (not found, denied, busy) mapped onto `SourceError`, `Transient` where a retry may help.
 
+use rustls::CertificateError;
 use std::fmt;
 use std::io;
 
@@ -9,6 +10,7 @@ use ureq::http::Response;
 
 use super::RegistryError;
 use super::endpoint::MAX_REDIRECTS;
+use super::tls::certificate_refused;
 use crate::image::source::SourceError;
 
 const ERROR_BODY_MAX: u64 = 16 << 10;
@@ -17,6 +19,8 @@ const ERROR_BODY_MAX: u64 = 16 << 10;
 #[derive(Debug)]
 pub(super) enum TransportError {
     Http(ureq::Error, String),
+    /// The server's certificate was refused: the message says why and where trust is read from.
+    Certificate(String),
     Agent(RegistryError),
     BadUrl(String),
     Downgrade(String),
@@ -27,6 +31,7 @@ impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransportError::Http(e, host) => write!(f, "{host}: {e}"),
+            TransportError::Certificate(m) => write!(f, "{m}"),
             TransportError::Agent(e) => write!(f, "{e}"),
             TransportError::BadUrl(u) => write!(f, "unusable URL {u:?}"),
             TransportError::Downgrade(h) => write!(f, "{h} redirected to plain HTTP"),
@@ -46,6 +51,7 @@ impl From<TransportError> for SourceError {
     fn from(e: TransportError) -> SourceError {
         match e {
             TransportError::Http(e, host) => transport_error(e, &host),
+            TransportError::Certificate(m) => SourceError::Tls(m),
             other => SourceError::Other(other.to_string()),
         }
     }
@@ -82,6 +88,7 @@ pub(super) fn from_transport(e: TransportError, host: &str, is_mirror: bool) -> 
             }
             other => other,
         },
+        TransportError::Certificate(m) => SourceError::Tls(m),
         TransportError::Agent(e) => SourceError::Other(e.to_string()),
         TransportError::BadUrl(u) => {
             SourceError::Other(format!("{host} sent an unusable URL {u:?}"))
@@ -150,11 +157,20 @@ pub(super) fn transport_error(e: ureq::Error, host: &str) -> SourceError {
 
 fn tls_error(e: &rustls::Error, host: &str) -> SourceError {
     match e {
-        rustls::Error::InvalidCertificate(why) => SourceError::Tls(format!(
-            "TLS verification of {host} failed ({why:?}); if the registry uses a private CA, put its certificate \
-             in /etc/containers/certs.d/{host}/ca.crt or ~/.config/containers/certs.d/{host}/ca.crt"
+        rustls::Error::InvalidCertificate(why) => SourceError::Tls(certificate_refused(
+            why,
+            host,
+            &super::tls::default_cert_dirs(),
         )),
         other => SourceError::Tls(format!("TLS handshake with {host} failed: {other}")),
+    }
+}
+
+/// The certificate problem inside a failed request, if that is why it failed.
+pub(super) fn certificate_problem(e: &ureq::Error) -> Option<&CertificateError> {
+    match tls_cause(e) {
+        Some(rustls::Error::InvalidCertificate(why)) => Some(why),
+        _ => None,
     }
 }
 

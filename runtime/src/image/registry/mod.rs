@@ -81,6 +81,8 @@ pub enum RegistryError {
     BadCredentials,
     #[error("cannot use the certificate file {path}: {reason}")]
     Certificate { path: PathBuf, reason: String },
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 impl From<RegistryError> for SourceError {

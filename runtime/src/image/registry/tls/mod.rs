@@ -5,10 +5,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use ureq::Agent;
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
 
 use super::RegistryError;
+
+mod connector;
+mod refused;
+mod verifier;
+
+use connector::TlsConnector;
+pub(super) use refused::certificate_refused;
+use verifier::RegistryCertVerifier;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A read that stalls this long fails (and the puller retries); a long body as such has no limit.
@@ -26,11 +39,26 @@ pub(crate) fn default_cert_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// A client certificate chain and its key.
+struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for ClientIdentity {
+    fn clone(&self) -> ClientIdentity {
+        ClientIdentity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
 /// Extra trust and identity for one registry host.
 #[derive(Clone, Default)]
 pub(crate) struct HostCerts {
-    pub roots: Vec<Certificate<'static>>,
-    pub client: Option<ClientCert>,
+    roots: Vec<CertificateDer<'static>>,
+    client: Option<ClientIdentity>,
 }
 
 impl std::fmt::Debug for HostCerts {
@@ -43,8 +71,9 @@ impl std::fmt::Debug for HostCerts {
 }
 
 impl HostCerts {
-    /// `*.crt` files are CAs; a `NAME.cert` with a `NAME.key` beside it is a client certificate. Every
-    /// directory named `host` under `dirs` is read; the first client certificate found is used.
+    /// `*.crt` files are CAs (or the registry's own self-signed certificate); a `NAME.cert` with a
+    /// `NAME.key` beside it is a client certificate. Every directory named `host` under `dirs` is read;
+    /// the first client certificate found is used.
     pub fn load(dirs: &[PathBuf], host: &str) -> Result<HostCerts, RegistryError> {
         let mut out = HostCerts::default();
         for base in dirs {
@@ -65,8 +94,10 @@ impl HostCerts {
                                 "a client certificate needs its key beside it (NAME.key)",
                             ));
                         }
-                        let chain = read_certs(&file)?;
-                        out.client = Some(ClientCert::new_with_certs(&chain, read_key(&key)?));
+                        out.client = Some(ClientIdentity {
+                            chain: read_certs(&file)?,
+                            key: read_key(&key)?,
+                        });
                     }
                     _ => {}
                 }
@@ -90,35 +121,30 @@ fn cert_error(path: &Path, reason: impl Into<String>) -> RegistryError {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<Certificate<'static>>, RegistryError> {
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, RegistryError> {
     let pem = std::fs::read(path).map_err(|e| cert_error(path, e.to_string()))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        if let PemItem::Certificate(c) = item.map_err(|e| cert_error(path, e.to_string()))? {
-            certs.push(c);
-        }
-    }
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_error(path, e.to_string()))?;
     if certs.is_empty() {
         return Err(cert_error(path, "it holds no PEM certificate"));
     }
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKey<'static>, RegistryError> {
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, RegistryError> {
     let pem = std::fs::read(path).map_err(|e| cert_error(path, e.to_string()))?;
-    for item in ureq::tls::parse_pem(&pem) {
-        if let PemItem::PrivateKey(k) =
-            item.map_err(|_| cert_error(path, "it is not a PEM private key"))?
-        {
-            return Ok(k);
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            cert_error(path, "it holds no PEM private key")
         }
-    }
-    Err(cert_error(path, "it holds no PEM private key"))
+        _ => cert_error(path, "it is not a PEM private key"),
+    })
 }
 
 /// The system's trusted roots, loaded once per process (`SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured).
-fn system_roots() -> &'static [Certificate<'static>] {
-    static ROOTS: OnceLock<Vec<Certificate<'static>>> = OnceLock::new();
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
         if found.certs.is_empty() {
@@ -127,11 +153,7 @@ fn system_roots() -> &'static [Certificate<'static>] {
                 found.errors.len()
             );
         }
-        found
-            .certs
-            .iter()
-            .map(|der| Certificate::from_der(der.as_ref()).to_owned())
-            .collect()
+        found.certs
     })
 }
 
@@ -142,28 +164,59 @@ fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
         .clone()
 }
 
-/// An HTTP agent (keep-alive pool, shared by all threads) trusting the system roots plus `extra`, or
-/// nothing at all when `skip_verify` (registries marked insecure). Redirects are left to the caller, so
-/// it can decide where credentials go; statuses are answers, not errors. `direct` ignores
-/// `HTTPS_PROXY`/`HTTP_PROXY` (for loopback hosts, as Go's clients do).
-pub(crate) fn agent(extra: &HostCerts, skip_verify: bool, direct: bool) -> Agent {
-    let roots: Vec<Certificate<'static>> = system_roots()
-        .iter()
-        .cloned()
-        .chain(extra.roots.iter().cloned())
-        .collect();
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(crypto_provider())
-        .root_certs(RootCerts::from(roots))
-        .client_cert(extra.client.clone())
-        .disable_verification(skip_verify)
-        .build();
-    let mut config = Agent::config_builder().tls_config(tls);
+/// The TLS settings for one registry host: the system roots plus `extra`'s, with `extra`'s own
+/// certificates also accepted as the server's (Docker's self-signed case), or no verification at all
+/// when `skip_verify` (registries marked insecure); `extra`'s client certificate if any.
+fn client_config(extra: &HostCerts, skip_verify: bool) -> Result<ClientConfig, RegistryError> {
+    let provider = crypto_provider();
+    let verifier: Arc<dyn ServerCertVerifier> = if skip_verify {
+        Arc::new(NoVerification(provider.clone()))
+    } else {
+        let roots = system_roots().iter().chain(&extra.roots).cloned().collect();
+        Arc::new(RegistryCertVerifier::new(
+            roots,
+            extra.roots.clone(),
+            provider.clone(),
+        ))
+    };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .map_err(|e| RegistryError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    match &extra.client {
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(|e| {
+                RegistryError::Tls(format!(
+                    "the client certificate (NAME.cert and NAME.key) in certs.d is unusable: {e}"
+                ))
+            }),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// An HTTP agent (keep-alive pool, shared by all threads) with `client_config`'s TLS. Redirects are left
+/// to the caller, so it can decide where credentials go; statuses are answers, not errors. `direct`
+/// ignores `HTTPS_PROXY`/`HTTP_PROXY` (for loopback hosts, as Go's clients do).
+pub(crate) fn agent(
+    extra: &HostCerts,
+    skip_verify: bool,
+    direct: bool,
+) -> Result<Agent, RegistryError> {
+    let tls = TlsConnector {
+        config: Arc::new(client_config(extra, skip_verify)?),
+    };
+    // ureq's default chain, with our TLS step in place of its own.
+    let connector =
+        ().chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
+            .chain(tls);
+    let mut config = Agent::config_builder();
     if direct {
         config = config.proxy(None);
     }
-    config
+    let config = config
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("dstack/", env!("CARGO_PKG_VERSION")))
@@ -172,8 +225,61 @@ pub(crate) fn agent(extra: &HostCerts, skip_verify: bool, direct: bool) -> Agent
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_recv_response(Some(READ_TIMEOUT))
         .timeout_per_read(Some(READ_TIMEOUT))
-        .build()
-        .new_agent()
+        .build();
+    Ok(Agent::with_parts(
+        config,
+        connector,
+        DefaultResolver::default(),
+    ))
+}
+
+/// For registries marked insecure: any certificate, but handshake signatures still checked.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +332,7 @@ PtVsDzFFfrjt6ebZr7jRgZeyN7/pt/L7iUn5Fc5XJpFZhhJFjJWKPA+E
                 .is_empty()
         );
         // Building an agent with them works (the PEM parsed into usable DER).
-        let _ = agent(&certs, false, true);
+        agent(&certs, false, true).unwrap();
     }
 
     #[test]
