@@ -17,7 +17,7 @@ use crate::error::{CliError, CliResult, Context};
 use crate::job::adhoc::{self, AdHocJob};
 use crate::job::image::PullPolicy;
 use crate::job::launch::new_id;
-use crate::plan::{self, JobRequest, SeccompChoice};
+use crate::plan::{self, JobRequest, SeccompChoice, UserChoice};
 use crate::runs::supervised::{self, Masker};
 use crate::runs::{RunRecord, RunStore};
 use crate::workflow::model::NetworkChoice;
@@ -111,6 +111,25 @@ struct AdHoc {
     /// profile; default: Docker's default profile)
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// The job's user: `NAME`, `UID`, `NAME:GROUP` or `UID:GID` (names from the image's /etc/passwd and
+    /// /etc/group); default: the image's USER
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER",
+        conflicts_with = "userns"
+    )]
+    user: Option<String>,
+    /// `keep-id`: run the job as you (your uid, gid and groups), so that what it writes is yours
+    #[arg(long, value_enum, value_name = "MODE")]
+    userns: Option<UsernsFlag>,
+}
+
+/// `--userns` (podman's word; only its `keep-id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UsernsFlag {
+    /// The invoking user's ids, mapped to themselves (a workflow's `user: host`)
+    KeepId,
 }
 
 impl AdHoc {
@@ -164,6 +183,12 @@ impl AdHoc {
                 Err(message) => return Err(CliError::new(format!("--security-opt: {message}"))),
             }
         }
+        let user = match (&self.user, self.userns) {
+            (_, Some(UsernsFlag::KeepId)) => UserChoice::Host,
+            (Some(user), None) => UserChoice::parse_named(user)
+                .map_err(|message| CliError::new(format!("--user {message}")))?,
+            (None, None) => UserChoice::Image,
+        };
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Ok(JobRequest {
             seccomp: seccomp.relative_to(&cwd),
@@ -177,6 +202,7 @@ impl AdHoc {
             shm_size: parse_size("shm-size", &self.shm_size)?,
             strict_limits: self.strict_limits,
             pids_limit: self.pids_limit,
+            user,
             ..JobRequest::default()
         })
     }

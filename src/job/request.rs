@@ -75,6 +75,7 @@ pub fn request(
         container_id: job_id.to_string(),
         pids_limit: None,
         seccomp: workflow.seccomp.clone(),
+        user: workflow.user.clone(),
     }
 }
 
@@ -243,6 +244,7 @@ mod tests {
             registry_auth: None,
             cache: vec![],
             seccomp: Default::default(),
+            user: Default::default(),
         }
     }
 

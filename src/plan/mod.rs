@@ -12,6 +12,7 @@
 //! entrypoint alone drops the image's CMD; neither means the image's ENTRYPOINT + CMD. Image Env < request
 //! env. The image's USER is looked up by name in its own `/etc/passwd` and `/etc/group`.
 
+mod keep_id;
 mod mounts;
 pub mod network;
 mod process;
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::Spec;
 
-pub use process::{UserFiles, command_line, resolve_user};
+pub use process::{Invoker, UserFiles, command_line};
 pub use resources::{DEFAULT_PIDS_LIMIT, shm_size};
 pub use security::check_seccomp;
 
@@ -57,9 +58,11 @@ pub struct JobRequest {
     pub pids_limit: Option<i64>,
     /// The job's seccomp filter (`--security-opt seccomp=...`, a workflow's `security_opt`).
     pub seccomp: SeccompChoice,
+    /// Whose identity the job runs with (`-u/--user`, `--userns keep-id`, a workflow's `user:`).
+    pub user: UserChoice,
 }
 
-pub use crate::workflow::SeccompChoice;
+pub use crate::workflow::{SeccompChoice, UserChoice};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
@@ -78,6 +81,8 @@ pub struct Host {
     /// `TERM` for a job that gets a terminal (the runtime gives it one when stdin is a terminal); `None`
     /// when it gets none.
     pub terminal: Option<String>,
+    /// Who runs dstack: the ids `user: host` gives the job.
+    pub invoker: Invoker,
 }
 
 impl Host {
@@ -98,6 +103,7 @@ impl Host {
             memory: kib * 1024,
             state_root: runtime::paths::state_root(),
             terminal,
+            invoker: Invoker::current(),
         }
     }
 }
@@ -117,6 +123,21 @@ pub enum PlanError {
         runtime::text::quote(.user)
     )]
     ReservedId { user: String },
+    #[error(
+        "user {} (asked for with --user or `user:`) is not in the image's /etc/passwd: give a user it has, or a uid",
+        runtime::text::quote(.user)
+    )]
+    UnknownChosenUser { user: String },
+    #[error(
+        "group {} (asked for with --user or `user:`) is not in the image's /etc/group: give a group it has, or a gid",
+        runtime::text::quote(.group)
+    )]
+    UnknownChosenGroup { group: String },
+    #[error(
+        "user {} (asked for with --user or `user:`) resolves to id 4294967295, which is no id (the kernel reads it as \"unchanged\"): give another user",
+        runtime::text::quote(.user)
+    )]
+    ChosenReservedId { user: String },
     #[error("working directory {} must be an absolute path", runtime::text::quote(.0))]
     RelativeWorkingDir(String),
     #[error("mount source {0} must be an absolute path")]
@@ -139,11 +160,7 @@ pub fn plan(
     let entrypoint = config.entrypoint().clone().unwrap_or_default();
     let cmd = config.cmd().clone().unwrap_or_default();
     let args = command_line(req, &entrypoint, &cmd)?;
-    let user = resolve_user(
-        config.user().as_deref().unwrap_or(""),
-        &users.passwd,
-        &users.group,
-    )?;
+    let user = users.job_user(image, &req.user, host)?;
     let cwd = process::working_dir(req, config.working_dir().clone())?;
     let hostname = req.hostname.clone().unwrap_or_else(|| "dstack".into());
     let env = process::environment(
@@ -155,6 +172,9 @@ pub fn plan(
 
     let mut spec = runtime::container::default_spec(args.clone(), shm_size(req, host));
     process::set_process(&mut spec, args, env, &cwd, &user, host)?;
+    if let (UserChoice::Host, Some((uids, gids))) = (&req.user, &host.invoker.rootless) {
+        keep_id::give_own_namespace(&mut spec, &user, uids, gids)?;
+    }
     spec.set_hostname(Some(hostname));
     mounts::set_mounts(&mut spec, req, host)?;
     resources::set_limits(&mut spec, req)?;

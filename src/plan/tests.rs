@@ -1,5 +1,6 @@
 //! The plan's rules, as the user meets them.
 
+use super::process::resolve_user;
 use super::resources::limit_pids;
 use super::*;
 use std::path::Path;
@@ -12,6 +13,7 @@ fn host() -> Host {
         memory: 16 * GIB,
         state_root: PathBuf::from("/state"),
         terminal: None,
+        invoker: Invoker::default(),
     }
 }
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n";

@@ -15,6 +15,7 @@ mod suggest;
 pub mod template;
 #[cfg(test)]
 mod tests;
+mod user;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -27,6 +28,7 @@ pub use model::{Resources, WORKFLOW_DIR, Workflow};
 pub use seccomp::SeccompChoice;
 pub use suggest::closest as suggest_closest;
 pub use template::Context;
+pub use user::UserChoice;
 
 use crate::project::Project;
 use locate::{Target, YamlPath};

@@ -31,6 +31,8 @@ pub struct Workflow {
     /// `security_opt:` (Docker's `--security-opt`): the seccomp filter; a relative profile path is the
     /// project's.
     pub seccomp: crate::workflow::SeccompChoice,
+    /// `user:` (Docker's `--user`, or `host` for the invoking user's ids); the image's USER by default.
+    pub user: crate::workflow::UserChoice,
 }
 
 impl Workflow {
@@ -212,6 +214,7 @@ mod tests {
             registry_auth: None,
             cache: vec![],
             seccomp: Default::default(),
+            user: Default::default(),
         };
         assert_eq!(wf.container_working_dir(), "/workflow");
         wf.working_dir = Some("src/app".into());

@@ -14,7 +14,7 @@ use super::model::Workflow;
 use super::paths::{artifacts, cache, working_dir};
 use super::properties::{
     check_provider, commands, entrypoint, environment, network, ports, registry_auth, resources,
-    security_opt, workflow_name,
+    security_opt, user, workflow_name,
 };
 use super::template;
 
@@ -50,6 +50,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "registry_auth",
     "cache",
     "security_opt",
+    "user",
 ];
 
 /// The items of the file's `workflows:` list (an empty file has none).
@@ -213,6 +214,10 @@ pub fn convert(
             .unwrap_or_default(),
         seccomp: field("security_opt")
             .map(|v| security_opt(&cx, v, &root.key("security_opt")))
+            .transpose()?
+            .unwrap_or_default(),
+        user: field("user")
+            .map(|v| user(&cx, v, &root.key("user")))
             .transpose()?
             .unwrap_or_default(),
     })
