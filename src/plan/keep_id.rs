@@ -20,7 +20,7 @@ use super::PlanError;
 use super::process::ResolvedUser;
 
 /// crun's annotation: the job keeps its caller's supplementary groups (its `setgroups` is denied).
-pub const KEEP_ORIGINAL_GROUPS: &str = "run.oci.keep_original_groups";
+pub use runtime::container::KEEP_ORIGINAL_GROUPS;
 
 /// One line of a user namespace's map: ids `inside..inside+size` are `outside..` in the parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
