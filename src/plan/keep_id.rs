@@ -30,31 +30,53 @@ pub struct IdRange {
     pub size: u32,
 }
 
-/// The job's map for one kind of id: `own` (the invoker's id on the host, 0 in `parent`) is `own` in the
-/// job; `parent` is the map of dstack's rootless namespace, whose inside ids are the job map's outside.
-pub fn job_map(own: u32, parent: &[IdRange]) -> Vec<IdRange> {
-    let covered = |id: u32| {
+/// The job's map for one kind of id. `pins` say which job id stands for which id of `parent` (the map of
+/// dstack's rootless namespace, whose inside ids are the job map's outside): the invoker's own id for 0
+/// there, and the supplementary groups dstack's namespace maps. Every other id of `parent` is itself in
+/// the job, but those whose number a pin took, which take the numbers the pins left (the invoker's id in
+/// `parent`, a subordinate one, becomes the job's root): a permutation, so no file loses its owner.
+pub fn job_map(parent: &[IdRange], pins: &[(u32, u32)]) -> Vec<IdRange> {
+    let in_parent = |id: u32| {
         parent
             .iter()
             .any(|r| id >= r.inside && u64::from(id) < u64::from(r.inside) + u64::from(r.size))
     };
-    let mut map = vec![IdRange {
-        inside: own,
-        outside: 0,
-        size: 1,
-    }];
-    // The parent's `own` is a subordinate id: it becomes the job's root, so that it keeps an owner.
-    if own != 0 && covered(own) {
+    let taken_inside = |id: u32| pins.iter().any(|&(inside, _)| inside == id);
+    let taken_outside = |id: u32| pins.iter().any(|&(_, outside)| outside == id);
+    let mut map: Vec<IdRange> = pins
+        .iter()
+        .map(|&(inside, outside)| IdRange {
+            inside,
+            outside,
+            size: 1,
+        })
+        .collect();
+    // Displaced: ids of `parent` whose own number a pin took; free: numbers whose id a pin moved away.
+    let displaced = pins
+        .iter()
+        .map(|&(inside, _)| inside)
+        .filter(|&id| in_parent(id) && !taken_outside(id));
+    let free = pins
+        .iter()
+        .map(|&(_, outside)| outside)
+        .filter(|&id| !taken_inside(id));
+    for (outside, inside) in displaced.zip(free) {
         map.push(IdRange {
-            inside: 0,
-            outside: own,
+            inside,
+            outside,
             size: 1,
         });
     }
+    let mut cuts: Vec<u64> = pins
+        .iter()
+        .flat_map(|&(inside, outside)| [u64::from(inside), u64::from(outside)])
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
     for r in parent {
         let end = u64::from(r.inside) + u64::from(r.size);
         let mut start = u64::from(r.inside);
-        for cut in [0u64, u64::from(own)] {
+        for &cut in &cuts {
             if cut >= start && cut < end {
                 push_identity(&mut map, start, cut);
                 start = cut + 1;
@@ -64,6 +86,14 @@ pub fn job_map(own: u32, parent: &[IdRange]) -> Vec<IdRange> {
     }
     map.sort_by_key(|r| r.inside);
     map
+}
+
+/// The id of `parent`'s inside that stands for `host` outside, if it maps it.
+pub fn inside_of(parent: &[IdRange], host: u32) -> Option<u32> {
+    parent.iter().find_map(|r| {
+        let offset = host.checked_sub(r.outside)?;
+        (offset < r.size).then(|| r.inside + offset)
+    })
 }
 
 /// Ids `start..end` mapped to themselves, when there are any.
@@ -105,8 +135,15 @@ pub fn give_own_namespace(
         .typ(LinuxNamespaceType::User)
         .build()
         .map_err(|e| PlanError::Invalid(e.to_string()))?;
-    let uid_mappings = spec_mappings(&job_map(user.uid, uids))?;
-    let gid_mappings = spec_mappings(&job_map(user.gid, gids))?;
+    let uid_mappings = spec_mappings(&job_map(uids, &[(user.uid, 0)]))?;
+    // The supplementary groups dstack's namespace maps (see `runtime::userns`) are themselves too.
+    let mut gid_pins = vec![(user.gid, 0)];
+    for &g in &user.additional_gids {
+        if let Some(inside) = inside_of(gids, g).filter(|&i| i != 0 && g != user.gid) {
+            gid_pins.push((g, inside));
+        }
+    }
+    let gid_mappings = spec_mappings(&job_map(gids, &gid_pins))?;
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     namespaces.push(namespace);
@@ -117,6 +154,14 @@ pub fn give_own_namespace(
     annotations.insert(KEEP_ORIGINAL_GROUPS.into(), "1".into());
     spec.set_annotations(Some(annotations));
     Ok(())
+}
+
+/// The id outside that `parent`'s `inside` stands for, if it maps it.
+pub fn outside_of(parent: &[IdRange], inside: u32) -> Option<u32> {
+    parent.iter().find_map(|r| {
+        let offset = inside.checked_sub(r.inside)?;
+        (offset < r.size).then(|| r.outside + offset)
+    })
 }
 
 /// A `/proc/PID/uid_map` text as ranges (malformed lines are skipped: the kernel writes it).
@@ -150,7 +195,7 @@ mod tests {
         // dstack's namespace: the user is 0, 65536 subordinate ids from 1.
         let parent = [r(0, 1001, 1), r(1, 100000, 65536)];
         assert_eq!(
-            job_map(1001, &parent),
+            job_map(&parent, &[(1001, 0)]),
             vec![
                 r(0, 1001, 1),
                 r(1, 1, 1000),
@@ -162,13 +207,37 @@ mod tests {
 
     #[test]
     fn without_a_range_only_the_user_is_mapped_to_itself() {
-        assert_eq!(job_map(1002, &[r(0, 1002, 1)]), vec![r(1002, 0, 1)]);
+        assert_eq!(job_map(&[r(0, 1002, 1)], &[(1002, 0)]), vec![r(1002, 0, 1)]);
     }
 
     #[test]
     fn a_user_beyond_the_range_leaves_root_unmapped() {
         let parent = [r(0, 200000, 1), r(1, 100000, 10)];
-        assert_eq!(job_map(200000, &parent), vec![r(1, 1, 10), r(200000, 0, 1)]);
+        assert_eq!(
+            job_map(&parent, &[(200000, 0)]),
+            vec![r(1, 1, 10), r(200000, 0, 1)]
+        );
+    }
+
+    #[test]
+    fn mapped_supplementary_groups_are_themselves_and_every_id_keeps_a_place() {
+        // Group 27 (`sudo`) granted in /etc/subgid, mapped by dstack's namespace after the range.
+        let parent = [r(0, 1001, 1), r(1, 100000, 65536), r(65537, 27, 1)];
+        assert_eq!(inside_of(&parent, 27), Some(65537));
+        assert_eq!(inside_of(&parent, 100000), Some(1));
+        assert_eq!(inside_of(&parent, 5), None);
+        assert_eq!(
+            job_map(&parent, &[(1001, 0), (27, 65537)]),
+            vec![
+                r(0, 1001, 1),
+                r(1, 1, 26),
+                r(27, 65537, 1),
+                r(28, 28, 973),
+                r(1001, 0, 1),
+                r(1002, 1002, 64535),
+                r(65537, 27, 1),
+            ]
+        );
     }
 
     #[test]

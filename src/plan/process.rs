@@ -210,12 +210,9 @@ impl UserFiles {
             .find(|e| e.uid == invoker.uid)
             .map_or_else(|| "/".to_string(), |e| e.home);
         let mut additional_gids = vec![invoker.gid];
-        // Rootless, the groups cannot be set, only kept (see `keep_id`): the spec names the primary one.
-        if invoker.rootless.is_none() {
-            for g in &invoker.groups {
-                if !additional_gids.contains(g) {
-                    additional_gids.push(*g);
-                }
+        for g in &invoker.groups {
+            if !additional_gids.contains(g) {
+                additional_gids.push(*g);
             }
         }
         ResolvedUser {
@@ -232,7 +229,8 @@ impl UserFiles {
 pub struct Invoker {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups (host root's; a rootless job keeps its own without naming them).
+    /// Supplementary groups: all of them as root; rootless, those dstack's namespace maps (a rootless job
+    /// keeps the others too, unnamed: see `keep_id`).
     pub groups: Vec<u32>,
     /// Rootless: the uid and gid maps of dstack's user namespace (the user is 0 there); `None` as root.
     pub rootless: Option<(Vec<IdRange>, Vec<IdRange>)>,
@@ -244,10 +242,10 @@ impl Invoker {
     pub fn current() -> Invoker {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
+        let groups: Vec<u32> = nix::unistd::getgroups()
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
         if !runtime::paths::in_child_user_namespace() {
-            let groups = nix::unistd::getgroups()
-                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-                .unwrap_or_default();
             return Invoker {
                 uid,
                 gid,
@@ -260,10 +258,20 @@ impl Invoker {
         let (uids, gids) = (map("/proc/self/uid_map"), map("/proc/self/gid_map"));
         let outside_of_root =
             |m: &[IdRange], id: u32| m.iter().find(|r| r.inside == 0).map_or(id, |r| r.outside);
+        // The groups as the host knows them; those the namespace does not map read as the overflow id.
+        let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowgid")
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .unwrap_or(65534);
+        let groups = groups
+            .into_iter()
+            .filter(|&g| g != overflow)
+            .filter_map(|g| keep_id::outside_of(&gids, g))
+            .collect();
         Invoker {
             uid: outside_of_root(&uids, uid),
             gid: outside_of_root(&gids, gid),
-            groups: Vec::new(),
+            groups,
             rootless: Some((uids, gids)),
         }
     }

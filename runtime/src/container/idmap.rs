@@ -204,4 +204,15 @@ mod tests {
         assert!(own_only(&maps[..1], 1000));
         assert!(!own_only(&maps, 1000));
     }
+
+    #[test]
+    fn keeping_the_original_groups_denies_setgroups() {
+        let mut spec = oci_spec::runtime::Spec::default();
+        assert!(!keeps_original_groups(&spec));
+        spec.set_annotations(Some(
+            [(KEEP_ORIGINAL_GROUPS.to_string(), "1".to_string())].into(),
+        ));
+        assert!(keeps_original_groups(&spec));
+        assert!(denies_setgroups(&[], true));
+    }
 }
