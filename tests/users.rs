@@ -89,7 +89,7 @@ fn project(d: &Dstack, registry: &TestRegistry, body: &str) -> PathBuf {
     d.home().join("project")
 }
 
-/// `user: host`: a file the job writes into its artifacts (a host directory bound into the job) is owned
+/// `user: host`: a file the job writes into a `mount: true` artifact (a host directory bound into the job) is owned
 /// by the invoking user on the host, and the job's `id` says it runs as them.
 #[test]
 fn a_user_host_job_writes_files_the_user_owns() {
@@ -101,7 +101,7 @@ fn a_user_host_job_writes_files_the_user_owns() {
             &d,
             &registry,
             &format!(
-                "    user: host\n    artifacts:\n      - path: out\n    commands:\n      - {IDS}\n      - mkdir -p out && echo x > out/x\n"
+                "    user: host\n    artifacts:\n      - path: out\n        mount: true\n    commands:\n      - {IDS}\n      - mkdir -p out && echo x > out/x\n"
             ),
         );
         let out = d.run_in(&dir, &["run", "mine"]);
@@ -136,7 +136,7 @@ fn a_workflow_user_names_the_images_user() {
     let dir = project(
         &d,
         &registry,
-        "    user: app\n    artifacts:\n      - path: out\n    commands:\n      - id -un\n      - mkdir -p out && echo x > out/x\n",
+        "    user: app\n    artifacts:\n      - path: out\n        mount: true\n    commands:\n      - id -un\n      - mkdir -p out && echo x > out/x\n",
     );
     let out = d.run_in(&dir, &["run", "mine"]);
     out.assert_success().assert_stdout_contains("app\n");
