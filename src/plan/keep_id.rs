@@ -8,9 +8,11 @@
 //! what the job writes into a host directory is the user's. Seen from the job, the image's root files
 //! are then owned by the user (the store holds them so; podman copies the image to shift them).
 //!
-//! The kernel lets the job keep the invoking user's supplementary groups, not choose them: the job's
-//! `setgroups` is denied (crun's `run.oci.keep_original_groups`), so the groups it was started with stay in
-//! force for files on the host, shown as the overflow group where the namespace maps none of them.
+//! Supplementary groups: a namespace keeps the groups its processes started with but names only those its
+//! map holds, and an unprivileged gid map (no `newgidmap`) needs `setgroups` denied. dstack's namespace
+//! maps the user's groups that `/etc/subgid` grants (`runtime::userns`), and the job's map pins them to
+//! their own numbers; the job's `setgroups` is denied (crun's `run.oci.keep_original_groups`), so all of
+//! its groups stay in force for files on the host, the unmapped ones shown as the overflow group.
 
 use oci_spec::runtime::{
     LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec,

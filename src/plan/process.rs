@@ -238,14 +238,15 @@ pub struct Invoker {
 
 impl Invoker {
     /// This process's user: as root, its ids and groups; rootless (after the re-execution into dstack's
-    /// namespace), the ids its namespace's 0 stands for.
+    /// own namespace), the ids that namespace's 0 stands for.
     pub fn current() -> Invoker {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         let groups: Vec<u32> = nix::unistd::getgroups()
             .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
             .unwrap_or_default();
-        if !runtime::paths::in_child_user_namespace() {
+        // Root in a namespace not dstack's (in a container, say) is the invoker as it sees itself.
+        if runtime::userns::mapped_range().is_none() {
             return Invoker {
                 uid,
                 gid,
