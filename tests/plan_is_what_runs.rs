@@ -168,3 +168,40 @@ fn a_workflows_dry_run_prints_the_spec_that_runs() {
         );
     }
 }
+
+/// The job's user as `-u` and `--userns keep-id` choose it (keep-id rootless: its own user namespace and
+/// maps) is planned as it runs.
+#[test]
+fn a_chosen_users_dry_run_prints_the_spec_that_runs() {
+    for mode in [RunAs::Root, RunAs::Rootless, RunAs::RootlessNoSubid] {
+        let registry = TestRegistry::plain();
+        registry.push("test/img:1", &busybox_image().build());
+        let image = registry.image("test/img:1");
+        let dstack = Dstack::new(mode);
+        dstack.run(&["pull", "-q", &image]).assert_success();
+        let numeric = ["run", "docker", &image, "-u", "app:staff", "-c", "id"];
+        let keep_id = ["run", "docker", &image, "--userns", "keep-id", "-c", "id"];
+        // Without a subordinate range only the user's own id exists: `-u` has nothing else to map.
+        let cases: &[&[&str]] = if mode == RunAs::RootlessNoSubid {
+            &[&keep_id]
+        } else {
+            &[&numeric, &keep_id]
+        };
+        for args in cases {
+            let dry = dry_run_spec(&dstack, args);
+            let out_file = dstack.home().join("spec-that-ran.json");
+            let mut command = dstack.command(args);
+            command.env("DSTACK_SPEC_OUT", &out_file);
+            Output::of(command).assert_success();
+            let ran: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+            let dry_id = dry["hostname"].as_str().unwrap().to_string();
+            let ran_id = ran["hostname"].as_str().unwrap().to_string();
+            let run_name = env_value(&ran, "RUN_NAME").to_string();
+            assert_same_spec(
+                normalized(&dry, &[(&dry_id, "<id>")]),
+                normalized(&ran, &[(&ran_id, "<id>"), (&run_name, "<run-name>")]),
+            );
+        }
+    }
+}

@@ -7,7 +7,9 @@
 //! forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to it by other processes, and exits with the child's status.
 //!
 //! Maps: with `newuidmap`/`newgidmap` installed and a range for the user in `/etc/subuid` and
-//! `/etc/subgid`, the user becomes 0 and the range 1..; otherwise only the user is mapped, to 0.
+//! `/etc/subgid`, the user becomes 0 and the range 1..; the user's supplementary groups that `/etc/subgid`
+//! also grants follow the range, one id each. Otherwise only the user is mapped, to 0, and setgroups is
+//! denied (the kernel's rule for a map written without `newgidmap`): the groups are kept, not named.
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -223,11 +225,21 @@ fn write_maps(
     ranges: Option<(IdRange, IdRange)>,
 ) -> Result<(), UsernsError> {
     if let Some((u, g)) = ranges {
+        // The supplementary groups /etc/subgid grants, after the range: `user: host` jobs keep them by
+        // their own numbers (see the plan's `keep_id`).
+        let groups: Vec<String> = granted_groups(user, uid, gid, g)
+            .into_iter()
+            .zip(1u32..)
+            .filter_map(|(group, i)| Some([g.count.checked_add(i)?, group, 1]))
+            .flatten()
+            .map(|n| n.to_string())
+            .collect();
         // Both helpers at once: each is a setuid exec, and they do not depend on each other.
-        let spawn = |tool: &str, id: u32, r: IdRange| {
+        let spawn = |tool: &str, id: u32, r: IdRange, extra: &[String]| {
             std::process::Command::new(tool)
                 .args([pid.to_string(), "0".into(), id.to_string(), "1".into()])
                 .args(["1".to_string(), r.start.to_string(), r.count.to_string()])
+                .args(extra)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -246,8 +258,8 @@ fn write_maps(
                 ))
             }
         };
-        let uids = spawn("newuidmap", uid, u);
-        let gids = spawn("newgidmap", gid, g);
+        let uids = spawn("newuidmap", uid, u, &[]);
+        let gids = spawn("newgidmap", gid, g, &groups);
         let uids = uids.and_then(|c| finish("newuidmap", c));
         let gids = gids.and_then(|c| finish("newgidmap", c));
         match uids.and(gids) {
@@ -344,17 +356,58 @@ pub fn subordinate_range(file: &Path, user: &str, uid: u32) -> Option<IdRange> {
 }
 
 fn parse_subordinate(text: &str, user: &str, uid: u32) -> Option<IdRange> {
-    text.lines().find_map(|line| {
-        let f: Vec<&str> = line.trim().split(':').collect();
-        if f.len() != 3 || (f[0] != user && f[0] != uid.to_string()) {
-            return None;
+    parse_all_subordinate(text, user, uid).into_iter().next()
+}
+
+/// Every range for `user` in a subuid/subgid file's text, in order.
+fn parse_all_subordinate(text: &str, user: &str, uid: u32) -> Vec<IdRange> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.trim().split(':').collect();
+            if f.len() != 3 || (f[0] != user && f[0] != uid.to_string()) {
+                return None;
+            }
+            let range = IdRange {
+                start: f[1].parse().ok()?,
+                count: f[2].parse().ok()?,
+            };
+            (range.count > 0).then_some(range)
+        })
+        .collect()
+}
+
+impl IdRange {
+    fn contains(&self, id: u32) -> bool {
+        id >= self.start && u64::from(id) < u64::from(self.start) + u64::from(self.count)
+    }
+}
+
+/// This process's supplementary groups (but `gid`, and those in `range`) that `/etc/subgid` grants `user`,
+/// which `newgidmap` therefore lets us map. The kernel lets a namespace keep unmapped groups, not name them.
+fn granted_groups(user: &str, uid: u32, gid: u32, range: IdRange) -> Vec<u32> {
+    let text = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+    let grants = parse_all_subordinate(&text, user, uid);
+    let groups = nix::unistd::getgroups().unwrap_or_default();
+    choose_granted(groups.iter().map(|g| g.as_raw()), gid, range, &grants)
+}
+
+fn choose_granted(
+    groups: impl Iterator<Item = u32>,
+    gid: u32,
+    range: IdRange,
+    grants: &[IdRange],
+) -> Vec<u32> {
+    let mut chosen: Vec<u32> = Vec::new();
+    for g in groups {
+        if g != gid
+            && !range.contains(g)
+            && grants.iter().any(|r| r.contains(g))
+            && !chosen.contains(&g)
+        {
+            chosen.push(g);
         }
-        let range = IdRange {
-            start: f[1].parse().ok()?,
-            count: f[2].parse().ok()?,
-        };
-        (range.count > 0).then_some(range)
-    })
+    }
+    chosen
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
@@ -386,5 +439,15 @@ mod tests {
             })
         );
         assert_eq!(parse_subordinate(text, "bob", 1002), None);
+    }
+
+    #[test]
+    fn only_groups_subgid_grants_outside_the_range_are_mapped() {
+        let text = "alice:100000:65536\nalice:27:1\nalice:44:2\nbob:50:1\n";
+        let grants = parse_all_subordinate(text, "alice", 1000);
+        assert_eq!(grants.len(), 3);
+        let range = grants[0];
+        let groups = [1000, 27, 45, 50, 100005, 27].into_iter();
+        assert_eq!(choose_granted(groups, 1000, range, &grants), vec![27, 45]);
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{CliError, CliResult, Context};
 use crate::job::adhoc::{self, AdHocJob};
 use crate::job::image::PullPolicy;
 use crate::job::launch::new_id;
-use crate::plan::{self, Host, JobRequest, SeccompChoice, Volume};
+use crate::plan::{self, Host, JobRequest, SeccompChoice, UserChoice, Volume};
 use crate::runs::supervised::{self, Masker};
 use crate::runs::{RunRecord, RunStore};
 use crate::workflow::model::NetworkChoice;
@@ -117,6 +117,25 @@ struct AdHoc {
     /// relative host path is below the current directory; the host path must exist)
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volumes: Vec<String>,
+    /// The job's user: `NAME`, `UID`, `NAME:GROUP` or `UID:GID` (names from the image's /etc/passwd and
+    /// /etc/group); default: the image's USER
+    #[arg(
+        short = 'u',
+        long = "user",
+        value_name = "USER",
+        conflicts_with = "userns"
+    )]
+    user: Option<String>,
+    /// `keep-id`: run the job as you (your uid, gid and groups), so that what it writes is yours
+    #[arg(long, value_enum, value_name = "MODE")]
+    userns: Option<UsernsFlag>,
+}
+
+/// `--userns` (podman's word; only its `keep-id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UsernsFlag {
+    /// The invoking user's ids, mapped to themselves (a workflow's `user: host`)
+    KeepId,
 }
 
 impl AdHoc {
@@ -189,6 +208,12 @@ impl AdHoc {
                 Volume::parse(v).map_err(|message| CliError::new(format!("--volume: {message}")))
             })
             .collect::<CliResult<Vec<_>>>()?;
+        let user = match (&self.user, self.userns) {
+            (_, Some(UsernsFlag::KeepId)) => UserChoice::Host,
+            (Some(user), None) => UserChoice::parse_named(user)
+                .map_err(|message| CliError::new(format!("--user {message}")))?,
+            (None, None) => UserChoice::Image,
+        };
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Ok(JobRequest {
             volumes,
@@ -204,6 +229,7 @@ impl AdHoc {
             shm_size: parse_size("shm-size", &self.shm_size)?,
             strict_limits: self.strict_limits,
             pids_limit: self.pids_limit,
+            user,
             ..JobRequest::default()
         })
     }

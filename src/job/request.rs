@@ -77,6 +77,7 @@ pub fn request(
         seccomp: workflow.seccomp.clone(),
         volumes: Vec::new(),
         volume_base: PathBuf::new(),
+        user: workflow.user.clone(),
     }
 }
 
@@ -263,6 +264,7 @@ mod tests {
             seccomp: Default::default(),
             volumes: vec![],
             home: false,
+            user: Default::default(),
         }
     }
 

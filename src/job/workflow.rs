@@ -15,7 +15,7 @@ use super::image::{self, PullPolicy};
 use super::launch::{self, Launch};
 use super::request::{self, HostDirs, MountPlan};
 use crate::error::{CliError, CliResult, Context as _};
-use crate::plan::{self, Host, JobRequest, UserFiles};
+use crate::plan::{self, Host, JobRequest, UserChoice, UserFiles};
 use crate::project::Project;
 use crate::runs::supervised::{Failure, Masker, START_FAILED};
 use crate::runs::{ActiveRun, Status, cache};
@@ -114,9 +114,10 @@ pub fn execute(
     })?;
 
     let users = UserFiles::read(&image.layer_dirs);
+    let host = Host::current();
     let user = users
-        .image_user(&image.config)
-        .map_err(|e| mask.failure("finding the image's user", &e, START_FAILED))?;
+        .job_user(&image.config, &workflow.user, &host)
+        .map_err(|e| mask.failure("finding the job's user", &e, START_FAILED))?;
     let dirs = HostDirs {
         project_copy: copy_dir,
         artifacts: run.artifacts_dir(),
@@ -125,7 +126,8 @@ pub fn execute(
     let mounts = request::plan_mounts(workflow, &user.home, &dirs);
     request::prepare(&mounts, &dirs)
         .map_err(|e| mask.failure("preparing artifact and cache directories", &e, START_FAILED))?;
-    if user.uid != 0 {
+    // `user: host` runs as the user who made them: they are theirs already.
+    if user.uid != 0 && workflow.user != UserChoice::Host {
         // The image's user must be able to write /workflow, its artifacts and caches, as Docker users
         // expect of a working directory. Without subordinate ids (rootless) only our own id exists.
         if let Err(e) = request::hand_over(&mounts, user.uid, user.gid) {
@@ -219,8 +221,9 @@ pub fn dry_run(
     let image = pull_image(&images, workflow, pull_policy)
         .map_err(|e| CliError::new(mask.text(&e.to_string())))?;
     let users = UserFiles::read(&image.layer_dirs);
+    let host = Host::current();
     let user = users
-        .image_user(&image.config)
+        .job_user(&image.config, &workflow.user, &host)
         .map_err(|e| mask.error(&e, 1))?;
     let run_dir = state_root.join("runs").join(UNNAMED);
     let dirs = HostDirs {
@@ -235,15 +238,8 @@ pub fn dry_run(
     request.seccomp = request.seccomp.relative_to(project.dir());
     request::add_volumes(&mut request, workflow, project.dir());
     let gpu = gpu_request(workflow, UNNAMED);
-    let planned = super::plan(
-        &request,
-        &image,
-        &users,
-        &Host::current(),
-        gpu.as_ref(),
-        None,
-    )
-    .map_err(|e| mask.error(&e, 1))?;
+    let planned = super::plan(&request, &image, &users, &host, gpu.as_ref(), None)
+        .map_err(|e| mask.error(&e, 1))?;
     Ok(DryRun {
         image,
         request,

@@ -13,6 +13,7 @@
 //! entrypoint alone drops the image's CMD; neither means the image's ENTRYPOINT + CMD. Image Env < request
 //! env. The image's USER is looked up by name in its own `/etc/passwd` and `/etc/group`.
 
+mod keep_id;
 mod mounts;
 pub mod network;
 mod process;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::Spec;
 
-pub use process::{UserFiles, command_line, resolve_user};
+pub use process::{Invoker, UserFiles, command_line};
 pub use resources::{DEFAULT_PIDS_LIMIT, shm_size};
 pub use security::check_seccomp;
 
@@ -62,9 +63,11 @@ pub struct JobRequest {
     pub volumes: Vec<Volume>,
     /// What a relative volume host path is relative to: the project directory (the current one ad hoc).
     pub volume_base: PathBuf,
+    /// Whose identity the job runs with (`-u/--user`, `--userns keep-id`, a workflow's `user:`).
+    pub user: UserChoice,
 }
 
-pub use crate::workflow::{SeccompChoice, Volume};
+pub use crate::workflow::{SeccompChoice, UserChoice, Volume};
 pub use mounts::{check_volumes, recorded_volumes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,8 @@ pub struct Host {
     pub terminal: Option<String>,
     /// The invoking user's home (`$HOME`): what a volume's `~` stands for.
     pub home: Option<PathBuf>,
+    /// Who runs dstack: the ids `user: host` gives the job.
+    pub invoker: Invoker,
 }
 
 impl Host {
@@ -109,6 +114,7 @@ impl Host {
             home: std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .filter(|h| h.is_absolute()),
+            invoker: Invoker::current(),
         }
     }
 }
@@ -128,6 +134,21 @@ pub enum PlanError {
         runtime::text::quote(.user)
     )]
     ReservedId { user: String },
+    #[error(
+        "user {} (asked for with --user or `user:`) is not in the image's /etc/passwd: give a user it has, or a uid",
+        runtime::text::quote(.user)
+    )]
+    UnknownChosenUser { user: String },
+    #[error(
+        "group {} (asked for with --user or `user:`) is not in the image's /etc/group: give a group it has, or a gid",
+        runtime::text::quote(.group)
+    )]
+    UnknownChosenGroup { group: String },
+    #[error(
+        "user {} (asked for with --user or `user:`) resolves to id 4294967295, which is no id (the kernel reads it as \"unchanged\"): give another user",
+        runtime::text::quote(.user)
+    )]
+    ChosenReservedId { user: String },
     #[error("working directory {} must be an absolute path", runtime::text::quote(.0))]
     RelativeWorkingDir(String),
     #[error("mount source {0} must be an absolute path")]
@@ -152,11 +173,7 @@ pub fn plan(
     let entrypoint = config.entrypoint().clone().unwrap_or_default();
     let cmd = config.cmd().clone().unwrap_or_default();
     let args = command_line(req, &entrypoint, &cmd)?;
-    let user = resolve_user(
-        config.user().as_deref().unwrap_or(""),
-        &users.passwd,
-        &users.group,
-    )?;
+    let user = users.job_user(image, &req.user, host)?;
     let cwd = process::working_dir(req, config.working_dir().clone())?;
     let hostname = req.hostname.clone().unwrap_or_else(|| "dstack".into());
     let env = process::environment(
@@ -168,6 +185,9 @@ pub fn plan(
 
     let mut spec = runtime::container::default_spec(args.clone(), shm_size(req, host));
     process::set_process(&mut spec, args, env, &cwd, &user, host)?;
+    if let (UserChoice::Host, Some((uids, gids))) = (&req.user, &host.invoker.rootless) {
+        keep_id::give_own_namespace(&mut spec, &user, uids, gids)?;
+    }
     spec.set_hostname(Some(hostname));
     mounts::set_mounts(&mut spec, req, host)?;
     resources::set_limits(&mut spec, req)?;

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{Spec, UserBuilder};
 
-use super::{Host, JobRequest, PlanError};
+use super::keep_id::{self, IdRange};
+use super::{Host, JobRequest, PlanError, UserChoice};
 
 /// `commands` as one shell line: joined with ` && `, a trailing `&` wrapped as `{ cmd & }`.
 pub fn join_commands(commands: &[String]) -> Option<String> {
@@ -173,17 +174,107 @@ impl UserFiles {
         }
     }
 
-    /// The user the image's USER names (root when it names none).
-    pub fn image_user(
+    /// The job's user as `choice` says: the image's USER (root when it names none), the one asked for
+    /// (looked up in the image's files), or the invoking user's ids.
+    pub fn job_user(
         &self,
         image: &oci_spec::image::ImageConfiguration,
+        choice: &UserChoice,
+        host: &Host,
     ) -> Result<ResolvedUser, PlanError> {
-        let user = image
-            .config()
-            .as_ref()
-            .and_then(|c| c.user().clone())
+        match choice {
+            UserChoice::Image => {
+                let user = image
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.user().clone())
+                    .unwrap_or_default();
+                resolve_user(&user, &self.passwd, &self.group)
+            }
+            UserChoice::Named(user) => {
+                resolve_user(user, &self.passwd, &self.group).map_err(|e| match e {
+                    PlanError::UnknownUser { user } => PlanError::UnknownChosenUser { user },
+                    PlanError::UnknownGroup { group } => PlanError::UnknownChosenGroup { group },
+                    PlanError::ReservedId { user } => PlanError::ChosenReservedId { user },
+                    other => other,
+                })
+            }
+            UserChoice::Host => Ok(self.invoking_user(&host.invoker)),
+        }
+    }
+
+    /// The invoking user's ids; the home is the image's for that uid, else `/`.
+    fn invoking_user(&self, invoker: &Invoker) -> ResolvedUser {
+        let home = parse_passwd(&self.passwd)
+            .into_iter()
+            .find(|e| e.uid == invoker.uid)
+            .map_or_else(|| "/".to_string(), |e| e.home);
+        let mut additional_gids = vec![invoker.gid];
+        for g in &invoker.groups {
+            if !additional_gids.contains(g) {
+                additional_gids.push(*g);
+            }
+        }
+        ResolvedUser {
+            uid: invoker.uid,
+            gid: invoker.gid,
+            additional_gids,
+            home,
+        }
+    }
+}
+
+/// Who runs `dstack`, as the host knows them: what `user: host` gives the job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Invoker {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: all of them as root; rootless, those dstack's namespace maps (a rootless job
+    /// keeps the others too, unnamed: see `keep_id`).
+    pub groups: Vec<u32>,
+    /// Rootless: the uid and gid maps of dstack's user namespace (the user is 0 there); `None` as root.
+    pub rootless: Option<(Vec<IdRange>, Vec<IdRange>)>,
+}
+
+impl Invoker {
+    /// This process's user: as root, its ids and groups; rootless (after the re-execution into dstack's
+    /// own namespace), the ids that namespace's 0 stands for.
+    pub fn current() -> Invoker {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let groups: Vec<u32> = nix::unistd::getgroups()
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
             .unwrap_or_default();
-        resolve_user(&user, &self.passwd, &self.group)
+        // Root in a namespace not dstack's (in a container, say) is the invoker as it sees itself.
+        if runtime::userns::mapped_range().is_none() {
+            return Invoker {
+                uid,
+                gid,
+                groups,
+                rootless: None,
+            };
+        }
+        let map =
+            |file: &str| keep_id::parse_map(&std::fs::read_to_string(file).unwrap_or_default());
+        let (uids, gids) = (map("/proc/self/uid_map"), map("/proc/self/gid_map"));
+        let outside_of_root =
+            |m: &[IdRange], id: u32| m.iter().find(|r| r.inside == 0).map_or(id, |r| r.outside);
+        // The groups as the host knows them; those the namespace does not map read as the overflow id.
+        let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowgid")
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .unwrap_or(65534);
+        let groups = groups
+            .into_iter()
+            .filter(|&g| g != overflow)
+            .filter_map(|g| keep_id::outside_of(&gids, g))
+            .collect();
+        Invoker {
+            uid: outside_of_root(&uids, uid),
+            gid: outside_of_root(&gids, gid),
+            groups,
+            rootless: Some((uids, gids)),
+        }
     }
 }
 

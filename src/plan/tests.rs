@@ -1,5 +1,6 @@
 //! The plan's rules, as the user meets them.
 
+use super::process::resolve_user;
 use super::resources::limit_pids;
 use super::*;
 use std::path::Path;
@@ -13,6 +14,7 @@ fn host() -> Host {
         state_root: PathBuf::from("/state"),
         terminal: None,
         home: Some(PathBuf::from("/home/me")),
+        invoker: Invoker::default(),
     }
 }
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n";
@@ -423,4 +425,110 @@ fn a_volume_is_refused_naming_its_entry() {
     }
     let home = refused(volume("~/missing", "/m", false));
     assert!(home.contains("/home/me/missing"), "{home}");
+}
+
+fn users() -> UserFiles {
+    UserFiles {
+        passwd: PASSWD.into(),
+        group: GROUP.into(),
+    }
+}
+
+fn planned_user(spec: &Spec) -> (u32, u32, Vec<u32>) {
+    let user = spec.process().as_ref().unwrap().user();
+    (
+        user.uid(),
+        user.gid(),
+        user.additional_gids().clone().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_chosen_user_replaces_the_images() {
+    let mut r = req(&["id"], None);
+    r.user = UserChoice::Named("app:video".into());
+    let spec = plan(&r, &image(&[], &[], "root")).unwrap();
+    assert_eq!(planned_user(&spec), (1000, 44, vec![44, 50]));
+    r.user = UserChoice::Named("4321".into());
+    let spec = plan(&r, &image(&[], &[], "app")).unwrap();
+    assert_eq!(planned_user(&spec), (4321, 0, vec![0]));
+}
+
+#[test]
+fn an_unknown_chosen_user_is_named_as_chosen() {
+    let mut r = req(&["id"], None);
+    r.user = UserChoice::Named("ghost".into());
+    let err = plan(&r, &image(&[], &[], "")).unwrap_err();
+    assert_eq!(
+        err,
+        PlanError::UnknownChosenUser {
+            user: "ghost".into()
+        }
+    );
+    assert!(err.to_string().contains("--user"), "{err}");
+    r.user = UserChoice::Named("app:ghosts".into());
+    assert!(matches!(
+        plan(&r, &image(&[], &[], "")),
+        Err(PlanError::UnknownChosenGroup { .. })
+    ));
+}
+
+#[test]
+fn as_root_the_host_user_runs_with_its_ids_and_groups_and_no_user_namespace() {
+    let mut r = req(&["id"], None);
+    r.user = UserChoice::Host;
+    let mut h = host();
+    h.invoker = Invoker {
+        uid: 1000,
+        gid: 1000,
+        groups: vec![1000, 27, 44],
+        rootless: None,
+    };
+    let spec = super::plan(&r, &image(&[], &[], "root"), &users(), &h).unwrap();
+    assert_eq!(planned_user(&spec), (1000, 1000, vec![1000, 27, 44]));
+    let env = spec.process().as_ref().unwrap().env().clone().unwrap();
+    assert!(env.contains(&"HOME=/home/app".to_string()), "{env:?}");
+    assert!(spec.linux().as_ref().unwrap().uid_mappings().is_none());
+}
+
+#[test]
+fn rootless_the_host_user_gets_a_namespace_that_maps_it_to_itself() {
+    let mut r = req(&["id"], None);
+    r.user = UserChoice::Host;
+    let mut h = host();
+    let range = |inside, outside, size| keep_id::IdRange {
+        inside,
+        outside,
+        size,
+    };
+    h.invoker = Invoker {
+        uid: 1001,
+        gid: 1001,
+        groups: vec![],
+        rootless: Some((
+            vec![range(0, 1001, 1), range(1, 100000, 65536)],
+            vec![range(0, 1001, 1), range(1, 100000, 65536)],
+        )),
+    };
+    let spec = super::plan(&r, &image(&[], &[], ""), &users(), &h).unwrap();
+    assert_eq!(planned_user(&spec), (1001, 1001, vec![1001]));
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User)
+    );
+    let own = linux
+        .uid_mappings()
+        .iter()
+        .flatten()
+        .find(|m| m.container_id() == 1001)
+        .unwrap();
+    assert_eq!((own.host_id(), own.size()), (0, 1));
+    assert_eq!(
+        spec.annotations().as_ref().unwrap()[keep_id::KEEP_ORIGINAL_GROUPS],
+        "1"
+    );
 }

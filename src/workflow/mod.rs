@@ -15,6 +15,7 @@ mod suggest;
 pub mod template;
 #[cfg(test)]
 mod tests;
+mod user;
 mod volume;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use model::{Resources, WORKFLOW_DIR, Workflow};
 pub use seccomp::SeccompChoice;
 pub use suggest::closest as suggest_closest;
 pub use template::Context;
+pub use user::UserChoice;
 pub use volume::Volume;
 
 use crate::project::Project;

@@ -35,6 +35,8 @@ pub struct Workflow {
     pub volumes: Vec<crate::workflow::Volume>,
     /// `home: true`: the invoking user's home bound at the same path (pyxis' `--container-mount-home`).
     pub home: bool,
+    /// `user:` (Docker's `--user`, or `host` for the invoking user's ids); the image's USER by default.
+    pub user: crate::workflow::UserChoice,
 }
 
 impl Workflow {
@@ -218,6 +220,7 @@ mod tests {
             seccomp: Default::default(),
             volumes: vec![],
             home: false,
+            user: Default::default(),
         };
         assert_eq!(wf.container_working_dir(), "/workflow");
         wf.working_dir = Some("src/app".into());

@@ -14,7 +14,7 @@ use super::model::Workflow;
 use super::paths::{artifacts, cache, working_dir};
 use super::properties::{
     check_provider, commands, entrypoint, environment, network, ports, registry_auth, resources,
-    security_opt, volumes, workflow_name,
+    security_opt, user, volumes, workflow_name,
 };
 use super::template;
 
@@ -52,6 +52,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "security_opt",
     "volumes",
     "home",
+    "user",
 ];
 
 /// The items of the file's `workflows:` list (an empty file has none).
@@ -225,6 +226,10 @@ pub fn convert(
             .map(|v| cx.boolean(v, &root.key("home")))
             .transpose()?
             .unwrap_or(false),
+        user: field("user")
+            .map(|v| user(&cx, v, &root.key("user")))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

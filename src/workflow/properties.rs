@@ -9,7 +9,7 @@ use super::locate::{Target, YamlPath};
 use super::model::{EnvVar, GpuRequest, NetworkChoice, RegistryAuth, Resources};
 use super::volume::Volume;
 use super::{shell, suggest};
-use crate::workflow::SeccompChoice;
+use crate::workflow::{SeccompChoice, UserChoice};
 
 const RESOURCE_KEYS: &[&str] = &["cpu", "memory", "gpu", "shm_size", "interruptible"];
 const GPU_KEYS: &[&str] = &["count", "name", "memory"];
@@ -350,6 +350,20 @@ pub(super) fn security_opt(
         }
     }
     Ok(choice)
+}
+
+/// `user`: Docker's `NAME|UID[:GROUP|GID]`, or `host` for the invoking user's own ids.
+pub(super) fn user(
+    cx: &Cx<'_>,
+    value: &Value,
+    rel: &YamlPath,
+) -> Result<UserChoice, WorkflowError> {
+    let text = cx.string(value, rel)?;
+    if cx.deferred(&text) {
+        // Checked once the expressions are rendered.
+        return Ok(UserChoice::Named(text));
+    }
+    UserChoice::parse(&text).map_err(|message| cx.invalid(rel, format_args!("{message}")))
 }
 
 pub(super) fn registry_auth(

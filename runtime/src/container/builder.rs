@@ -212,7 +212,10 @@ impl ContainerBuilder<Supervised> {
             mode,
         } = self;
         check_command(&spec)?;
-        let namespaces = Namespaces::default();
+        let mut namespaces = Namespaces::default();
+        if namespaces::asks_new_user(&spec) {
+            namespaces.new |= libc::CLONE_NEWUSER as u64;
+        }
         validate::spec(&spec, validate::OwnNamespaces::ALL).map_err(ContainerError::Invalid)?;
         ids::check(&spec, id_space(&spec, &namespaces))?;
         let state_root = mode.state_root.unwrap_or_else(crate::paths::state_root);

@@ -8,7 +8,7 @@ use oci_spec::runtime::{Hooks, LinuxSeccomp, Spec};
 
 use super::builder::OciOptions;
 use super::init::InitRoot;
-use super::namespaces::Namespaces;
+use super::namespaces::{self, Namespaces};
 use super::seccomp::SeccompProgram;
 use super::stdio::Stdio;
 use super::{ContainerError, StdioMode, gate, seccomp, seccomp_cache, spawn, stdio};
@@ -46,8 +46,8 @@ pub(super) struct ClonePlan {
     pub always_wait: bool,
 }
 
-/// dstack's run: the namespaces every job gets (the network's own unless it brings one made ahead), the
-/// cgroup namespace always, init dying with us, stdio streamed here, compiled seccomp profiles cached in
+/// dstack's run: the namespaces every job gets (the network's own unless it brings one made ahead), a user
+/// namespace when the spec lists one, the cgroup namespace always, init dying with us, stdio streamed here, compiled seccomp profiles cached in
 /// the state root.
 pub(super) fn supervised_plan(
     spec: Spec,
@@ -59,11 +59,14 @@ pub(super) fn supervised_plan(
         .and_then(|n| n.joined_netns())
         .map(|fd| fd.as_raw_fd());
     let own_netns = joined_netns.is_none() && network.is_none_or(|n| n.needs_netns());
-    let new_namespaces = if own_netns {
+    let mut new_namespaces = if own_netns {
         spawn::NAMESPACES
     } else {
         spawn::NAMESPACES & !NEWNET
     };
+    if namespaces::asks_new_user(&spec) {
+        new_namespaces |= libc::CLONE_NEWUSER as u64;
+    }
     let stdio = stdio::open(stdio_mode)?;
     let seccomp = seccomp_profile(&spec)
         .map(|p| seccomp_cache::compile(p, &crate::paths::state_root().join("seccomp")))

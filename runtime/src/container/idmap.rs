@@ -1,6 +1,7 @@
 //! The id maps of a container's new user namespace, written by the caller while init waits for its go.
 //!
-//! As host root the maps are written directly. An ordinary user may write only its own id (after
+//! As root (of the host, or of rootless dstack's namespace, for a job's namespace nested in it) the maps
+//! are written directly. An ordinary user may write only its own id (after
 //! `setgroups` is denied); anything else goes through the setuid `newuidmap`/`newgidmap`, which check
 //! `/etc/subuid` and `/etc/subgid` — the same tools and ranges as dstack's own rootless namespace
 //! (`runtime::userns`). Without mappings in the spec, the rootless model of `runtime::userns` is used: the
@@ -86,14 +87,41 @@ fn own_only(maps: &[IdMap], id: u32) -> bool {
     matches!(maps, [m] if m.host == id && m.size == 1)
 }
 
-/// True when `write` will deny setgroups (an unprivileged user mapping only its own gid): the job then
-/// keeps the groups it has.
-pub fn denies_setgroups(gids: &[IdMap]) -> bool {
-    !crate::paths::running_as_host_root() && own_only(gids, nix::unistd::getegid().as_raw())
+/// crun's annotation, honoured here too: the job keeps its caller's supplementary groups, which it could
+/// not name in its namespace (`setgroups` denied there).
+pub const KEEP_ORIGINAL_GROUPS: &str = "run.oci.keep_original_groups";
+
+/// The spec asks for [`KEEP_ORIGINAL_GROUPS`].
+pub fn keeps_original_groups(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(KEEP_ORIGINAL_GROUPS))
+        .is_some_and(|v| v == "1")
 }
 
-/// Writes `pid`'s uid and gid maps.
-pub fn write(pid: i32, uids: &[IdMap], gids: &[IdMap]) -> Result<(), ContainerError> {
+/// True when the new namespace's setgroups is denied (asked for, inherited, or an unprivileged user mapping
+/// only its own gid): the job then keeps the groups it has.
+pub fn denies_setgroups(gids: &[IdMap], keep_groups: bool) -> bool {
+    // A new namespace inherits its parent's deny (rootless dstack's own, without a subordinate range).
+    keep_groups
+        || !super::builder::setgroups_allowed()
+        || (!may_map_any() && own_only(gids, nix::unistd::getegid().as_raw()))
+}
+
+/// Root of the namespace this process is in (the host's, or rootless dstack's own) may write any map
+/// of ids mapped there: the kernel asks for CAP_SETUID/CAP_SETGID in the parent namespace, which it has.
+fn may_map_any() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Writes `pid`'s uid and gid maps; `keep_groups` denies its setgroups first (see
+/// [`KEEP_ORIGINAL_GROUPS`]).
+pub fn write(
+    pid: i32,
+    uids: &[IdMap],
+    gids: &[IdMap],
+    keep_groups: bool,
+) -> Result<(), ContainerError> {
     if uids.is_empty() || gids.is_empty() {
         return Err(ContainerError::Invalid(
             "a new user namespace needs uidMappings and gidMappings".into(),
@@ -105,7 +133,10 @@ pub fn write(pid: i32, uids: &[IdMap], gids: &[IdMap]) -> Result<(), ContainerEr
             format!("/proc/{pid}/{file}"),
         ))
     };
-    if crate::paths::running_as_host_root() {
+    if keep_groups {
+        direct("setgroups", "deny".into())?;
+    }
+    if may_map_any() {
         direct("uid_map", text(uids))?;
         return direct("gid_map", text(gids));
     }
@@ -118,7 +149,9 @@ pub fn write(pid: i32, uids: &[IdMap], gids: &[IdMap]) -> Result<(), ContainerEr
     }
     if own_only(gids, gid) {
         // An unprivileged gid_map needs setgroups denied first; the job then keeps its groups as they are.
-        direct("setgroups", "deny".into())?;
+        if !keep_groups {
+            direct("setgroups", "deny".into())?;
+        }
         direct("gid_map", text(gids))
     } else {
         helper("newgidmap", pid, gids)
@@ -170,5 +203,16 @@ mod tests {
         assert_eq!(text(&maps), "0 1000 1\n1 100000 65536\n");
         assert!(own_only(&maps[..1], 1000));
         assert!(!own_only(&maps, 1000));
+    }
+
+    #[test]
+    fn keeping_the_original_groups_denies_setgroups() {
+        let mut spec = oci_spec::runtime::Spec::default();
+        assert!(!keeps_original_groups(&spec));
+        spec.set_annotations(Some(
+            [(KEEP_ORIGINAL_GROUPS.to_string(), "1".to_string())].into(),
+        ));
+        assert!(keeps_original_groups(&spec));
+        assert!(denies_setgroups(&[], true));
     }
 }

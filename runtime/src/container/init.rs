@@ -202,7 +202,12 @@ fn setup_and_supervise(ctx: &InitContext) -> Result<i32, Failure> {
 
 /// In a new user namespace our ids are still the creator's, unmapped there unless it mapped itself: switch
 /// to the namespace's root, so files init creates (on /dev's tmpfs, say) have an owner the namespace knows.
+/// A namespace that maps no root (`user: host` rootless without a subordinate range) maps the creator's
+/// ids instead: init keeps them, and its capabilities in the namespace.
 fn become_namespace_root(setgroups_allowed: bool) -> Result<(), Failure> {
+    if !maps_root("/proc/self/uid_map") || !maps_root("/proc/self/gid_map") {
+        return Ok(());
+    }
     let root = |e: nix::Error| format!("becoming root of the container's user namespace: {e}");
     let (uid, gid) = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
     nix::unistd::setresgid(gid, gid, gid).map_err(root)?;
@@ -211,6 +216,14 @@ fn become_namespace_root(setgroups_allowed: bool) -> Result<(), Failure> {
     }
     nix::unistd::setresuid(uid, uid, uid).map_err(root)?;
     Ok(())
+}
+
+/// The map (`/proc/self/uid_map` or `gid_map`) has a line for id 0.
+fn maps_root(file: &str) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|text| {
+        text.lines()
+            .any(|line| line.split_whitespace().next() == Some("0"))
+    })
 }
 
 /// Moves init into the job's cgroup, before it does anything the cgroup should account for.

@@ -39,6 +39,8 @@ struct Cloned {
     placed: bool,
     need_go: bool,
     user_maps: Option<(Vec<IdMap>, Vec<IdMap>)>,
+    /// The new user namespace denies setgroups: the job keeps the groups it is started with.
+    keep_groups: bool,
 }
 
 /// A container created by the OCI lifecycle: init runs, the job waits at the start gate.
@@ -122,6 +124,7 @@ impl PreparedContainer<Supervised> {
         };
         let plan = supervised_plan(spec, root, stdio, network.as_ref())?;
         let cloned = clone_init(plan, cgroup.as_deref(), &namespaces, steps)?;
+        let (user_maps, keep_groups) = (cloned.user_maps, cloned.keep_groups);
         let mut container = Container {
             pid: cloned.pid,
             channel: cloned.channel,
@@ -138,7 +141,8 @@ impl PreparedContainer<Supervised> {
         set_up_outside(
             container.pid,
             cloned.placed,
-            None,
+            user_maps.as_ref(),
+            keep_groups,
             container.network.as_mut(),
             container.cgroup.as_deref(),
         )?;
@@ -178,6 +182,7 @@ impl PreparedContainer<Oci> {
             pid,
             cloned.placed,
             cloned.user_maps.as_ref(),
+            cloned.keep_groups,
             None,
             cgroup.as_deref(),
         )?;
@@ -227,9 +232,10 @@ fn clone_init(
         _ => Vec::new(),
     };
     let self_joins = !join_files.is_empty();
+    let keep_groups = idmap::keeps_original_groups(&plan.spec);
     let setgroups = match &user_maps {
-        Some((_, gids)) => !idmap::denies_setgroups(gids),
-        None => setgroups_allowed(),
+        Some((_, gids)) => !idmap::denies_setgroups(gids, keep_groups),
+        None => setgroups_allowed() && !keep_groups,
     };
     let Stdio {
         child,
@@ -285,6 +291,7 @@ fn clone_init(
         placed,
         need_go,
         user_maps,
+        keep_groups,
     })
 }
 
@@ -320,11 +327,12 @@ fn set_up_outside(
     pid: i32,
     placed: bool,
     maps: Option<&(Vec<IdMap>, Vec<IdMap>)>,
+    keep_groups: bool,
     network: Option<&mut Network>,
     cgroup: Option<&dyn CgroupPlacement>,
 ) -> Result<(), ContainerError> {
     if let Some((uids, gids)) = maps {
-        idmap::write(pid, uids, gids)?;
+        idmap::write(pid, uids, gids, keep_groups)?;
     }
     if let Some(net) = network {
         net.attach(pid)?;

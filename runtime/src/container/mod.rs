@@ -57,7 +57,7 @@ pub use builder::{
 pub use caps::mask as capability_mask;
 pub use error::ContainerError;
 pub use hooks::{HookPoint, State};
-pub use idmap::IdMap;
+pub use idmap::{IdMap, KEEP_ORIGINAL_GROUPS};
 pub use launch::Created;
 pub use message::{ChannelError, FromInit, ToInit};
 pub use seccomp::{SeccompError, SeccompProgram};

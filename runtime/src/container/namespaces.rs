@@ -31,6 +31,18 @@ pub(super) fn flag(typ: LinuxNamespaceType) -> u64 {
     }) as u64
 }
 
+/// The spec lists a new user namespace (dstack's supervised runs give every job the others; this one only
+/// when the plan asks, for `user: host` rootless).
+pub(super) fn asks_new_user(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|list| {
+            list.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none())
+        })
+}
+
 /// Reads the spec's namespaces. A container always gets a mount namespace of its own (it pivots into
 /// its root), as runc requires the spec to say.
 pub(super) fn from_spec(spec: &Spec) -> Result<Namespaces, ContainerError> {

@@ -490,3 +490,25 @@ fn volumes_are_strings_or_maps_and_home_a_boolean() {
     let err = load_error(&wf("    volumes: [{host: /a, path: /b, mode: ro}]\n"));
     assert!(err.contains("mode"), "{err}");
 }
+
+#[test]
+fn user_names_the_jobs_user_or_the_invoking_one() {
+    use crate::workflow::UserChoice;
+    assert_eq!(one(&wf("")).user, UserChoice::Image);
+    assert_eq!(one(&wf("    user: host\n")).user, UserChoice::Host);
+    assert_eq!(
+        one(&wf("    user: app:staff\n")).user,
+        UserChoice::Named("app:staff".into())
+    );
+    assert_eq!(
+        one(&wf("    user: 1234\n")).user,
+        UserChoice::Named("1234".into())
+    );
+    let err = load_error(&wf("    user: \"app:\"\n"));
+    assert!(
+        err.starts_with(&format!(
+            "{FILE}:5: `user` in workflow `w` is \"app:\": give `NAME`"
+        )),
+        "{err}"
+    );
+}
