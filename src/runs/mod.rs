@@ -29,6 +29,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::os::unix::fs::OpenOptionsExt as _;
+
+use runtime::container::exec::ExecBase;
+
 use crate::fsutil;
 use scheduler::{JobState, Scheduler, SchedulerError};
 
@@ -73,6 +77,9 @@ const PROJECT_COPY: &str = "workflow";
 const STOP_REQUEST: &str = "stop-request";
 /// A scheduled job's inputs (they hold the project's secrets until the run ends).
 pub const JOB_INPUTS: &str = "slurm-job.json";
+/// What `dstack exec` starts from while the job runs (its process and seccomp profile). It holds the
+/// job's environment, secrets included, so it goes when the run ends.
+const EXEC_BASE: &str = "exec.json";
 
 /// How `dstack stop` asked a run to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +132,18 @@ impl RunView {
 
     pub fn artifacts_dir(&self) -> PathBuf {
         self.dir.join(ARTIFACTS)
+    }
+
+    /// What `dstack exec` starts from, while the job runs (`None` before it runs and after it ended).
+    pub fn exec_base(&self) -> Result<Option<ExecBase>, RunsError> {
+        let path = self.dir.join(EXEC_BASE);
+        match fs::read(&path) {
+            Ok(bytes) => runtime::text::parse_json(&bytes)
+                .map(Some)
+                .map_err(|source| RunsError::Damaged { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at(&path)(e)),
+        }
     }
 }
 
@@ -517,6 +536,7 @@ impl ActiveRun {
         if !self.record.status.can_become(status) {
             return Ok(());
         }
+        let _ = fs::remove_file(self.dir.join(EXEC_BASE));
         self.update(|r| {
             r.status = status;
             r.exit_code = exit_code;
@@ -578,6 +598,21 @@ impl ActiveRun {
     /// The run's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Keeps what `dstack exec` starts from, before the record says the job runs (so that whoever reads
+    /// `running` finds it whole).
+    pub fn keep_exec_base(&self, base: &ExecBase) -> Result<(), RunsError> {
+        let path = self.dir.join(EXEC_BASE);
+        let bytes = serde_json::to_vec(base).map_err(|e| io_at(&path)(io::Error::other(e)))?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(runtime::private::FILE_MODE)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, &bytes))
+            .map_err(io_at(&path))
     }
 
     /// Removes the Slurm job's inputs (they hold the project's secrets) once the run has ended.
