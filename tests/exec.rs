@@ -15,8 +15,9 @@ fn setup(run_as: RunAs) -> PulledImage {
 }
 
 /// What the job and an exec'ed command both print, to be compared: PID 1's command line, the hostname,
-/// `/etc/hostname`, a variable set on the job, the working directory, the user and group.
-const LOOK: &str = "echo \"$(tr '\\0' ' ' < /proc/1/cmdline)|$(hostname)|$(cat /etc/hostname)|$GREETING|$(pwd)|$(id -u):$(id -g)\"";
+/// `/etc/hostname`, a variable set on the job, the working directory, the user and group, the cgroup,
+/// capabilities, no_new_privs and seccomp.
+const LOOK: &str = "echo \"$(tr '\\0' ' ' < /proc/1/cmdline)|$(hostname)|$(cat /etc/hostname)|$GREETING|$(pwd)|$(id -u):$(id -g)|$(cat /proc/self/cgroup)|$(grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status | tr '\\n\\t' '  ')\"";
 
 /// Starts `script` detached (with `flags`) and returns the run's name once the job has said `ready`.
 fn start(s: &PulledImage, flags: &[&str], script: &str) -> String {
@@ -49,11 +50,8 @@ fn exec_runs_as_the_job_runs_and_its_files_are_the_jobs() {
             "{LOOK}; echo ready; while [ ! -f /tmp/from-exec ]; do sleep 0.05; done; echo job-saw-it; sleep 60"
         );
         let name = start(&s, &["-e", "GREETING=hello"], &script);
-        let job_view = logs(&s, &name)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let log = logs(&s, &name);
+        let job_view = log.split("ready\n").next().unwrap_or_default().trim();
         assert!(job_view.contains("|hello|"), "{mode:?}: {job_view}");
 
         let exec = s.dstack.run(&["exec", &name, "--", "sh", "-c", LOOK]);
@@ -79,6 +77,13 @@ fn exec_runs_as_the_job_runs_and_its_files_are_the_jobs() {
             logs(&s, &name).contains("job-saw-it").then_some(())
         });
         assert!(seen.is_some(), "{mode:?}: the job never saw the file");
+
+        // Without a command, the user's shell, reading our stdin.
+        let shell = s
+            .dstack
+            .run_with_stdin(&["exec", &name], "echo in-the-shell; exit 4\n");
+        shell.assert_code(4);
+        shell.assert_stdout_contains("in-the-shell");
 
         // The exit code comes back, and so do the shell's codes for a command that cannot run.
         s.dstack
@@ -107,6 +112,16 @@ fn with_a_terminal_exec_gets_a_pty_of_the_job() {
             .run_program("script", &["-qec", &line, "/dev/null"]);
         out.assert_code(3);
         out.assert_stdout_contains("/dev/pts/");
+        // The pty has our terminal's size.
+        let sized = format!(
+            "stty rows 33 cols 101; {} exec {name} -- stty size",
+            test_support::dstack::dstack_bin()
+        );
+        let out = s
+            .dstack
+            .run_program("script", &["-qec", &sized, "/dev/null"]);
+        out.assert_success();
+        out.assert_stdout_contains("33 101");
         // Without one (stdin a pipe), none; `-t` asks for one all the same.
         let plain = s.dstack.run(&["exec", &name, "--", "tty"]);
         plain.assert_code(1);
@@ -144,5 +159,23 @@ fn an_ended_or_unknown_run_is_refused() {
             unknown.stderr.contains("no run named `no-such-run-1`"),
             "{mode:?}: {unknown}"
         );
+    }
+}
+
+/// A signal to `dstack exec` reaches the command, which may end its own way; its code comes back.
+#[test]
+fn signals_to_exec_reach_the_command() {
+    for mode in MODES {
+        let s = setup(mode);
+        let name = start(&s, &[], "echo ready; sleep 60");
+        let script =
+            "trap 'echo got-term; exit 5' TERM; echo waiting; while :; do sleep 0.05; done";
+        let running = s.dstack.spawn(&["exec", &name, "--", "sh", "-c", script]);
+        running.wait_for_output("waiting", |out, _| out.contains("waiting"));
+        running.signal(nix::sys::signal::Signal::SIGTERM);
+        let out = running.wait();
+        out.assert_code(5);
+        out.assert_stdout_contains("got-term");
+        s.dstack.run(&["stop", &name]).assert_success();
     }
 }
