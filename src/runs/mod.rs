@@ -7,6 +7,7 @@
 //! runs/<name>/artifacts/<path>  saved artifacts
 //! runs/<name>/workflow/         the run's copy of the project, seen at /workflow (removed at the end)
 //! runs/<name>/stop-request      `stop` or `abort`, written by `dstack stop`
+//! runs/<name>/exec.json         while the job runs: its process and seccomp profile, for `dstack exec`
 //! ```
 //! A run whose record says it is unfinished but whose lock nobody holds lost its supervisor (killed, or
 //! the machine rebooted): it is shown, and recorded, as `aborted` rather than running forever. A Slurm
