@@ -56,6 +56,12 @@ fn exec_local(view: &RunView, command: Vec<String>, terminal: bool) -> CliResult
             "run `{name}` has no container recorded"
         )));
     };
+    // Init is the supervisor's child: a pid that is not was freed since (the run ended) and reused.
+    if parent_of(pid) != view.record.supervisor_pid {
+        return Err(CliError::new(format!(
+            "run `{name}` has ended: there is no job to exec into"
+        )));
+    }
     let mut process = base.process;
     let command = if command.is_empty() {
         vec![login_shell(pid, process.user().uid())]
@@ -68,6 +74,13 @@ fn exec_local(view: &RunView, command: Vec<String>, terminal: bool) -> CliResult
         let code = e.exit_code().clamp(1, 255) as u8;
         CliError::new(format!("exec in `{name}`: {e}")).with_exit_code(code)
     })
+}
+
+/// The parent of `pid`, from `/proc/PID/stat` (after the command's name, which may hold anything).
+fn parent_of(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// On a Slurm run's node the supervisor is local; Slurm tells a step which job it belongs to.
@@ -144,6 +157,13 @@ fn shell_of(passwd: &str, uid: u32) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_parent_is_read_from_proc() {
+        let ours = std::os::unix::process::parent_id();
+        assert_eq!(parent_of(std::process::id() as i32), Some(ours));
+        assert_eq!(parent_of(i32::MAX), None);
+    }
 
     #[test]
     fn the_shell_is_the_users_login_shell() {
