@@ -146,6 +146,18 @@ fn an_ended_or_unknown_run_is_refused() {
             .and_then(|l| l.strip_prefix("run "))
             .expect("the run's name")
             .to_string();
+        // What exec starts from holds the job's environment: it does not outlive the run.
+        let kept = s
+            .dstack
+            .state_root()
+            .join("runs")
+            .join(&name)
+            .join("exec.json");
+        assert_eq!(
+            std::fs::read(&kept).map(|b| b.len()).ok(),
+            Some(0),
+            "{mode:?}"
+        );
         let out = s.dstack.run(&["exec", &name, "--", "true"]);
         out.assert_code(1);
         assert!(

@@ -8,6 +8,7 @@
 //! runs/<name>/workflow/         the run's copy of the project, seen at /workflow (removed at the end)
 //! runs/<name>/stop-request      `stop` or `abort`, written by `dstack stop`
 //! runs/<name>/exec.json         while the job runs: its process and seccomp profile, for `dstack exec`
+//!                               (emptied at the end)
 //! ```
 //! A run whose record says it is unfinished but whose lock nobody holds lost its supervisor (killed, or
 //! the machine rebooted): it is shown, and recorded, as `aborted` rather than running forever. A Slurm
@@ -79,7 +80,7 @@ const STOP_REQUEST: &str = "stop-request";
 /// A scheduled job's inputs (they hold the project's secrets until the run ends).
 pub const JOB_INPUTS: &str = "slurm-job.json";
 /// What `dstack exec` starts from while the job runs (its process and seccomp profile). It holds the
-/// job's environment, secrets included, so it goes when the run ends.
+/// job's environment, secrets included, so it is emptied when the run ends.
 const EXEC_BASE: &str = "exec.json";
 
 /// How `dstack stop` asked a run to end.
@@ -139,6 +140,7 @@ impl RunView {
     pub fn exec_base(&self) -> Result<Option<ExecBase>, RunsError> {
         let path = self.dir.join(EXEC_BASE);
         match fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => Ok(None),
             Ok(bytes) => runtime::text::parse_json(&bytes)
                 .map(Some)
                 .map_err(|source| RunsError::Damaged { path, source }),
@@ -537,7 +539,11 @@ impl ActiveRun {
         if !self.record.status.can_become(status) {
             return Ok(());
         }
-        let _ = fs::remove_file(self.dir.join(EXEC_BASE));
+        // Emptied rather than removed: an inode freed per run slows the next allocations (see ARCHITECTURE).
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.dir.join(EXEC_BASE));
         self.update(|r| {
             r.status = status;
             r.exit_code = exit_code;
