@@ -11,13 +11,17 @@ use test_support::*;
 const MODES: [RunAs; 2] = [RunAs::Root, RunAs::Rootless];
 
 fn setup(run_as: RunAs) -> PulledImage {
-    PulledImage::new(Dstack::new(run_as), "test/img:1", &busybox_image().build())
+    setup_with(run_as, &busybox_image().build())
+}
+
+fn setup_with(run_as: RunAs, image: &Image) -> PulledImage {
+    PulledImage::new(Dstack::new(run_as), "test/img:1", image)
 }
 
 /// What the job and an exec'ed command both print, to be compared: PID 1's command line, the hostname,
-/// `/etc/hostname`, a variable set on the job, the working directory, the user and group, the cgroup,
+/// `/etc/hostname`, a variable set on the job, the working directory, the user and groups, the cgroup,
 /// capabilities, no_new_privs and seccomp.
-const LOOK: &str = "echo \"$(tr '\\0' ' ' < /proc/1/cmdline)|$(hostname)|$(cat /etc/hostname)|$GREETING|$(pwd)|$(id -u):$(id -g)|$(cat /proc/self/cgroup)|$(grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status | tr '\\n\\t' '  ')\"";
+const LOOK: &str = "echo \"$(tr '\\0' ' ' < /proc/1/cmdline)|$(hostname)|$(cat /etc/hostname)|$GREETING|$(pwd)|$(id)|$(cat /proc/self/cgroup)|$(grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status | tr '\\n\\t' '  ')\"";
 
 /// Starts `script` detached (with `flags`) and returns the run's name once the job has said `ready`.
 fn start(s: &PulledImage, flags: &[&str], script: &str) -> String {
@@ -45,14 +49,23 @@ fn logs(s: &PulledImage, name: &str) -> String {
 #[test]
 fn exec_runs_as_the_job_runs_and_its_files_are_the_jobs() {
     for mode in MODES {
-        let s = setup(mode);
+        // A user of the image's own, with a supplementary group and a working directory.
+        let s = setup_with(
+            mode,
+            &busybox_image().user("app").workdir("/home/app").build(),
+        );
         let script = format!(
             "{LOOK}; echo ready; while [ ! -f /tmp/from-exec ]; do sleep 0.05; done; echo job-saw-it; sleep 60"
         );
         let name = start(&s, &["-e", "GREETING=hello"], &script);
         let log = logs(&s, &name);
         let job_view = log.split("ready\n").next().unwrap_or_default().trim();
-        assert!(job_view.contains("|hello|"), "{mode:?}: {job_view}");
+        assert!(
+            job_view.contains(
+                "|hello|/home/app|uid=1000(app) gid=1000(app) groups=50(staff),1000(app)|"
+            ),
+            "{mode:?}: {job_view}"
+        );
 
         let exec = s.dstack.run(&["exec", &name, "--", "sh", "-c", LOOK]);
         exec.assert_success();
