@@ -204,3 +204,16 @@ fn signals_to_exec_reach_the_command() {
         s.dstack.run(&["stop", &name]).assert_success();
     }
 }
+
+/// Without `/etc/subuid` ranges only the user is mapped (and `setgroups` is denied): exec joins all the same.
+#[test]
+fn exec_works_rootless_without_subordinate_ids() {
+    let s = setup(RunAs::RootlessNoSubid);
+    let name = start(&s, &["-e", "GREETING=hello"], "echo ready; sleep 60");
+    let out = s
+        .dstack
+        .run(&["exec", &name, "--", "sh", "-c", "echo $GREETING $(id -u)"]);
+    out.assert_success();
+    assert_eq!(out.stdout, "hello 0\n", "{out}");
+    s.dstack.run(&["stop", &name]).assert_success();
+}
