@@ -217,3 +217,21 @@ fn exec_works_rootless_without_subordinate_ids() {
     assert_eq!(out.stdout, "hello 0\n", "{out}");
     s.dstack.run(&["stop", &name]).assert_success();
 }
+
+/// The default shell is looked up in the job's `/etc/passwd` through its root: a job that puts a FIFO
+/// there neither hangs `dstack exec` nor changes the command (`/bin/sh`).
+#[test]
+fn a_hostile_passwd_falls_back_to_bin_sh() {
+    let s = setup(RunAs::Root);
+    let name = start(
+        &s,
+        &[],
+        "rm /etc/passwd && mkfifo /etc/passwd && echo ready; sleep 60",
+    );
+    let out = s
+        .dstack
+        .run_with_stdin(&["exec", &name], "echo in-the-shell $0\n");
+    out.assert_success();
+    assert_eq!(out.stdout, "in-the-shell /bin/sh\n", "{out}");
+    s.dstack.run(&["stop", &name]).assert_success();
+}

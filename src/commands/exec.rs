@@ -134,10 +134,13 @@ fn login_shell(pid: i32, uid: u32) -> String {
     let Ok(root) = Root::open(Path::new(&root_dir), Scope::InRoot) else {
         return FALLBACK_SHELL.into();
     };
+    // Non-blocking, a regular file, at most 1 MiB: the image may put a FIFO or a huge file there.
     let passwd = root
-        .open_with(Path::new("/etc/passwd"), libc::O_RDONLY)
+        .open_with(Path::new("/etc/passwd"), libc::O_RDONLY | libc::O_NONBLOCK)
         .ok()
-        .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())
+        .map(std::fs::File::from)
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+        .and_then(|f| std::io::read_to_string(std::io::Read::take(f, 1 << 20)).ok())
         .unwrap_or_default();
     match shell_of(&passwd, uid) {
         Some(shell) if root.open_path(Path::new(shell)).is_ok() => shell.to_string(),
