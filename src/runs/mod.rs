@@ -28,10 +28,9 @@ pub mod supervised;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use std::os::unix::fs::OpenOptionsExt as _;
 
 use runtime::container::exec::ExecBase;
 
