@@ -302,6 +302,8 @@ fn stop_ends_a_running_job_and_keeps_its_artifacts() {
 /// `dstack exec` reaches a Slurm run on its node (`srun --overlap`): the job's files, environment and exit code.
 #[test]
 fn exec_reaches_a_running_job_on_its_node() {
+    // Its job holds a CPU of the node while exec is tried: not beside the test that needs both.
+    let _cpus = node_cpus();
     let p = project(
         RunAs::Root,
         "  - name: long

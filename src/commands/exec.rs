@@ -21,22 +21,26 @@ pub fn exec(args: ExecArgs) -> CliResult<ExitCode> {
     let store = crate::slurm::visible_runs(&runtime::paths::state_root());
     let view = store.get(&args.run)?;
     let record = &view.record;
-    if !view.live || record.status.is_finished() {
-        return Err(CliError::new(format!(
-            "run `{}` has ended ({}): there is no job to exec into",
-            record.name, record.status
-        )));
+    match record.status {
+        Status::Running if view.live => {}
+        Status::Submitted | Status::Pulling if view.live => {
+            return Err(CliError::new(format!(
+                "run `{}` is not running yet ({}): try again once `dstack ps` says running",
+                record.name, record.status
+            )));
+        }
+        // Its job has ended, even while its artifacts are being saved (`uploading`).
+        status => {
+            return Err(CliError::new(format!(
+                "run `{}` has ended ({status}): there is no job to exec into",
+                record.name
+            )));
+        }
     }
     if let Some(job) = &record.slurm
         && !on_the_jobs_node(job)
     {
         return through_srun(job, &args);
-    }
-    if record.status != Status::Running {
-        return Err(CliError::new(format!(
-            "run `{}` is not running yet ({}): try again once `dstack ps` says running",
-            record.name, record.status
-        )));
     }
     let terminal = args.tty || (std::io::stdin().is_terminal() && std::io::stdout().is_terminal());
     let code = exec_local(&view, args.command, terminal)?;
