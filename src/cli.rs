@@ -51,6 +51,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Stop a running run
     Stop(StopArgs),
+    /// Run a command in a running job (`dstack exec RUN [-- CMD ...]`; default: the job user's shell)
+    Exec(ExecArgs),
     /// Remove finished runs and their records
     Rm(RmArgs),
     /// List or download a run's artifacts
@@ -171,6 +173,23 @@ pub struct LogsArgs {
     /// Keep printing new output until the run ends
     #[arg(short, long)]
     pub follow: bool,
+}
+
+/// `dstack exec RUN [-- CMD ...]`.
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct ExecArgs {
+    /// Keep stdin open (it always is; accepted as Docker writes `-i`)
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal (the default when stdin and stdout are terminals)
+    #[arg(short, long)]
+    pub tty: bool,
+    /// The run to enter
+    pub run: String,
+    /// The command and its arguments (default: the job user's login shell, else /bin/sh)
+    #[arg(allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

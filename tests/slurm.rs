@@ -299,6 +299,44 @@ fn stop_ends_a_running_job_and_keeps_its_artifacts() {
     assert_ne!(end, "COMPLETED", "the job did not finish on its own");
 }
 
+/// `dstack exec` reaches a Slurm run on its node (`srun --overlap`): the job's files, environment and exit code.
+#[test]
+fn exec_reaches_a_running_job_on_its_node() {
+    // Its job holds a CPU of the node while exec is tried: not beside the test that needs both.
+    let _cpus = node_cpus();
+    let p = project(
+        RunAs::Root,
+        "  - name: long
+    provider: docker
+    image: IMAGE
+    commands:
+      - echo partial > /tmp/a.txt
+      - echo started
+      - sleep 600
+",
+        "",
+    );
+    let out = p.run(&["run", "-d", "--slurm", "long"]);
+    out.assert_success();
+    let run = out.run_name_or_detached();
+    p.wait_log(&run, "started");
+    let exec = p.run(&[
+        "exec",
+        &run,
+        "--",
+        "sh",
+        "-c",
+        "echo $RUN_NAME; cat /tmp/a.txt; exit 6",
+    ]);
+    exec.assert_code(6);
+    assert_eq!(exec.stdout, format!("{run}\npartial\n"), "{exec}");
+    p.run(&["stop", &run]).assert_success();
+    let ended = p.run(&["exec", &run, "--", "true"]);
+    ended
+        .assert_code(1)
+        .assert_stderr_contains("has ended (stopped)");
+}
+
 /// A job that reaches its Slurm time limit gets the same SIGTERM as a `scancel`, but its run ends `failed`
 /// with the reason (not `stopped`), in the record and in the log. (Slurm's shortest limit is a minute and
 /// it checks limits every 30 s: this test takes one to two minutes.)

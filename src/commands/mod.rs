@@ -1,6 +1,7 @@
 //! One module per command family; `dispatch` routes the parsed command line to them.
 
 mod artifacts;
+mod exec;
 mod images;
 mod info;
 mod manuals;
@@ -51,6 +52,7 @@ pub fn dispatch(command: Command) -> CliResult<ExitCode> {
         Command::Ps(args) => runs::ps(args),
         Command::Logs(args) => runs::logs(args),
         Command::Stop(args) => runs::stop(args),
+        Command::Exec(args) => exec::exec(args),
         Command::Rm(args) => runs::rm(args),
         Command::Artifacts(cmd) => artifacts::artifacts(cmd),
         Command::Secrets(cmd) => secrets::secrets(cmd),

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Spec;
 use runtime::cgroup::{SpecCgroup, SpecPlacement};
+use runtime::container::exec::ExecBase;
 use runtime::container::{Container, ContainerBuilder, ContainerError, ExitStatus};
 use runtime::gpu::GpuLease;
 use runtime::image::store::{Image, Lease, Store};
@@ -171,12 +172,18 @@ pub fn start_and_wait(
     mask: &Masker,
 ) -> Result<ExitStatus, Failure> {
     let id = launch_with.id.clone();
+    let exec_base = ExecBase::of(&spec);
     // `launched` also holds the image's and the GPUs' leases until the job has ended.
     let launched = launch(images, image, spec, launch_with).map_err(|e| Failure {
         message: mask.text(&one_line(&e)),
         code: e.code,
     })?;
     let pid = launched.container.pid();
+    if let Some(base) = &exec_base
+        && let Err(e) = run.keep_exec_base(base)
+    {
+        tracing::warn!("`dstack exec` will not reach this run: {e}");
+    }
     run.update(|r| {
         r.container_id = Some(id);
         r.container_pid = Some(pid);

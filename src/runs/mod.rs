@@ -7,6 +7,8 @@
 //! runs/<name>/artifacts/<path>  saved artifacts
 //! runs/<name>/workflow/         the run's copy of the project, seen at /workflow (removed at the end)
 //! runs/<name>/stop-request      `stop` or `abort`, written by `dstack stop`
+//! runs/<name>/exec.json         while the job runs: its process and seccomp profile, for `dstack exec`
+//!                               (emptied at the end)
 //! ```
 //! A run whose record says it is unfinished but whose lock nobody holds lost its supervisor (killed, or
 //! the machine rebooted): it is shown, and recorded, as `aborted` rather than running forever. A Slurm
@@ -26,8 +28,11 @@ pub mod supervised;
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use runtime::container::exec::ExecBase;
 
 use crate::fsutil;
 use scheduler::{JobState, Scheduler, SchedulerError};
@@ -73,6 +78,9 @@ const PROJECT_COPY: &str = "workflow";
 const STOP_REQUEST: &str = "stop-request";
 /// A scheduled job's inputs (they hold the project's secrets until the run ends).
 pub const JOB_INPUTS: &str = "slurm-job.json";
+/// What `dstack exec` starts from while the job runs (its process and seccomp profile). It holds the
+/// job's environment, secrets included, so it is emptied when the run ends.
+const EXEC_BASE: &str = "exec.json";
 
 /// How `dstack stop` asked a run to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +133,19 @@ impl RunView {
 
     pub fn artifacts_dir(&self) -> PathBuf {
         self.dir.join(ARTIFACTS)
+    }
+
+    /// What `dstack exec` starts from, while the job runs (`None` before it runs and after it ended).
+    pub fn exec_base(&self) -> Result<Option<ExecBase>, RunsError> {
+        let path = self.dir.join(EXEC_BASE);
+        match fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => Ok(None),
+            Ok(bytes) => runtime::text::parse_json(&bytes)
+                .map(Some)
+                .map_err(|reason| RunsError::Damaged { path, reason }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at(&path)(e)),
+        }
     }
 }
 
@@ -517,6 +538,11 @@ impl ActiveRun {
         if !self.record.status.can_become(status) {
             return Ok(());
         }
+        // Emptied rather than removed: an inode freed per run slows the next allocations (see ARCHITECTURE).
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(self.dir.join(EXEC_BASE));
         self.update(|r| {
             r.status = status;
             r.exit_code = exit_code;
@@ -578,6 +604,21 @@ impl ActiveRun {
     /// The run's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Keeps what `dstack exec` starts from, before the record says the job runs (so that whoever reads
+    /// `running` finds it whole).
+    pub fn keep_exec_base(&self, base: &ExecBase) -> Result<(), RunsError> {
+        let path = self.dir.join(EXEC_BASE);
+        let bytes = serde_json::to_vec(base).map_err(|e| io_at(&path)(io::Error::other(e)))?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(runtime::private::FILE_MODE)
+            .open(&path)
+            .and_then(|mut f| io::Write::write_all(&mut f, &bytes))
+            .map_err(io_at(&path))
     }
 
     /// Removes the Slurm job's inputs (they hold the project's secrets) once the run has ended.

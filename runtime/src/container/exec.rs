@@ -5,9 +5,11 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxSeccomp, Process};
+use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
+use serde::{Deserialize, Serialize};
 
 use super::process::{self, JobError, JobExtras};
 use super::stdio::{self, ChildStdio};
@@ -24,12 +26,40 @@ const ORDER: [(&str, libc::c_int); 7] = [
     ("mnt", libc::CLONE_NEWNS),
 ];
 
+/// What a process joining a running container starts from: the container's own process (user,
+/// environment, working directory, capabilities, rlimits, no_new_privs) and its seccomp profile. Each
+/// front end keeps it with its containers: `dstack` in the run's directory, `dstack-oci` in the bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecBase {
+    pub process: Process,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<LinuxSeccomp>,
+}
+
+impl ExecBase {
+    /// The parts of `spec` a joining process needs; `None` for a spec without a process.
+    pub fn of(spec: &Spec) -> Option<ExecBase> {
+        Some(ExecBase {
+            process: spec.process().clone()?,
+            seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        })
+    }
+}
+
 /// How to run the new process.
 #[derive(Default)]
 pub struct ExecOptions<'a> {
     pub seccomp: Option<&'a LinuxSeccomp>,
     /// Send a pty's master here and give the process its slave (`process.terminal`).
-    pub console_socket: Option<PathBuf>,
+    pub console: Option<ConsoleTarget>,
+}
+
+/// Where the master of the process's pty goes.
+pub enum ConsoleTarget {
+    /// runc's `--console-socket`: connected before joining (inside, the path means something else).
+    Socket(PathBuf),
+    /// One end of a socket pair whose other end the caller reads (`dstack exec`).
+    Stream(UnixStream),
 }
 
 /// Runs `process` in the container whose init is `pid`; returns the new process's pid (our child) once
@@ -47,8 +77,13 @@ pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, C
         .map_err(|e| ContainerError::Invalid(crate::report::chain(&e)))?;
     let terminal = process.terminal().unwrap_or(false);
     // Connected now: once in the container's mount namespace the socket's path means something else.
-    let console = match (&options.console_socket, terminal) {
-        (Some(path), true) => Some(console::connect(path).map_err(ContainerError::Invalid)?),
+    let connected;
+    let console = match (&options.console, terminal) {
+        (Some(ConsoleTarget::Socket(path)), true) => {
+            connected = console::connect(path).map_err(ContainerError::Invalid)?;
+            Some(&connected)
+        }
+        (Some(ConsoleTarget::Stream(stream)), true) => Some(stream),
         _ => None,
     };
     let mut stdio = stdio::open(StdioMode::Inherit)?;
@@ -64,7 +99,7 @@ pub fn exec(pid: i32, process: &Process, options: &ExecOptions) -> Result<i32, C
     drop(joins);
     // The terminal comes from the container's own devpts, as its init's does.
     let mut slave = None;
-    if let Some(stream) = &console {
+    if let Some(stream) = console {
         let size = process
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));

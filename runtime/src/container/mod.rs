@@ -3,7 +3,7 @@
 //! - `builder`: [`ContainerBuilder`] → [`PreparedContainer`], typed by its mode ([`Supervised`] or [`Oci`]);
 //!   `clone_plan`: what each mode decides once; `launch`: the one clone path, → [`Container`] (supervised,
 //!   dstack's runs) or → [`Created`] (the OCI lifecycle: `gate` to start it, `hooks` at its points, `exec`
-//!   to join it);
+//!   to join it; `attach`: an exec'ed process in the foreground, its pty relayed, as `dstack exec` runs it);
 //! - `spawn`: the clone, refused from a multi-threaded process; `namespaces`, `idmap`: the spec's namespaces
 //!   and user namespace maps;
 //! - `message`: typed messages between supervisor and init, one type per direction;
@@ -17,6 +17,7 @@
 //!   the spec may ask; `unsupported`: the spec's fields this runtime refuses, by name; `validate`: the spec's values checked
 //!   before anything is made (sysctls by namespace, paths inside the root, limits).
 
+pub mod attach;
 mod builder;
 mod caps;
 mod clone_plan;

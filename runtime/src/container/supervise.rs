@@ -105,10 +105,10 @@ pub struct Container {
 }
 
 /// Puts a terminal in raw mode for the pty's sake and restores it.
-struct RawMode(Option<nix::sys::termios::Termios>);
+pub(super) struct RawMode(Option<nix::sys::termios::Termios>);
 
 impl RawMode {
-    fn enter(active: bool) -> RawMode {
+    pub(super) fn enter(active: bool) -> RawMode {
         if !active {
             return RawMode(None);
         }

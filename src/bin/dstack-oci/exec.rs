@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use oci_spec::runtime::Process;
-use runtime::container::exec::{ExecOptions, exec as exec_in};
+use runtime::container::exec::{ConsoleTarget, ExecOptions, exec as exec_in};
 
 use crate::Globals;
 use crate::error::{CmdResult, Failure, fail};
@@ -106,7 +106,7 @@ pub fn exec(globals: &Globals, args: ExecArgs) -> CmdResult {
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let options = ExecOptions {
         seccomp: seccomp.as_ref(),
-        console_socket: args.console_socket.clone(),
+        console: args.console_socket.clone().map(ConsoleTarget::Socket),
     };
     drop(locked);
     let child = exec_in(rec.pid, &process, &options).map_err(|e| Failure {
