@@ -165,7 +165,7 @@ impl UserFiles {
     pub fn read(layer_dirs: &[PathBuf]) -> UserFiles {
         let read = |rel: &str| {
             runtime::rootfs::lookup_file(layer_dirs, rel)
-                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|p| read_image_text(&p))
                 .unwrap_or_default()
         };
         UserFiles {
@@ -356,4 +356,25 @@ pub(super) fn set_process(
         runtime::container::set_term(spec, term);
     }
     Ok(())
+}
+
+/// At most this much of an image's `/etc/passwd` or `/etc/group` is read.
+const USER_FILE_LIMIT: u64 = 1 << 20;
+
+/// The text of an image's file, if it is a regular file: a FIFO or a device there (the image's choice)
+/// must not block or feed the planner, and a huge one is read only as far as the limit.
+fn read_image_text(path: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(USER_FILE_LIMIT).read_to_string(&mut text).ok()?;
+    Some(text)
 }

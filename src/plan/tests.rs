@@ -532,3 +532,21 @@ fn rootless_the_host_user_gets_a_namespace_that_maps_it_to_itself() {
         "1"
     );
 }
+
+/// A hostile image's `/etc/passwd` that is a FIFO (or a device) is no user file: planning neither blocks on
+/// it nor reads it, and the image's users are then unknown.
+#[test]
+fn a_fifo_for_etc_passwd_is_not_read() {
+    let layer = tempfile::tempdir().unwrap();
+    let etc = layer.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    nix::unistd::mkfifo(
+        &etc.join("passwd"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+    let users = UserFiles::read(&[layer.path().to_path_buf()]);
+    assert_eq!(users.passwd, "");
+    assert_eq!(users.group, "root:x:0:\n");
+}

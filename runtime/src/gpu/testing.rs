@@ -5,56 +5,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// A minimal 64-bit ELF shared library for this machine with `DT_NEEDED libc.so.6` and `DT_SONAME soname`.
-pub(crate) fn elf_library(soname: &str) -> Vec<u8> {
-    let mut strtab = b"\0libc.so.6\0".to_vec();
-    let soname_at = strtab.len() as u64;
-    strtab.extend_from_slice(soname.as_bytes());
-    strtab.push(0);
-    let (phoff, dyn_at) = (64u64, 64u64 + 2 * 56);
-    let str_at = dyn_at + 5 * 16;
-    let total = str_at + strtab.len() as u64;
-    let machine: u16 = if cfg!(target_arch = "aarch64") {
-        183
-    } else {
-        62
-    };
-    let mut f = Vec::new();
-    f.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    f.extend_from_slice(&3u16.to_le_bytes()); // ET_DYN
-    f.extend_from_slice(&machine.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes());
-    f.extend_from_slice(&0u64.to_le_bytes()); // entry
-    f.extend_from_slice(&phoff.to_le_bytes());
-    f.extend_from_slice(&0u64.to_le_bytes()); // no section headers
-    f.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, 2, 64, 0, 0] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
-    // PT_LOAD over the whole file at address 0, then PT_DYNAMIC.
-    for (kind, flags, offset, size, align) in [
-        (1u32, 4u32, 0u64, total, 0x1000u64),
-        (2, 6, dyn_at, 5 * 16, 8),
-    ] {
-        f.extend_from_slice(&kind.to_le_bytes());
-        f.extend_from_slice(&flags.to_le_bytes());
-        for v in [offset, offset, offset, size, size, align] {
-            f.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    for (tag, value) in [
-        (1u64, 1u64),
-        (14, soname_at),
-        (5, str_at),
-        (10, strtab.len() as u64),
-        (0, 0),
-    ] {
-        f.extend_from_slice(&tag.to_le_bytes());
-        f.extend_from_slice(&value.to_le_bytes());
-    }
-    f.extend_from_slice(&strtab);
-    f
-}
+/// A minimal 64-bit ELF shared library for this machine (the fixture both crates' tests share).
+pub(crate) use test_support::gpu::elf_library;
 
 /// The same for 32-bit x86 (`ELFCLASS32`, `EM_386`): what ldconfig indexes as a compat32 library.
 pub(crate) fn elf32_library(soname: &str) -> Vec<u8> {
