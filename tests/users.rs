@@ -190,3 +190,35 @@ fn the_dry_run_shows_the_jobs_user() {
         "{out}"
     );
 }
+
+/// Through a volume (`-v`), the story users care about: with `--userns keep-id` what the job writes into
+/// the host directory is the invoking user's there, as root, rootless and rootless without subordinate ids.
+/// Without it, an image running as root writes as the user too when rootless (its root is the user), and
+/// as root when dstack runs as root.
+#[test]
+fn a_file_written_through_a_volume_belongs_to_the_invoking_user_with_keep_id() {
+    for mode in EVERY_USER {
+        let s = pulled(mode);
+        let (uid, gid) = mode.ids();
+        let dir = s.dstack.home().join("volume");
+        std::fs::create_dir_all(&dir).unwrap();
+        s.dstack.give_to_user(&dir);
+        let volume = format!("{}:/out", dir.display());
+        for (flags, file, owner) in [
+            (vec!["--userns", "keep-id"], "kept", (uid, gid)),
+            (vec![], "plain", (uid, gid)),
+        ] {
+            let mut args = vec!["-v", volume.as_str()];
+            args.extend(flags.iter().copied());
+            let out = s.sh_with(&args, &format!("echo x > /out/{file}"));
+            out.assert_success();
+            let meta = std::fs::metadata(dir.join(file))
+                .unwrap_or_else(|e| panic!("{mode:?} {flags:?}: {e}\n{out}"));
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                owner,
+                "{mode:?} {flags:?}: the file the job wrote through the volume"
+            );
+        }
+    }
+}
