@@ -135,6 +135,17 @@ fn with_a_terminal_exec_gets_a_pty_of_the_job() {
             .run_program("script", &["-qec", &sized, "/dev/null"]);
         out.assert_success();
         out.assert_stdout_contains("33 101");
+        // A resize of our terminal while the command runs reaches its pty (SIGWINCH is passed on).
+        let resized = format!(
+            "stty rows 33 cols 101; {} exec {name} -- sh -c 'sleep 2; stty size' </dev/tty & \
+             sleep 1; stty rows 41 cols 123; wait",
+            test_support::dstack::dstack_bin()
+        );
+        let out = s
+            .dstack
+            .run_program("script", &["-qec", &resized, "/dev/null"]);
+        out.assert_success();
+        out.assert_stdout_contains("41 123");
         // Without one (stdin a pipe), none; `-t` asks for one all the same.
         let plain = s.dstack.run(&["exec", &name, "--", "tty"]);
         plain.assert_code(1);
