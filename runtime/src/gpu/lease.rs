@@ -17,7 +17,7 @@
 //! Rootless, when root has not made the machine-wide directory yet, the leases stay in `<state root>/gpu` (with
 //! a warning): they then hold only among that user's own jobs.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt, OpenOptionsExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -387,7 +387,10 @@ fn look_at(path: &Path) -> Option<Holder> {
             // Nobody holds it: its job is gone (a lease is locked before it is visible, and its name is
             // never used again). Sweep it if it is ours to remove (sticky directory).
             drop(unheld);
-            let swept = File::open(path)
+            let swept = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
                 .ok()
                 .and_then(|f| FileLock::try_on(f, LockMode::Exclusive).ok())
                 .is_some_and(|lock| lock.is_ok());
