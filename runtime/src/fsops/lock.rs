@@ -1,5 +1,10 @@
 //! `flock` locks, held by an open file description: a process that dies (even by SIGKILL) releases its
 //! locks with it, so nothing needs cleaning afterwards. The one lock type of the runtime and the CLI.
+//!
+//! Dropping a [`FileLock`] closes its descriptor and does not unlock: the lock belongs to the open file
+//! description, which a forked process (init, a run's detached clean-up) shares, and it must stay held
+//! until the last of them closes it. nix's `Flock` unlocks on drop, which would free a scratch directory
+//! or an address lease while the clean-up still works on it (the next run then swept it itself).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -8,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use std::os::fd::AsRawFd;
 
 /// Whether other holders may share the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +25,7 @@ pub enum LockMode {
 /// A held lock on a file (or a directory); dropping it (or closing every copy of its descriptor)
 /// unlocks. It derefs to the file, for locks whose content matters too (a lease naming its holder).
 #[derive(Debug)]
-pub struct FileLock(Flock<File>);
+pub struct FileLock(File);
 
 impl FileLock {
     /// Waits for the lock on `path`, creating the file (mode 0600) when missing.
@@ -68,19 +73,19 @@ impl DerefMut for FileLock {
 }
 
 fn lock(file: File, mode: LockMode, nonblocking: bool) -> Result<FileLock, (File, Errno)> {
-    let arg = match (mode, nonblocking) {
-        (LockMode::Shared, false) => FlockArg::LockShared,
-        (LockMode::Shared, true) => FlockArg::LockSharedNonblock,
-        (LockMode::Exclusive, false) => FlockArg::LockExclusive,
-        (LockMode::Exclusive, true) => FlockArg::LockExclusiveNonblock,
-    };
-    let mut file = file;
+    let op = match mode {
+        LockMode::Shared => libc::LOCK_SH,
+        LockMode::Exclusive => libc::LOCK_EX,
+    } | if nonblocking { libc::LOCK_NB } else { 0 };
     loop {
-        match Flock::lock(file, arg) {
-            Ok(held) => return Ok(FileLock(held)),
+        // SAFETY: flock on a descriptor `file` owns for the whole call.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(FileLock(file));
+        }
+        match Errno::last() {
             // A signal handler ran while waiting: wait again.
-            Err((back, Errno::EINTR)) => file = back,
-            Err(failed) => return Err(failed),
+            Errno::EINTR => continue,
+            errno => return Err((file, errno)),
         }
     }
 }
@@ -98,6 +103,28 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy of the descriptor (as a forked clean-up or init holds) keeps the lock when the FileLock drops.
+    #[test]
+    fn a_shared_description_keeps_the_lock_after_a_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("lock");
+        let held = FileLock::acquire(&path, LockMode::Exclusive).unwrap();
+        let copy = held.file().try_clone().unwrap();
+        drop(held);
+        assert!(
+            FileLock::try_acquire(&path, LockMode::Shared)
+                .unwrap()
+                .is_none(),
+            "still held through the copy"
+        );
+        drop(copy);
+        assert!(
+            FileLock::try_acquire(&path, LockMode::Shared)
+                .unwrap()
+                .is_some()
+        );
+    }
 
     #[test]
     fn a_held_lock_is_seen_and_released_on_drop() {
