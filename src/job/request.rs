@@ -244,28 +244,10 @@ pub fn copy_project(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::model::{Artifact, ContainerPath, EnvVar, Resources};
+    use crate::workflow::model::{Artifact, ContainerPath, EnvVar};
 
     fn workflow() -> Workflow {
-        Workflow {
-            name: "train".into(),
-            image: "busybox".into(),
-            commands: vec![],
-            entrypoint: None,
-            version: None,
-            env: vec![],
-            artifacts: vec![],
-            resources: Resources::default(),
-            ports: 0,
-            network: Default::default(),
-            working_dir: None,
-            registry_auth: None,
-            cache: vec![],
-            seccomp: Default::default(),
-            volumes: vec![],
-            home: false,
-            user: Default::default(),
-        }
+        Workflow::minimal("train", "busybox")
     }
 
     fn dirs() -> HostDirs {

@@ -40,6 +40,31 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// A workflow with only a name and an image, every other property at its default (for tests, so
+    /// that a new property is added in one place).
+    #[cfg(test)]
+    pub fn minimal(name: &str, image: &str) -> Workflow {
+        Workflow {
+            name: name.into(),
+            image: image.into(),
+            commands: vec![],
+            entrypoint: None,
+            version: None,
+            env: vec![],
+            artifacts: vec![],
+            resources: Resources::default(),
+            ports: 0,
+            network: NetworkChoice::Private,
+            working_dir: None,
+            registry_auth: None,
+            cache: vec![],
+            seccomp: Default::default(),
+            volumes: vec![],
+            home: false,
+            user: Default::default(),
+        }
+    }
+
     /// The job's initial directory inside the container.
     pub fn container_working_dir(&self) -> String {
         match &self.working_dir {
@@ -203,25 +228,7 @@ mod tests {
 
     #[test]
     fn the_working_directory_is_below_workflow() {
-        let mut wf = Workflow {
-            name: "w".into(),
-            image: "busybox".into(),
-            commands: vec![],
-            entrypoint: None,
-            version: None,
-            env: vec![],
-            artifacts: vec![],
-            resources: Resources::default(),
-            ports: 0,
-            network: NetworkChoice::Private,
-            working_dir: None,
-            registry_auth: None,
-            cache: vec![],
-            seccomp: Default::default(),
-            volumes: vec![],
-            home: false,
-            user: Default::default(),
-        };
+        let mut wf = Workflow::minimal("w", "busybox");
         assert_eq!(wf.container_working_dir(), "/workflow");
         wf.working_dir = Some("src/app".into());
         assert_eq!(wf.container_working_dir(), "/workflow/src/app");
