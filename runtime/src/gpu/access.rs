@@ -91,6 +91,8 @@ fn sort_out(
 mod tests {
     use std::path::{Path, PathBuf};
 
+    use crate::gpu::testing::device_paths;
+
     use oci_spec::runtime::LinuxDeviceType;
 
     use super::*;
@@ -116,14 +118,6 @@ mod tests {
         }
     }
 
-    fn paths(edits: &Edits) -> Vec<&str> {
-        edits
-            .devices
-            .iter()
-            .map(|d| d.path.to_str().unwrap())
-            .collect()
-    }
-
     /// A CDI spec of toolkit 1.18 lists the DRM nodes with the GPU: a user outside `video`/`render` still gets the
     /// GPU, without them. (The tests run as root, who may open anything: the user's access is told here.)
     #[test]
@@ -142,7 +136,7 @@ mod tests {
             })
         };
         sort_out(&mut e, &only_nvidia).unwrap();
-        assert_eq!(paths(&e), ["/dev/nvidia0", "/dev/nvidiactl"]);
+        assert_eq!(device_paths(&e), ["/dev/nvidia0", "/dev/nvidiactl"]);
     }
 
     #[test]
@@ -163,6 +157,6 @@ mod tests {
         );
         let mut e = edits(&["/dev/nvidiactl", "/dev/nvidia0"]);
         sort_out(&mut e, &|_| Ok(Access::ThroughGroup { gid: 44 })).unwrap();
-        assert_eq!(paths(&e), ["/dev/nvidiactl", "/dev/nvidia0"]);
+        assert_eq!(device_paths(&e), ["/dev/nvidiactl", "/dev/nvidia0"]);
     }
 }

@@ -257,7 +257,7 @@ fn create_uvm_node() {
 #[cfg(test)]
 mod tests {
     use super::super::discover::discover;
-    use super::super::testing::FakeDriver;
+    use super::super::testing::{FakeDriver, device_paths};
     use super::*;
 
     // No GPU here: the fake driver tree stands in for one.
@@ -337,14 +337,6 @@ mod tests {
             .collect()
     }
 
-    fn nodes(edits: &Edits) -> Vec<&str> {
-        edits
-            .devices
-            .iter()
-            .map(|d| d.path.to_str().unwrap())
-            .collect()
-    }
-
     /// The daemons' sockets and the extra nodes follow the capabilities and what the job asks for.
     #[test]
     fn sockets_mps_imex_gdrcopy_and_vendor_files_follow_the_capabilities() {
@@ -355,13 +347,13 @@ mod tests {
         let utility = edits(fake.root(), &inv, &inv.gpus, &["utility"], &|_| None).unwrap();
         assert!(dests(&utility).contains(&"/run/nvidia-fabricmanager/socket"));
         assert!(!dests(&utility).contains(&"/tmp/nvidia-mps"));
-        assert!(!nodes(&utility).contains(&"/dev/gdrdrv"));
-        assert!(!nodes(&utility).iter().any(|n| n.contains("imex")));
+        assert!(!device_paths(&utility).contains(&"/dev/gdrdrv"));
+        assert!(!device_paths(&utility).iter().any(|n| n.contains("imex")));
         assert!(!dests(&utility).iter().any(|d| d.ends_with(".json")));
 
         let compute = edits(fake.root(), &inv, &inv.gpus, &["compute"], &|_| None).unwrap();
         assert!(dests(&compute).contains(&"/tmp/nvidia-mps"));
-        assert!(nodes(&compute).contains(&"/dev/gdrdrv"));
+        assert!(device_paths(&compute).contains(&"/dev/gdrdrv"));
         assert!(
             dests(&compute).contains(&"/usr/local/nvidia/lib64/libnvidia-tileiras.so.550.54.15")
         );
@@ -375,7 +367,7 @@ mod tests {
         let asked = edits(fake.root(), &inv, &inv.gpus, &["compute"], &job).unwrap();
         assert!(dests(&asked).contains(&"/var/mps"));
         assert!(!dests(&asked).contains(&"/tmp/nvidia-mps"));
-        let imex: Vec<_> = nodes(&asked)
+        let imex: Vec<_> = device_paths(&asked)
             .into_iter()
             .filter(|n| n.contains("imex"))
             .collect();
@@ -387,7 +379,10 @@ mod tests {
         let all = |key: &str| (key == "NVIDIA_IMEX_CHANNELS").then(|| "all".to_string());
         let every = edits(fake.root(), &inv, &inv.gpus, &["compute"], &all).unwrap();
         assert_eq!(
-            nodes(&every).iter().filter(|n| n.contains("imex")).count(),
+            device_paths(&every)
+                .iter()
+                .filter(|n| n.contains("imex"))
+                .count(),
             2
         );
 
@@ -397,7 +392,7 @@ mod tests {
 
         // `none`: the GPU's nodes, no driver files.
         let none = edits(fake.root(), &inv, &inv.gpus, &[], &|_| None).unwrap();
-        assert!(nodes(&none).contains(&"/dev/nvidia0"));
+        assert!(device_paths(&none).contains(&"/dev/nvidia0"));
         assert!(!dests(&none).iter().any(|d| d.contains("lib64")));
     }
 

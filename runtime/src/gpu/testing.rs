@@ -5,8 +5,19 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::edits::Edits;
+
 /// A minimal 64-bit ELF shared library for this machine (the fixture both crates' tests share).
 pub(crate) use test_support::gpu::elf_library;
+
+/// The device node paths an edit gives the job, in order.
+pub(crate) fn device_paths(edits: &Edits) -> Vec<&str> {
+    edits
+        .devices
+        .iter()
+        .map(|d| d.path.to_str().unwrap())
+        .collect()
+}
 
 /// The same for 32-bit x86 (`ELFCLASS32`, `EM_386`): what ldconfig indexes as a compat32 library.
 pub(crate) fn elf32_library(soname: &str) -> Vec<u8> {
